@@ -1,0 +1,248 @@
+"""One typed settings model for lm-co2: profile file first, then environment overrides.
+
+A profile is a YAML file (``compute/profiles/<name>.yaml`` or any path) that names the five storage
+roots as URL templates with the run date, the cluster, the output format and the message language.
+Environment variables prefixed ``LMCO2_`` override any field, with ``__`` between nested names
+(``LMCO2_CLUSTER__N_WORKERS=4``). Nothing here reads the environment at import time: call
+:func:`load_settings` when a run starts, and pass the returned object down.
+
+Examples
+--------
+>>> settings = load_settings("local", environ={})
+>>> settings.storage.url("raw", "2026-12-01", data_dir="/data")
+'/data/lake/raw/20261201/'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from compute.contract import ContractSettings
+from compute.emissions import EmissionSettings
+
+ROOTS: tuple[str, ...] = ("input", "raw", "temp", "processed", "output")
+ENV_PREFIX = "LMCO2_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StorageSettings(_Section):
+    """URL templates of the five storage roots; ``{yyyymmdd}`` and ``{data_dir}`` are filled in."""
+
+    input: str = Field(description="Client drop folder of one day (read).")
+    raw: str = Field(description="Our verified copy of the client's day.")
+    temp: str = Field(description="Intermediates (segments) and phase markers.")
+    processed: str = Field(description="Results in the client's format, before delivery.")
+    output: str = Field(description="Client delivery folder of one day (write, possibly write-only).")
+    reference_geo: str | None = Field(
+        None, description="Geo attributes kept outside the daily folder; used when the day has none."
+    )
+    output_write_only: bool = Field(
+        False, description="The output store allows PutObject only: no list, read or bucket creation."
+    )
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="fsspec storage options per root name (endpoint_url, region, ...). No secrets here.",
+    )
+
+    @field_validator("input", "raw", "temp", "processed", "output")
+    @classmethod
+    def _has_date(cls, value: str) -> str:
+        if "{yyyymmdd}" not in value:
+            raise ValueError(f"storage root {value!r} has no '{{yyyymmdd}}' placeholder; add it so each day has its own folder")
+        return value
+
+    def url(self, root: str, run_date: dt.date | str, data_dir: str | Path = ".") -> str:
+        """Return the URL of ``root`` for ``run_date``, with a trailing slash."""
+        if root not in ROOTS:
+            raise ValueError(f"unknown storage root {root!r}; expected one of {ROOTS}")
+        day = parse_run_date(run_date).strftime("%Y%m%d")
+        url = str(getattr(self, root)).format(yyyymmdd=day, data_dir=str(data_dir).rstrip("/"))
+        return url if url.endswith("/") else url + "/"
+
+    def options_for(self, root: str) -> dict[str, Any]:
+        """Return the fsspec options for ``root`` (a copy)."""
+        return dict(self.options.get(root, {}))
+
+
+class ClusterSettings(_Section):
+    """Where the compute phase runs."""
+
+    kind: Literal["local", "kubernetes"] = Field("local", description="LocalCluster or dask-kubernetes KubeCluster.")
+    n_workers: int = Field(2, ge=1, le=512, description="Workers at start.")
+    threads_per_worker: int = Field(1, ge=1, le=64, description="Threads per worker process.")
+    memory_limit: str = Field("4GiB", description="Memory limit per worker (Dask size string).")
+    min_workers: int | None = Field(None, ge=0, description="Adaptive minimum (kubernetes).")
+    max_workers: int | None = Field(None, ge=1, description="Adaptive maximum (kubernetes).")
+    namespace: str = Field("lm-co2", description="Kubernetes namespace of the DaskCluster.")
+    spec_path: str = Field("k8s/daskcluster.yaml", description="DaskCluster spec template, relative to the project root.")
+    image: str | None = Field(None, description="Image of scheduler and workers; overrides the template.")
+    idle_timeout_s: int = Field(900, ge=60, description="The operator deletes an idle cluster after this many seconds.")
+    compute_timeout_s: int = Field(1500, ge=10, description="Client-side deadline for the compute phase.")
+    dashboard: bool = Field(False, description="Start the Dask dashboard (local) and log its link.")
+
+    @model_validator(mode="after")
+    def _adaptive_bounds(self) -> ClusterSettings:
+        if self.min_workers is not None and self.max_workers is not None and self.min_workers > self.max_workers:
+            raise ValueError(f"cluster.min_workers={self.min_workers} is above cluster.max_workers={self.max_workers}")
+        return self
+
+
+class OutputSettings(_Section):
+    """Format the client receives."""
+
+    format: Literal["parquet", "csv", "jsonl"] = Field("parquet", description="File format of delivered tables.")
+    compression: str | None = Field("zstd", description="Parquet compression codec (ignored for csv/jsonl).")
+    include_breakdown: bool = Field(True, description="Deliver distance and CO2 by road class and area type.")
+    include_rejects: bool = Field(True, description="Deliver the rejects table with reason codes.")
+
+
+class TransferSettings(_Section):
+    """How the day is copied from input to raw."""
+
+    mode: Literal["fsspec", "sts"] = Field("fsspec", description="Object copy through fsspec, or Storage Transfer Service.")
+    project_id: str | None = Field(None, description="GCP project of the transfer job (sts).")
+    job_name: str | None = Field(None, description="Existing transfer job, 'transferJobs/…' (sts).")
+    timeout_s: int = Field(1200, ge=10, description="Deadline for the transfer operation.")
+    retries: int = Field(3, ge=0, le=10, description="Attempts per object that failed to copy or verify.")
+
+
+class NotifySettings(_Section):
+    """Completion notice after delivery."""
+
+    kind: Literal["none", "webhook"] = Field("none", description="No notice, or an HTTP POST.")
+    webhook_url: SecretStr | None = Field(None, description="Webhook URL; a secret, never logged.")
+
+
+class SpatialSettings(_Section):
+    """Spatial join of segments to the geo attributes."""
+
+    link_max_distance_m: float = Field(25.0, gt=0, le=500, description="Nearest road link must lie within this distance of the segment midpoint.")
+
+
+class Settings(_Section):
+    """All settings of one run."""
+
+    profile: str = Field("local", description="Name of the profile the settings came from.")
+    language: Literal["ja", "en"] = Field("ja", description="Language of operator messages and reports.")
+    data_dir: str = Field("./var", description="Folder that fills '{data_dir}' in storage templates.")
+    storage: StorageSettings
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
+    transfer: TransferSettings = Field(default_factory=TransferSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    spatial: SpatialSettings = Field(default_factory=SpatialSettings)
+    contract: ContractSettings = Field(default_factory=ContractSettings)
+    emission: EmissionSettings = Field(default_factory=EmissionSettings)
+
+    def url(self, root: str, run_date: dt.date | str) -> str:
+        """Return the URL of ``root`` for ``run_date``."""
+        return self.storage.url(root, run_date, data_dir=self.data_dir)
+
+
+def parse_run_date(value: dt.date | str) -> dt.date:
+    """Parse ``2026-12-01`` or ``20261201`` into a date.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is not a calendar date in one of those forms.
+    """
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    text = str(value).strip()
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(f"run date {value!r} is not a date; write it as YYYY-MM-DD or YYYYMMDD, e.g. 2026-12-01")
+
+
+def load_settings(
+    profile: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load a profile, apply ``LMCO2_*`` environment overrides and explicit ``overrides``.
+
+    Parameters
+    ----------
+    profile
+        A profile name shipped with the package (``local``, ``gke``) or a path to a YAML file.
+        ``None`` takes ``LMCO2_PROFILE`` from ``environ``, else ``local``.
+    environ
+        Environment to read overrides from; defaults to ``os.environ`` at call time.
+    overrides
+        Nested values applied last (CLI options, flow parameters).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the profile is neither a shipped name nor an existing file.
+    pydantic.ValidationError
+        If the merged values are invalid; the message names the field.
+    """
+    env = dict(os.environ if environ is None else environ)
+    name = profile if profile is not None else env.get(f"{ENV_PREFIX}PROFILE", "local")
+    values = _read_profile(name)
+    _deep_update(values, _env_overrides(env))
+    if overrides:
+        _deep_update(values, dict(overrides))
+    settings = Settings.model_validate(values)
+    if not _is_url(settings.data_dir):
+        settings = settings.model_copy(update={"data_dir": str(Path(settings.data_dir).resolve())})
+    return settings
+
+
+def _read_profile(name: str | Path) -> dict[str, Any]:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"profile file {str(path)!r} not found; pass a shipped profile name (local, gke) or an existing YAML file")
+        text = path.read_text(encoding="utf-8")
+    else:
+        shipped = resources.files("compute.profiles") / f"{name}.yaml"
+        if not shipped.is_file():
+            raise FileNotFoundError(f"profile {str(name)!r} not found; shipped profiles are 'local' and 'gke', or pass a YAML path")
+        text = shipped.read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"profile {str(name)!r} must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}PROFILE":
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        node = values
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(raw) if raw.strip() else raw
+    return values
+
+
+def _deep_update(target: dict[str, Any], source: Mapping[str, Any]) -> None:
+    for key, value in source.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _deep_update(target[key], value)
+        else:
+            target[key] = value
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text

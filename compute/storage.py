@@ -1,0 +1,373 @@
+"""The only module that talks to fsspec and object stores.
+
+``file://`` paths (or plain paths), ``memory://``, ``gs://`` and ``s3://`` go through one code path.
+Every copy is verified object by object (size and SHA-256 read back from the destination, or the
+store's own checksum header where the destination is write-only), and every phase writes a small
+JSON manifest of what it wrote.
+
+Invariants
+----------
+* A manifest lists exactly the objects of one phase of one run date, with size and checksums.
+* A phase marker is written last, after its outputs are complete and verified, so a marker that
+  exists means the phase is done.
+* Nothing here logs or stores credentials: storage options never enter a manifest.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import posixpath
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import fsspec
+from fsspec.core import url_to_fs
+
+CHUNK_BYTES = 8 * 1024 * 1024
+MANIFEST_NAME = "manifest.json"
+SUCCESS_NAME = "_SUCCESS"
+PHASES_DIR = "_phases"
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed after its retries; the message names the object and the fix."""
+
+
+class VerificationError(StorageError):
+    """An object at the destination differs from its source."""
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    """One object of a manifest: path relative to the manifest's root, size and checksums."""
+
+    path: str
+    size: int
+    sha256: str
+    md5: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ObjectRecord:
+        return cls(path=str(data["path"]), size=int(data["size"]), sha256=str(data["sha256"]), md5=str(data["md5"]))
+
+
+@dataclass
+class Manifest:
+    """What one phase wrote for one run date."""
+
+    phase: str
+    run_date: str
+    root: str
+    objects: list[ObjectRecord] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["objects"] = [asdict(o) for o in sorted(self.objects, key=lambda o: o.path)]
+        return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        objects = [ObjectRecord.from_dict(o) for o in data.pop("objects", [])]
+        return cls(objects=objects, **data)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(o.size for o in self.objects)
+
+
+class Store:
+    """One storage root (a URL prefix) with its fsspec filesystem.
+
+    Parameters
+    ----------
+    url
+        Root URL, e.g. ``gs://bucket/raw/20261201/`` or ``/data/lake/raw/20261201/``.
+    options
+        fsspec storage options (endpoint_url, credentials from the environment, ...).
+    write_only
+        The store allows writes only: no listing, no reads, no bucket creation.
+    """
+
+    def __init__(self, url: str, options: dict[str, Any] | None = None, *, write_only: bool = False) -> None:
+        self.url = url if url.endswith("/") else url + "/"
+        self.options = dict(options or {})
+        self.write_only = write_only
+        self.fs, root = url_to_fs(self.url, **self.options)
+        self.root = root.rstrip("/")
+        self.protocol = self.fs.protocol[0] if isinstance(self.fs.protocol, (tuple, list)) else self.fs.protocol
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r}, write_only={self.write_only})"
+
+    # -- paths ---------------------------------------------------------------------------------
+    def path(self, relative: str = "") -> str:
+        """Return the filesystem path of ``relative`` below the root."""
+        relative = relative.lstrip("/")
+        return f"{self.root}/{relative}" if relative else self.root
+
+    def child_url(self, relative: str) -> str:
+        """Return the full URL of ``relative`` below the root (for dask/pyarrow readers)."""
+        return self.url + relative.lstrip("/")
+
+    # -- reading -------------------------------------------------------------------------------
+    def exists(self, relative: str = "") -> bool:
+        self._reject_if_write_only("exists")
+        return bool(self.fs.exists(self.path(relative)))
+
+    def list(self, relative: str = "") -> dict[str, int]:
+        """List the objects below ``relative`` as ``{path relative to root: size}``, sorted."""
+        self._reject_if_write_only("list")
+        base = self.path(relative)
+        if not self.fs.exists(base):
+            return {}
+        found = self.fs.find(base, detail=True)
+        prefix = self.root + "/"
+        out = {}
+        for path, info in found.items():
+            if info.get("type") == "directory":
+                continue
+            key = path[len(prefix):] if path.startswith(prefix) else posixpath.basename(path)
+            out[key] = int(info.get("size") or 0)
+        return dict(sorted(out.items()))
+
+    def read_bytes(self, relative: str) -> bytes:
+        self._reject_if_write_only("read")
+        return bytes(self.fs.cat_file(self.path(relative)))
+
+    def read_text(self, relative: str) -> str:
+        return self.read_bytes(relative).decode("utf-8")
+
+    def open(self, relative: str, mode: str = "rb") -> Any:
+        if "r" in mode:
+            self._reject_if_write_only("read")
+        return self.fs.open(self.path(relative), mode)
+
+    def checksums(self, relative: str) -> tuple[int, str, str]:
+        """Stream an object and return ``(size, sha256 hex, md5 base64)``."""
+        self._reject_if_write_only("checksum")
+        sha = hashlib.sha256()
+        md5 = hashlib.md5()  # noqa: S324 - integrity check against Content-MD5, not security
+        size = 0
+        with self.fs.open(self.path(relative), "rb") as handle:
+            for chunk in _chunks(handle):
+                sha.update(chunk)
+                md5.update(chunk)
+                size += len(chunk)
+        return size, sha.hexdigest(), base64.b64encode(md5.digest()).decode("ascii")
+
+    def record(self, relative: str) -> ObjectRecord:
+        size, sha, md5 = self.checksums(relative)
+        return ObjectRecord(path=relative, size=size, sha256=sha, md5=md5)
+
+    # -- writing -------------------------------------------------------------------------------
+    def makedirs(self) -> None:
+        """Create the root folder on stores that have folders (local disk); no-op elsewhere."""
+        if self.protocol in ("file", "local"):
+            self.fs.makedirs(self.root, exist_ok=True)
+
+    def write_bytes(self, relative: str, data: bytes) -> ObjectRecord:
+        """Write ``data`` in one PUT and return its record (checksums computed locally)."""
+        path = self.path(relative)
+        if self.protocol in ("file", "local"):
+            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        with self.fs.open(path, "wb") as handle:
+            handle.write(data)
+        return ObjectRecord(
+            path=relative,
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            md5=base64.b64encode(hashlib.md5(data).digest()).decode("ascii"),  # noqa: S324
+        )
+
+    def write_text(self, relative: str, text: str) -> ObjectRecord:
+        return self.write_bytes(relative, text.encode("utf-8"))
+
+    def remove(self, relative: str = "") -> None:
+        """Delete ``relative`` (recursively); a missing path is not an error."""
+        self._reject_if_write_only("delete")
+        path = self.path(relative)
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
+    def _reject_if_write_only(self, operation: str) -> None:
+        if self.write_only:
+            raise StorageError(
+                f"cannot {operation} on write-only store {self.url}: it allows PutObject only; "
+                "keep the state of deliveries on our side (temp/ markers) instead"
+            )
+
+
+# -- copies ------------------------------------------------------------------------------------
+
+
+def copy_object(
+    source: Store,
+    destination: Store,
+    relative: str,
+    *,
+    expected: ObjectRecord | None = None,
+    verify: Callable[[Store, ObjectRecord], None] | None = None,
+) -> ObjectRecord:
+    """Copy one object by streaming it, then verify it at the destination.
+
+    The source record is computed while streaming, so the source is read once. Verification reads
+    the destination back (size and SHA-256) unless ``verify`` is given (write-only stores).
+
+    Raises
+    ------
+    VerificationError
+        If the source changed against ``expected`` or the destination differs from the source.
+    """
+    sha = hashlib.sha256()
+    md5 = hashlib.md5()  # noqa: S324
+    size = 0
+    dst_path = destination.path(relative)
+    if destination.protocol in ("file", "local"):
+        destination.fs.makedirs(posixpath.dirname(dst_path), exist_ok=True)
+    with source.fs.open(source.path(relative), "rb") as reader, destination.fs.open(dst_path, "wb") as writer:
+        for chunk in _chunks(reader):
+            sha.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+            writer.write(chunk)
+    record = ObjectRecord(path=relative, size=size, sha256=sha.hexdigest(), md5=base64.b64encode(md5.digest()).decode("ascii"))
+    if expected is not None and (expected.size, expected.sha256) != (record.size, record.sha256):
+        raise VerificationError(
+            f"source object {source.child_url(relative)} changed while copying: manifest says "
+            f"{expected.size} bytes sha256={expected.sha256[:12]}…, read {record.size} bytes sha256={record.sha256[:12]}…; "
+            "ask the sender whether the day is complete, then rerun with force"
+        )
+    (verify or verify_read_back)(destination, record)
+    return record
+
+
+def verify_read_back(destination: Store, record: ObjectRecord) -> None:
+    """Read ``record.path`` back from ``destination`` and compare size and SHA-256."""
+    size, sha, _ = destination.checksums(record.path)
+    if (size, sha) != (record.size, record.sha256):
+        raise VerificationError(
+            f"object {destination.child_url(record.path)} differs from its source: expected {record.size} bytes "
+            f"sha256={record.sha256[:12]}…, found {size} bytes sha256={sha[:12]}…; rerun the phase with force to copy it again"
+        )
+
+
+def copy_tree(
+    source: Store,
+    destination: Store,
+    *,
+    phase: str,
+    run_date: str,
+    relatives: Iterable[str] | None = None,
+    retries: int = 3,
+    retry_delay_s: float = 0.5,
+    verify: Callable[[Store, ObjectRecord], None] | None = None,
+    on_retry: Callable[[str, int, Exception], None] | None = None,
+) -> Manifest:
+    """Copy every object below ``source`` to ``destination``, verify each, and return a manifest.
+
+    Objects that fail to copy or verify are retried, alone, up to ``retries`` more times.
+
+    Raises
+    ------
+    StorageError
+        If any object still fails after its retries; the message lists them.
+    """
+    names = sorted(relatives) if relatives is not None else list(source.list())
+    manifest = Manifest(phase=phase, run_date=run_date, root=_public_url(destination.url))
+    failures: dict[str, Exception] = {}
+    for name in names:
+        for attempt in range(retries + 1):
+            try:
+                manifest.objects.append(copy_object(source, destination, name, verify=verify))
+                failures.pop(name, None)
+                break
+            except (OSError, VerificationError) as error:  # network errors surface as OSError subclasses
+                failures[name] = error
+                if on_retry is not None:
+                    on_retry(name, attempt + 1, error)
+                if attempt < retries:
+                    time.sleep(retry_delay_s * (2**attempt))
+    if failures:
+        listed = "; ".join(f"{name}: {error}" for name, error in sorted(failures.items()))
+        raise StorageError(f"{len(failures)} of {len(names)} objects failed to copy from {source.url} to {destination.url}: {listed}")
+    manifest.counts = {"objects": len(manifest.objects), "bytes": manifest.total_bytes}
+    return manifest
+
+
+def manifest_of(store: Store, *, phase: str, run_date: str, exclude: Iterable[str] = ()) -> Manifest:
+    """Build a manifest of every object below ``store`` (checksums read from the store)."""
+    skip = set(exclude)
+    manifest = Manifest(phase=phase, run_date=run_date, root=_public_url(store.url))
+    for name in store.list():
+        if name in skip or posixpath.basename(name) in skip:
+            continue
+        manifest.objects.append(store.record(name))
+    manifest.counts = {"objects": len(manifest.objects), "bytes": manifest.total_bytes}
+    return manifest
+
+
+def verify_manifest(store: Store, manifest: Manifest) -> list[str]:
+    """Return the problems found when checking ``store`` against ``manifest`` (empty if none)."""
+    problems = []
+    present = store.list()
+    for record in manifest.objects:
+        if record.path not in present:
+            problems.append(f"missing: {record.path}")
+            continue
+        size, sha, _ = store.checksums(record.path)
+        if (size, sha) != (record.size, record.sha256):
+            problems.append(f"differs: {record.path} (expected {record.size} bytes sha256={record.sha256[:12]}…, found {size} bytes sha256={sha[:12]}…)")
+    return problems
+
+
+# -- phase markers -----------------------------------------------------------------------------
+
+
+def phase_marker_path(phase: str) -> str:
+    return f"{PHASES_DIR}/{phase}.json"
+
+
+def read_phase_marker(state: Store, phase: str) -> Manifest | None:
+    """Return the manifest a completed ``phase`` left in ``state``, or ``None``."""
+    path = phase_marker_path(phase)
+    if not state.exists(path):
+        return None
+    return Manifest.from_json(state.read_text(path))
+
+
+def write_phase_marker(state: Store, manifest: Manifest) -> None:
+    """Record that ``manifest.phase`` completed; call it last, after the phase verified its outputs."""
+    state.write_text(phase_marker_path(manifest.phase), manifest.to_json())
+
+
+def clear_phase_marker(state: Store, phase: str) -> None:
+    state.remove(phase_marker_path(phase))
+
+
+def open_url(url: str, mode: str = "rb", options: dict[str, Any] | None = None) -> Any:
+    """Open one object by URL (used by readers outside a :class:`Store`)."""
+    return fsspec.open(url, mode, **(options or {})).open()
+
+
+def _chunks(handle: Any) -> Iterator[bytes]:
+    while True:
+        chunk = handle.read(CHUNK_BYTES)
+        if not chunk:
+            return
+        yield chunk
+
+
+def _public_url(url: str) -> str:
+    """Strip any userinfo from ``url`` so no credential reaches a manifest."""
+    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,1 @@
+"""Prefect flows of lm-co2: orchestration only; the work is done by ``compute``."""

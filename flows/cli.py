@@ -1,0 +1,156 @@
+"""The ``lm-co2`` command: run the daily flow, write a sample day, validate a day.
+
+Help and messages are Japanese by default; ``--lang en`` or ``LMCO2_LANGUAGE=en`` switches to
+English.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from compute.i18n import message, register
+
+register(
+    {
+        "cli.description": {
+            "ja": "lm-co2: 車両軌跡から燃料消費量と CO2 排出量を日次で算定するバッチ。",
+            "en": "lm-co2: the daily batch that estimates fuel and CO2 from vehicle trajectories.",
+        },
+        "cli.lang": {"ja": "メッセージの言語（ja または en）。", "en": "Language of messages (ja or en)."},
+        "cli.profile": {"ja": "設定プロファイル名または YAML のパス（既定: LMCO2_PROFILE または local）。",
+                        "en": "Settings profile name or YAML path (default: LMCO2_PROFILE or local)."},
+        "cli.run": {"ja": "1 日分の日次フローを実行する。", "en": "Run the daily flow for one day."},
+        "cli.run.date": {"ja": "実行日（YYYY-MM-DD）。既定は日本時間の前日。", "en": "Run date (YYYY-MM-DD). Default: yesterday in Japan."},
+        "cli.run.force": {"ja": "完了済みのフェーズも再実行する。", "en": "Run phases again even if they completed before."},
+        "cli.run.phases": {"ja": "実行するフェーズ（カンマ区切り: fetch,validate,compute,output,publish）。",
+                           "en": "Phases to run, comma-separated (fetch,validate,compute,output,publish)."},
+        "cli.run.json": {"ja": "サマリを JSON で出力する。", "en": "Print the summary as JSON."},
+        "cli.sample": {"ja": "サンプルの 1 日分の入力を書き出す。", "en": "Write a sample day of inputs."},
+        "cli.sample.date": {"ja": "サンプルの日付（YYYY-MM-DD）。", "en": "Date of the sample day (YYYY-MM-DD)."},
+        "cli.sample.trips": {"ja": "トリップ数。", "en": "Number of trips."},
+        "cli.sample.vertices": {"ja": "1 トリップあたりの頂点数。", "en": "Vertices per trip."},
+        "cli.sample.out": {"ja": "出力先 URL（既定: プロファイルの input ルート）。", "en": "Destination URL (default: the profile's input root)."},
+        "cli.sample.done": {"ja": "サンプル日を書き出しました: {url}", "en": "Sample day written: {url}"},
+        "cli.validate": {"ja": "1 日分の入力を契約に照らして検証し、レポートを表示する。",
+                         "en": "Validate one day of inputs against the contract and print a report."},
+        "cli.validate.path": {"ja": "1 日分のフォルダ（ローカルパスまたは URL）。", "en": "Folder of one day (local path or URL)."},
+        "cli.validate.rejects": {"ja": "除外行を書き出す Parquet ファイル。", "en": "Parquet file to write the rejects to."},
+        "cli.error": {"ja": "エラー: {error}", "en": "Error: {error}"},
+    }
+)
+
+PHASE_NAMES = ("fetch", "validate", "compute", "output", "publish")
+
+# Defaults for the process before Prefect or gcsfs are imported: no telemetry, no cloud metadata
+# probes, and time for the ephemeral Prefect server to migrate its database on first use.
+# An operator's own environment wins (setdefault).
+_PROCESS_DEFAULTS = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "NO_GCE_CHECK": "True",
+    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "DASK_LOGGING__DISTRIBUTED": "warning",
+}
+
+
+def _language(argv: Sequence[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--lang" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--lang="):
+            return arg.split("=", 1)[1]
+    return os.environ.get("LMCO2_LANGUAGE", "ja")
+
+
+def build_parser(lang: str) -> argparse.ArgumentParser:
+    """Build the argument parser with help texts in ``lang``."""
+    parser = argparse.ArgumentParser(prog="lm-co2", description=message("cli.description", lang))
+    parser.add_argument("--lang", choices=("ja", "en"), default=lang, help=message("cli.lang", lang))
+    parser.add_argument("--profile", default=None, help=message("cli.profile", lang))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help=message("cli.run", lang), description=message("cli.run", lang))
+    run.add_argument("--date", default=None, help=message("cli.run.date", lang))
+    run.add_argument("--force", action="store_true", help=message("cli.run.force", lang))
+    run.add_argument("--phases", default=None, help=message("cli.run.phases", lang))
+    run.add_argument("--json", action="store_true", help=message("cli.run.json", lang))
+
+    sample = commands.add_parser("sample", help=message("cli.sample", lang), description=message("cli.sample", lang))
+    sample.add_argument("--date", required=True, help=message("cli.sample.date", lang))
+    sample.add_argument("--trips", type=int, default=200, help=message("cli.sample.trips", lang))
+    sample.add_argument("--vertices", type=int, default=60, help=message("cli.sample.vertices", lang))
+    sample.add_argument("--out", default=None, help=message("cli.sample.out", lang))
+
+    validate = commands.add_parser("validate", help=message("cli.validate", lang), description=message("cli.validate", lang))
+    validate.add_argument("path", help=message("cli.validate.path", lang))
+    validate.add_argument("--rejects", default=None, help=message("cli.validate.rejects", lang))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lm-co2``; returns the process exit code."""
+    for key, value in _PROCESS_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    lang = _language(args_list)
+    lang = lang if lang in ("ja", "en") else "ja"
+    args = build_parser(lang).parse_args(args_list)
+    lang = args.lang
+    try:
+        if args.command == "run":
+            return _run(args, lang)
+        if args.command == "sample":
+            return _sample(args, lang)
+        return _validate(args, lang)
+    except Exception as error:  # noqa: BLE001 - the CLI prints one line; the traceback is in the logs
+        print(message("cli.error", lang, error=error), file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, lang: str) -> int:
+    from compute.report import RunSummary, render_text
+    from flows.daily import co2_daily
+
+    phases = [p.strip() for p in args.phases.split(",")] if args.phases else None
+    result = co2_daily(run_date=args.date, force=args.force, phases=phases, profile=args.profile)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+    else:
+        summary = RunSummary.from_dict(result)
+        print(render_text(summary, lang))
+    return 0
+
+
+def _sample(args: argparse.Namespace, lang: str) -> int:
+    from compute.sample import SampleSpec, write_sample_day
+    from compute.settings import load_settings, parse_run_date
+    from compute.storage import Store
+
+    settings = load_settings(args.profile)
+    day = parse_run_date(args.date)
+    url = args.out or settings.url("input", day)
+    options = {} if args.out else settings.storage.options_for("input")
+    counts = write_sample_day(Store(url, options), day, SampleSpec(trips=args.trips, vertices_per_trip=args.vertices))
+    print(message("cli.sample.done", lang, url=url))
+    print(json.dumps(counts, ensure_ascii=False))
+    return 0
+
+
+def _validate(args: argparse.Namespace, lang: str) -> int:
+    from compute.inspection import validate_path
+    from compute.settings import load_settings
+
+    settings = load_settings(args.profile)
+    report, balanced = validate_path(args.path, settings, lang=lang, rejects_path=args.rejects)
+    print(report)
+    return 0 if balanced else 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
