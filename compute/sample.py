@@ -58,6 +58,7 @@ class SampleSpec:
     grid_cells: int = 40
     grid_spacing_m: float = 250.0
     trips_per_file: int = 20_000
+    defects: bool = True
     seed: int = 20261201
 
 
@@ -100,7 +101,42 @@ def write_sample_day(store: Store, run_date: dt.date, spec: SampleSpec = SampleS
         if tacho.num_rows or part == 0:
             _write(store, f"tachometer/part-{part:05d}.parquet", tacho)
             counts["tachometer"] += tacho.num_rows
+    if spec.defects:
+        defects = _defective_trajectories(day_start_ms)
+        _write(store, "trajectories/part-defects.parquet", defects)
+        counts["trajectories"] += defects.num_rows
     return counts
+
+
+def _defective_trajectories(day_start_ms: int) -> pa.Table:
+    """A few trips that break the contract in known ways, so every run shows its rejects.
+
+    In order: a duplicate of trip ``T000000000``, a vehicle missing from the master, a single
+    vertex, timestamps that go backwards, a vertex at (0, 0), and a missing trip id.
+    """
+    base = np.array([[0.0, 0.0], [300.0, 0.0], [600.0, 0.0]])
+    line = _to_lonlat(base)
+    lines = [line, line, line[:1], line, np.r_[line[:2], [[0.0, 0.0]]], line]
+    times = [[0, 30_000, 60_000], [0, 30_000, 60_000], [0], [0, 60_000, 30_000], [0, 30_000, 60_000], [0, 30_000, 60_000]]
+    geometries = [shapely.points(coords[0]) if len(coords) == 1 else shapely.linestrings(coords) for coords in lines]
+    wkb = [bytes(shapely.to_wkb(g)) if len(coords) > 1 else bytes.fromhex("010200000001000000") + np.asarray(coords[0], "<f8").tobytes()
+           for g, coords in zip(geometries, lines)]
+    start = day_start_ms + 10 * 3600 * 1000
+    return _with_geo_metadata(
+        pa.table(
+            {
+                c.TRIP_ID: pa.array(["T000000000", "DEFECT-UNKNOWN-VEHICLE", "DEFECT-SINGLE-VERTEX", "DEFECT-BACKWARDS", "DEFECT-NULL-ISLAND", None], pa.string()),
+                c.VEHICLE_ID: pa.array(["V0000000", "V9999999", "V0000000", "V0000000", "V0000000", "V0000000"], pa.string()),
+                c.GEOMETRY: pa.array(wkb, pa.binary()),
+                c.TIMESTAMPS: pa.array([[start + t for t in ts] for ts in times], pa.list_(pa.timestamp("ms", tz="UTC"))),
+                c.START_TIME: pa.array([start] * 6, pa.timestamp("ms", tz="UTC")),
+                c.END_TIME: pa.array([start + 60_000] * 6, pa.timestamp("ms", tz="UTC")),
+                c.LOAD_KG: pa.array([None] * 6, pa.float64()),
+            }
+        ),
+        ["LineString"],
+        np.asarray([g for g in geometries], dtype=object),
+    )
 
 
 # -- datasets ----------------------------------------------------------------------------------

@@ -40,9 +40,11 @@ def align_to_trips(tacho: pd.DataFrame, trips: pd.DataFrame) -> tuple[pd.DataFra
         return _empty_aligned(), tacho.reset_index(drop=True)
 
     left = tacho.assign(_row=np.arange(len(tacho)))
+    left[c.VEHICLE_ID] = left[c.VEHICLE_ID].astype(object)  # merge_asof needs identical key dtypes
     left[c.TS] = left[c.TS].astype(_MS)
     left = left.sort_values([c.TS], kind="mergesort")
     right = trips[[c.TRIP_ID, c.VEHICLE_ID, c.START_TIME, c.END_TIME]].copy()
+    right[c.VEHICLE_ID] = right[c.VEHICLE_ID].astype(object)
     right[c.START_TIME] = right[c.START_TIME].astype(_MS)
     right[c.END_TIME] = right[c.END_TIME].astype(_MS)
     right = right.dropna(subset=[c.START_TIME]).sort_values([c.START_TIME], kind="mergesort")

@@ -1,0 +1,77 @@
+"""The input contract: schemas, column mapping, validation rules, reason codes and reports.
+
+Public API (pure functions, no I/O; ``compute.pipeline`` maps them over partitions)::
+
+    table = conform_table("trajectories", table, settings.contract)    # raises ContractError
+    frame = to_frame("trajectories", table)                             # shapely geometry, EPSG:4326
+    accepted, rejects = validate_rows("trajectories", frame, context)
+    summary.record("trajectories", len(frame), accepted, rejects)
+    check_balance(summary)                                              # raises BalanceError
+    markdown = render_report(summary, "ja", rejects)
+
+Invariants
+----------
+* Every input row ends up exactly once in accepted or in rejects (checked by ``check_balance``).
+* Reason codes and flag codes are never renamed: clients filter rejects by them.
+* A dataset-level problem raises ``ContractError`` before any row is validated.
+"""
+
+from __future__ import annotations
+
+from compute.contract import messages as _messages  # noqa: F401  (registers ja/en texts)
+from compute.contract.conform import conform_table
+from compute.contract.errors import BalanceError, ContractError
+from compute.contract.frames import WKB_UNREADABLE, find_duplicate_keys, row_keys, to_frame
+from compute.contract.reasons import REJECT_COLUMNS, RULE_ORDER, ErrorCode, FlagCode, ReasonCode
+from compute.contract.report import render_report
+from compute.contract.schema import (
+    AREA_TYPES,
+    COLUMN_SPECS,
+    DATASETS,
+    FUEL_TYPES,
+    KEY_COLUMNS,
+    REQUIRED_DATASETS,
+    SCHEMAS,
+    TEST_CYCLES,
+    VEHICLE_CLASSES,
+)
+from compute.contract.settings import ColumnMapping, ContractSettings, ContractThresholds
+from compute.contract.state import empty_rejects
+from compute.contract.summary import DatasetSummary, ValidationSummary, check_balance, summarize_partition
+from compute.contract.validate import CONTRACT_FLAGS, ValidationContext, validate_rows
+
+__all__ = [
+    "AREA_TYPES",
+    "COLUMN_SPECS",
+    "CONTRACT_FLAGS",
+    "DATASETS",
+    "FUEL_TYPES",
+    "KEY_COLUMNS",
+    "REJECT_COLUMNS",
+    "REQUIRED_DATASETS",
+    "RULE_ORDER",
+    "SCHEMAS",
+    "TEST_CYCLES",
+    "VEHICLE_CLASSES",
+    "WKB_UNREADABLE",
+    "BalanceError",
+    "ColumnMapping",
+    "ContractError",
+    "ContractSettings",
+    "ContractThresholds",
+    "DatasetSummary",
+    "ErrorCode",
+    "FlagCode",
+    "ReasonCode",
+    "ValidationContext",
+    "ValidationSummary",
+    "check_balance",
+    "conform_table",
+    "empty_rejects",
+    "find_duplicate_keys",
+    "render_report",
+    "row_keys",
+    "summarize_partition",
+    "to_frame",
+    "validate_rows",
+]

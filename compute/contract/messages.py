@@ -1,0 +1,257 @@
+"""Japanese and English texts of the input contract: reason codes, flags, errors and reports."""
+
+from __future__ import annotations
+
+from compute.i18n import register
+
+# code: (meaning ja, meaning en, action ja, action en)
+_REASONS: dict[str, tuple[str, str, str, str]] = {
+    "key_missing": (
+        "行のキー (trip_id、vehicle_id、feature_id、または tachometer の vehicle_id と ts) が空です。",
+        "The row key (trip_id, vehicle_id, feature_id, or vehicle_id with ts in tachometer) is null or empty.",
+        "すべての行にキーを入れてください。",
+        "Fill in the key on every row.",
+    ),
+    "key_duplicated": (
+        "同じキーがその日のデータに 2 回以上あります。同じキーを持つ行はすべて除外されます。",
+        "The same key occurs more than once in the day; every row with that key is rejected.",
+        "キーを一意にするか、重複した行を 1 行にまとめてください。",
+        "Make the key unique, or merge the duplicated rows into one.",
+    ),
+    "value_missing": (
+        "必須の値 (trajectories の vehicle_id、tachometer の speed_kmh、geo_attributes の source) が空です。",
+        "A required value is null (vehicle_id in trajectories, speed_kmh in tachometer, source in geo_attributes).",
+        "列に値を入れてください。",
+        "Fill in the value.",
+    ),
+    "vehicle_not_in_master": (
+        "vehicle_id が vehicles (車両マスタ) にありません。",
+        "The vehicle_id is not in the vehicles master.",
+        "その車両を vehicles に追加するか、vehicle_id の綴りを直してください。",
+        "Add the vehicle to vehicles, or correct the vehicle_id.",
+    ),
+    "geometry_missing": (
+        "ジオメトリが空 (null) です。",
+        "The geometry is null.",
+        "各行に WKB のジオメトリを入れてください。",
+        "Write a WKB geometry on every row.",
+    ),
+    "geometry_unreadable": (
+        "ジオメトリの WKB を読めません。",
+        "The geometry WKB cannot be decoded.",
+        "GeoParquet (WKB) を書き出すライブラリで出力し直してください。",
+        "Write the file again with a GeoParquet (WKB) writer.",
+    ),
+    "geometry_wrong_type": (
+        "ジオメトリの種類が違います (trajectories は LineString、geo_attributes は Polygon / MultiPolygon / LineString / MultiLineString)。",
+        "The geometry type is not allowed (LineString for trajectories; Polygon, MultiPolygon, LineString or MultiLineString for geo_attributes).",
+        "許可された種類で出力してください。",
+        "Write the geometry as one of the allowed types.",
+    ),
+    "geometry_empty": (
+        "ジオメトリが空 (EMPTY) です。",
+        "The geometry is empty.",
+        "頂点のない行を削除するか、座標を入れてください。",
+        "Drop rows without vertices, or write their coordinates.",
+    ),
+    "geometry_single_point": (
+        "線の頂点が 1 点しかないか、すべての頂点が同じ位置です。距離が計算できません。",
+        "The line has one vertex, or all its vertices are the same point, so it has no length.",
+        "2 つ以上の異なる頂点を持つトリップだけを出力してください。",
+        "Send only trips with at least two distinct vertices.",
+    ),
+    "geometry_invalid": (
+        "ジオメトリが不正で、修復もできません (NaN の座標、修復後に面が残らないポリゴンなど)。",
+        "The geometry is invalid and cannot be repaired (NaN coordinates, or a polygon with no area left after repair).",
+        "座標を確認し、正しいジオメトリを出力してください。",
+        "Check the coordinates and write a valid geometry.",
+    ),
+    "coordinate_out_of_range": (
+        "座標が経度 -180〜180、緯度 -90〜90 の範囲外です。",
+        "A coordinate is outside longitude -180..180 or latitude -90..90.",
+        "CRS が EPSG:4326 か、設定の crs が正しいか、経度と緯度の順序 (x が経度) を確認してください。",
+        "Check that the CRS is EPSG:4326 or that the configured crs is right, and that x is longitude.",
+    ),
+    "coordinate_null_island": (
+        "頂点が (0, 0) にあります。GPS の測位失敗を示すことが多い値です。",
+        "A vertex lies at (0, 0), which usually means a failed GPS fix.",
+        "測位できなかった頂点を削除してから出力してください。",
+        "Drop vertices without a GPS fix before writing the file.",
+    ),
+    "time_missing": (
+        "timestamps がなく、start_time または end_time も空です。",
+        "The trip has no timestamps, and start_time or end_time is null.",
+        "頂点ごとの timestamps、または start_time と end_time を入れてください。",
+        "Write per-vertex timestamps, or both start_time and end_time.",
+    ),
+    "timestamp_count_mismatch": (
+        "timestamps の数が頂点数と一致しないか、空の要素を含みます。",
+        "The number of timestamps differs from the number of vertices, or a timestamp is null.",
+        "頂点ごとに 1 つずつ timestamps を出力してください。",
+        "Write exactly one timestamp per vertex.",
+    ),
+    "timestamp_backwards": (
+        "時刻が前に戻っています (timestamps が減少、または end_time が start_time より前)。",
+        "Time goes backwards (a timestamp decreases, or end_time is before start_time).",
+        "頂点を時刻順に並べ、時刻のずれ (時差の二重適用など) を確認してください。",
+        "Sort vertices by time and check for clock or time-zone errors.",
+    ),
+    "speed_implausible": (
+        "速度が上限 (設定 max_speed_kmh) を超えています。GPS の飛びや時刻の誤りが考えられます。",
+        "A speed is above the limit (setting max_speed_kmh); likely a GPS jump or a wrong timestamp.",
+        "飛んだ頂点を削除するか、速度の単位 (km/h か m/s) と時刻を確認してください。",
+        "Drop jumping vertices, or check the speed unit (km/h or m/s) and the timestamps.",
+    ),
+    "value_negative": (
+        "負になり得ない値 (積載量、速度、回転数、最大積載量) が負です。",
+        "A value that cannot be negative (load, speed, engine speed, payload) is negative.",
+        "値と符号を確認してください。",
+        "Check the value and its sign.",
+    ),
+    "value_out_of_range": (
+        "値が妥当な範囲外です (カタログ燃費、年式、回転数、制限速度、勾配、積載量)。範囲は設定 thresholds にあります。",
+        "A value is outside its plausible range (catalog fuel economy, model year, engine speed, speed limit, gradient, load); the ranges are in the thresholds settings.",
+        "値と単位を確認してください (例: 燃費は km/L、勾配は %)。",
+        "Check the value and its unit (e.g. fuel economy in km/l, gradient in %).",
+    ),
+    "fuel_negative": (
+        "fuel_ml (前回の記録からの燃料使用量) が負です。",
+        "fuel_ml (fuel used since the previous record) is negative.",
+        "累積値ではなく、前回の記録からの差分を出力してください。",
+        "Send the fuel used since the previous record, not a running total that resets.",
+    ),
+    "fuel_implausible": (
+        "fuel_ml が前回の記録からの時間に対して多すぎます (設定 max_fuel_rate_l_per_h を超過)。",
+        "fuel_ml is too large for the time since the previous record (above setting max_fuel_rate_l_per_h).",
+        "累積値を送っていないか、単位 (mL か L) を確認してください。",
+        "Check that the value is not a running total, and that the unit is ml, not l.",
+    ),
+    "vehicle_class_unknown": (
+        "vehicle_class が契約の値 (kei_passenger, passenger, bus, kei_truck, light_truck, medium_truck, heavy_truck) にありません。",
+        "vehicle_class is not one of kei_passenger, passenger, bus, kei_truck, light_truck, medium_truck, heavy_truck.",
+        "値を直すか、設定 contract.vehicles.values で変換を定義してください。",
+        "Correct the value, or map it in the setting contract.vehicles.values.",
+    ),
+    "fuel_type_unknown": (
+        "fuel_type が契約の値 (gasoline, diesel, hybrid, lpg, cng, electric) にありません。",
+        "fuel_type is not one of gasoline, diesel, hybrid, lpg, cng, electric.",
+        "値を直すか、設定 contract.vehicles.values で変換を定義してください。",
+        "Correct the value, or map it in the setting contract.vehicles.values.",
+    ),
+    "test_cycle_unknown": (
+        "test_cycle が JC08、WLTC、JH25 のいずれでもありません。",
+        "test_cycle is not one of JC08, WLTC, JH25.",
+        "値を直すか、空にしてください (空の場合はカタログ燃費の試験モードが不明として扱います)。",
+        "Correct the value, or leave it null when the test cycle is not known.",
+    ),
+}
+
+_FLAGS: dict[str, tuple[str, str, str, str]] = {
+    "geometry_repaired": (
+        "不正なポリゴンを shapely.make_valid で修復して採用しました。",
+        "An invalid polygon was repaired with shapely.make_valid and kept.",
+        "元データのポリゴン (自己交差など) を直すと、修復による形の変化を避けられます。",
+        "Fix the source polygon (e.g. self-intersections) to avoid shape changes from the repair.",
+    ),
+    "area_type_unknown": (
+        "area_type が urban、suburban、rural 以外です。地物は採用し、値はそのまま残しました。地域区分には使われません。",
+        "area_type is not urban, suburban or rural; the feature is kept with its value, but the value is not used as an area class.",
+        "地域区分として使う場合は urban、suburban、rural のいずれかにしてください。",
+        "Use urban, suburban or rural if the area should count as an area class.",
+    ),
+}
+
+# code: (message ja, message en, hint ja, hint en)
+_ERRORS: dict[str, tuple[str, str, str, str]] = {
+    "dataset_missing": (
+        "データセット {dataset} がありません (想定: {expected}、実際: {actual})。",
+        "Dataset {dataset} is missing: expected {expected}, found {actual}.",
+        "その日のフォルダに {dataset}/ を Parquet ファイルで置いてください。",
+        "Put a {dataset}/ folder of Parquet files in the day's folder.",
+    ),
+    "column_missing": (
+        "データセット {dataset} に必須の列 {column} がありません (想定: {expected}、実際の列: {actual})。",
+        "Dataset {dataset} has no required column {column}: expected {expected}, found columns {actual}.",
+        "列を追加するか、名前が違う場合は設定 contract.{dataset}.rename で対応付けてください。",
+        "Add the column, or map the client's name to it in the setting contract.{dataset}.rename.",
+    ),
+    "type_mismatch": (
+        "データセット {dataset} の列 {column} の型を変換できません (想定: {expected}、実際: {actual})。",
+        "Column {column} of dataset {dataset} cannot be cast: expected {expected}, found {actual}.",
+        "型を直すか、単位や形式が違う場合は設定 contract.{dataset}.units で指定してください (例: epoch_ms、m/s)。",
+        "Fix the type, or declare the unit or encoding in the setting contract.{dataset}.units (e.g. epoch_ms, m/s).",
+    ),
+    "geo_metadata_missing": (
+        "データセット {dataset} のファイルに GeoParquet の 'geo' メタデータがありません (想定: {expected}、実際: {actual})。",
+        "The file of dataset {dataset} has no GeoParquet 'geo' metadata: expected {expected}, found {actual}.",
+        "GeoParquet として書き出すか (geopandas の to_parquet など)、設定 contract.{dataset} に geometry_encoding: WKB と crs を指定してください。",
+        "Write the file as GeoParquet (e.g. geopandas to_parquet), or declare geometry_encoding: WKB and crs in the setting contract.{dataset}.",
+    ),
+    "geometry_encoding_unsupported": (
+        "データセット {dataset} の列 {column} のジオメトリ形式に対応していません (想定: {expected}、実際: {actual})。",
+        "The geometry encoding of column {column} in dataset {dataset} is not supported: expected {expected}, found {actual}.",
+        "ジオメトリを WKB で書き出してください (geopandas の geometry_encoding='WKB')。",
+        "Write the geometry as WKB (geopandas geometry_encoding='WKB').",
+    ),
+    "crs_unknown": (
+        "データセット {dataset} の列 {column} の CRS が不明です (想定: {expected}、実際: {actual})。",
+        "The CRS of column {column} in dataset {dataset} is unknown: expected {expected}, found {actual}.",
+        "GeoParquet メタデータに CRS を書くか、設定 contract.{dataset}.crs に指定してください (例: EPSG:6677)。",
+        "Write the CRS into the GeoParquet metadata, or set it in contract.{dataset}.crs (e.g. EPSG:6677).",
+    ),
+    "time_columns_missing": (
+        "データセット {dataset} に時刻の列がありません (想定: {expected}、実際の列: {actual})。",
+        "Dataset {dataset} has no time columns: expected {expected}, found columns {actual}.",
+        "頂点ごとの timestamps 列、または start_time と end_time の列を追加してください。",
+        "Add a per-vertex timestamps column, or both start_time and end_time columns.",
+    ),
+}
+
+_REPORT: dict[str, tuple[str, str]] = {
+    "contract.report.title": ("入力データ検証レポート", "Input validation report"),
+    "contract.report.status_ok": (
+        "すべてのデータセットが契約を満たしています。除外された行は下表のとおりです。",
+        "Every dataset meets the contract. Rejected rows are listed below.",
+    ),
+    "contract.report.status_failed": (
+        "データセット単位のエラーがあるため、計算は実行されません。以下を直してから再実行してください。",
+        "Dataset-level errors stop the run before any compute. Fix the items below and run again.",
+    ),
+    "contract.report.errors": ("データセット単位のエラー", "Dataset-level errors"),
+    "contract.report.overview": ("件数", "Row counts"),
+    "contract.report.dataset": ("データセット", "Dataset"),
+    "contract.report.rows_in": ("入力行数", "Rows in"),
+    "contract.report.accepted": ("採用", "Accepted"),
+    "contract.report.rejected": ("除外", "Rejected"),
+    "contract.report.flagged": ("注記付きで採用", "Accepted with a flag"),
+    "contract.report.balance": ("収支", "Balance"),
+    "contract.report.balance_ok": ("一致", "holds"),
+    "contract.report.balance_broken": ("不一致", "broken"),
+    "contract.report.absent": ("なし", "absent"),
+    "contract.report.rejects_of": ("{dataset} の除外理由", "Rejects of {dataset}"),
+    "contract.report.flags_of": ("{dataset} の注記", "Flags of {dataset}"),
+    "contract.report.code": ("コード", "Code"),
+    "contract.report.count": ("件数", "Count"),
+    "contract.report.meaning": ("意味", "Meaning"),
+    "contract.report.example_key": ("例: キー", "Example key"),
+    "contract.report.example_value": ("例: 値", "Example value"),
+    "contract.report.action": ("対処", "What to do"),
+    "contract.report.no_rejects": ("除外された行はありません。", "No rows were rejected."),
+}
+
+
+def _register_all() -> None:
+    entries: dict[str, dict[str, str]] = {}
+    for group, table in (("reason", _REASONS), ("flag", _FLAGS)):
+        for code, (meaning_ja, meaning_en, action_ja, action_en) in table.items():
+            entries[f"contract.{group}.{code}.meaning"] = {"ja": meaning_ja, "en": meaning_en}
+            entries[f"contract.{group}.{code}.action"] = {"ja": action_ja, "en": action_en}
+    for code, (text_ja, text_en, hint_ja, hint_en) in _ERRORS.items():
+        entries[f"contract.error.{code}"] = {"ja": text_ja, "en": text_en}
+        entries[f"contract.error.{code}.hint"] = {"ja": hint_ja, "en": hint_en}
+    for key, (text_ja, text_en) in _REPORT.items():
+        entries[key] = {"ja": text_ja, "en": text_en}
+    register(entries)
+
+
+_register_all()

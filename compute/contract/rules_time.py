@@ -1,0 +1,230 @@
+"""Row rules of trajectories on time and speed: timestamps per vertex, order, plausible speed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyproj
+import shapely
+
+from compute import columns as c
+from compute.contract.reasons import ReasonCode
+from compute.contract.settings import ContractThresholds
+from compute.contract.state import RuleState, objects_where
+
+_GEOD = pyproj.Geod(ellps="WGS84")
+MS_PER_S = 1000.0
+
+
+def timestamps_as_int_ms(series: pd.Series) -> pa.ListArray:
+    """Return the ``timestamps`` column as an Arrow list of int64 epoch milliseconds.
+
+    Accepts what ``to_pandas`` produces (numpy ``datetime64`` arrays, time zone dropped but
+    values in UTC), an ``ArrowDtype`` list column, or Python lists of timestamps.
+    """
+    if isinstance(series.dtype, pd.ArrowDtype):
+        arrow = pa.chunked_array(series.array._pa_array).combine_chunks()
+    else:
+        items = [None if _is_null_item(v) else v for v in series.to_numpy(dtype=object)]
+        arrow = pa.array(items, type=pa.list_(pa.timestamp("ms"))) if items else pa.array([], pa.list_(pa.timestamp("ms")))
+    if pa.types.is_null(arrow.type):
+        return pa.array([None] * len(arrow), type=pa.list_(pa.int64()))
+    value_type = arrow.type.value_type
+    if pa.types.is_timestamp(value_type) and value_type.unit != "ms":
+        arrow = arrow.cast(pa.list_(pa.timestamp("ms", tz=value_type.tz)), safe=False)
+    return arrow.cast(pa.list_(pa.int64()))
+
+
+def _is_null_item(value: object) -> bool:
+    if value is None:
+        return True
+    return bool(isinstance(value, float) and np.isnan(value))
+
+
+def check_times(frame: pd.DataFrame, geometries: np.ndarray, state: RuleState) -> tuple[pa.ListArray, np.ndarray]:
+    """Apply the time rules and return the timestamps (int64 ms) and which rows have them."""
+    n_rows = len(frame)
+    times = timestamps_as_int_ms(frame[c.TIMESTAMPS]) if c.TIMESTAMPS in frame else pa.nulls(n_rows, pa.list_(pa.int64()))
+    has_times = ~np.asarray(times.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    start = pd.to_datetime(frame[c.START_TIME], utc=True) if c.START_TIME in frame else pd.Series(pd.NaT, index=frame.index)
+    end = pd.to_datetime(frame[c.END_TIME], utc=True) if c.END_TIME in frame else pd.Series(pd.NaT, index=frame.index)
+
+    no_trip_times = (start.isna() | end.isna()).to_numpy()
+    state.reject(
+        ReasonCode.TIME_MISSING,
+        ~has_times & no_trip_times,
+        value=lambda hit: [f"start_time={start.iloc[i]}, end_time={end.iloc[i]}" for i in hit],
+    )
+
+    n_times = np.asarray(pa.compute.list_value_length(times).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    n_vertices = shapely.get_num_coordinates(geometries)
+    null_inside = _any_null_element(times)
+    state.reject(
+        ReasonCode.TIMESTAMP_COUNT_MISMATCH,
+        has_times & ((n_times != n_vertices) | null_inside),
+        value=lambda hit: [f"{n_times[i]} timestamps" for i in hit],
+        detail=lambda hit: [f"{n_vertices[i]} vertices" + ("; a timestamp is null" if null_inside[i] else "") for i in hit],
+    )
+
+    backwards, where = _first_decrease(times, n_rows)
+    flat = _flat_values(times)
+    state.reject(
+        ReasonCode.TIMESTAMP_BACKWARDS,
+        has_times & backwards,
+        value=lambda hit: [f"{_iso(flat[where[i]])} -> {_iso(flat[where[i] + 1])}" for i in hit],
+        detail=lambda hit: [
+            f"vertex {where[i] - _start_offset(times, i)} to {where[i] - _start_offset(times, i) + 1}" for i in hit
+        ],
+    )
+    end_before_start = ~has_times & (end < start).fillna(False).to_numpy(dtype=bool)
+    state.reject(
+        ReasonCode.TIMESTAMP_BACKWARDS,
+        end_before_start,
+        value=lambda hit: [f"start_time={start.iloc[i]}, end_time={end.iloc[i]}" for i in hit],
+        detail=lambda hit: ["end_time is before start_time"] * len(hit),
+    )
+    return times, has_times
+
+
+def _flat_values(times: pa.ListArray) -> np.ndarray:
+    flat = times.flatten() if len(times) else pa.array([], pa.int64())
+    values = flat.fill_null(np.iinfo(np.int64).min).to_numpy(zero_copy_only=False)
+    # flatten() drops the slice offset, so index with offsets relative to the first list.
+    return np.asarray(values, dtype=np.int64)
+
+
+def _offsets(times: pa.ListArray) -> np.ndarray:
+    offsets = np.asarray(times.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    return offsets - offsets[0]
+
+
+def _start_offset(times: pa.ListArray, row: int) -> int:
+    return int(_offsets(times)[row])
+
+
+def _any_null_element(times: pa.ListArray) -> np.ndarray:
+    n_rows = len(times)
+    if n_rows == 0:
+        return np.zeros(0, dtype=bool)
+    flat = times.flatten()
+    nulls = np.asarray(flat.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    owner = np.repeat(np.arange(n_rows), np.diff(_offsets(times)))
+    return np.bincount(owner[nulls], minlength=n_rows) > 0
+
+
+def _first_decrease(times: pa.ListArray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return per row whether a timestamp decreases, and the flat position of the first one."""
+    where = np.full(n_rows, -1, dtype=np.int64)
+    if n_rows == 0:
+        return np.zeros(0, dtype=bool), where
+    flat = _flat_values(times)
+    owner = np.repeat(np.arange(n_rows), np.diff(_offsets(times)))
+    same_trip = owner[1:] == owner[:-1]
+    decrease = same_trip & (np.diff(flat) < 0)
+    positions = np.flatnonzero(decrease)
+    rows, first = np.unique(owner[positions], return_index=True)
+    where[rows] = positions[first]
+    backwards = np.zeros(n_rows, dtype=bool)
+    backwards[rows] = True
+    return backwards, where
+
+
+def _iso(ms: int) -> str:
+    return str(np.datetime64(int(ms), "ms")) + "Z"
+
+
+def check_speeds(
+    frame: pd.DataFrame,
+    geometries: np.ndarray,
+    times: pa.ListArray,
+    has_times: np.ndarray,
+    thresholds: ContractThresholds,
+    state: RuleState,
+) -> None:
+    """Reject trips whose speed between two vertices (or on average) exceeds ``max_speed_kmh``.
+
+    Distances are geodesic on the WGS 84 ellipsoid. A time step shorter than ``min_interval_s``
+    counts as ``min_interval_s``, so two fixes with the same timestamp do not give infinite speed.
+    """
+    _check_vertex_speeds(geometries, times, state.open & has_times, thresholds, state)
+    _check_average_speeds(frame, geometries, state.open & ~has_times, thresholds, state)
+
+
+def _segment_distances(geometries: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return per vertex of the selected rows its row, and per vertex pair the geodesic distance.
+
+    The pair ``i`` joins vertices ``i`` and ``i + 1``; pairs that span two rows have distance 0
+    and ``same_row`` false.
+    """
+    coords, owner = shapely.get_coordinates(objects_where(rows, geometries), return_index=True)
+    if owner.size < 2:
+        return owner, np.zeros(0, dtype=bool), np.zeros(0)
+    same_row = owner[1:] == owner[:-1]
+    _, _, distance_m = _GEOD.inv(coords[:-1, 0], coords[:-1, 1], coords[1:, 0], coords[1:, 1])
+    return owner, same_row, np.where(same_row, distance_m, 0.0)
+
+
+def _check_vertex_speeds(
+    geometries: np.ndarray, times: pa.ListArray, rows: np.ndarray, thresholds: ContractThresholds, state: RuleState
+) -> None:
+    n_rows = rows.size
+    owner, same_row, distance_m = _segment_distances(geometries, rows)
+    if same_row.size == 0:
+        return
+
+    # The count rule already rejected every row whose timestamps differ from its vertices, so
+    # the timestamps of the selected rows line up with their vertices one to one.
+    flat = _flat_values(times)
+    flat_owner = np.repeat(np.arange(n_rows), np.diff(_offsets(times)))
+    vertex_ms = flat[rows[flat_owner]] if flat.size else flat
+    step_s = np.maximum(np.diff(vertex_ms) / MS_PER_S, thresholds.min_interval_s)
+    speed_kmh = np.where(same_row, distance_m / step_s * 3.6, 0.0)
+    too_fast = speed_kmh > thresholds.max_speed_kmh
+    if not too_fast.any():
+        return
+
+    # Report the fastest pair of each rejected trip.
+    pair_owner = owner[:-1]
+    segments = np.flatnonzero(too_fast)
+    segments = segments[np.argsort(-speed_kmh[segments], kind="stable")]
+    rejected_rows, first = np.unique(pair_owner[segments], return_index=True)
+    worst = np.full(n_rows, -1, dtype=np.int64)
+    worst[rejected_rows] = segments[first]
+    vertex_start = np.searchsorted(owner, np.arange(n_rows))
+    mask = np.zeros(n_rows, dtype=bool)
+    mask[rejected_rows] = True
+    state.reject(
+        ReasonCode.SPEED_IMPLAUSIBLE,
+        mask,
+        value=lambda hit: [f"{speed_kmh[worst[i]]:.1f} km/h" for i in hit],
+        detail=lambda hit: [
+            f"vertex {worst[i] - vertex_start[i]} to {worst[i] - vertex_start[i] + 1}: "
+            f"{distance_m[worst[i]]:.0f} m in {step_s[worst[i]]:.1f} s, limit {thresholds.max_speed_kmh:g} km/h"
+            for i in hit
+        ],
+    )
+
+
+def _check_average_speeds(
+    frame: pd.DataFrame, geometries: np.ndarray, rows: np.ndarray, thresholds: ContractThresholds, state: RuleState
+) -> None:
+    if not rows.any():
+        return
+    n_rows = rows.size
+    owner, same_row, distance_m = _segment_distances(geometries, rows)
+    length_m = np.bincount(owner[:-1], weights=distance_m, minlength=n_rows) if same_row.size else np.zeros(n_rows)
+    start = pd.to_datetime(frame[c.START_TIME], utc=True)
+    end = pd.to_datetime(frame[c.END_TIME], utc=True)
+    elapsed_s = (end - start).dt.total_seconds().fillna(0).to_numpy(dtype=float)
+    duration_s = np.maximum(elapsed_s, thresholds.min_interval_s)
+    average_kmh = length_m / duration_s * 3.6
+    state.reject(
+        ReasonCode.SPEED_IMPLAUSIBLE,
+        rows & (average_kmh > thresholds.max_speed_kmh),
+        value=lambda hit: [f"{average_kmh[i]:.1f} km/h" for i in hit],
+        detail=lambda hit: [
+            f"average over the trip: {length_m[i]:.0f} m in {duration_s[i]:.0f} s, limit {thresholds.max_speed_kmh:g} km/h"
+            for i in hit
+        ],
+    )

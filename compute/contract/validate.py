@@ -1,0 +1,306 @@
+"""Row-level validation: split one partition into accepted rows and reject rows.
+
+Every input row ends up exactly once in ``accepted`` or in ``rejects``. The rules of a dataset
+run in the order of :data:`~compute.contract.reasons.RULE_ORDER`, and the first rule a row fails
+gives its reason code. The rules are vectorised (numpy, shapely 2, pyproj); Python loops only
+build the text of rejected rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from compute import columns as c
+from compute.contract.frames import WKB_UNREADABLE, decode_geometry, row_keys
+from compute.contract.reasons import FlagCode, ReasonCode
+from compute.contract.rules_geometry import check_geometry
+from compute.contract.rules_time import check_speeds, check_times
+from compute.contract.schema import (
+    AREA_TYPES,
+    FUEL_TYPES,
+    GEOMETRY_DATASETS,
+    KEY_COLUMNS,
+    TEST_CYCLES,
+    VEHICLE_CLASSES,
+    check_dataset,
+)
+from compute.contract.settings import ContractSettings, ContractThresholds
+from compute.contract.state import RuleState
+
+# Column added to accepted rows: comma-separated flag codes, null when the row has none.
+CONTRACT_FLAGS = c.CONTRACT_FLAGS
+
+
+@dataclass
+class ValidationContext:
+    """Inputs of the rules of one partition beyond the partition itself.
+
+    Attributes
+    ----------
+    known_vehicle_ids : numpy.ndarray, set or None
+        ``vehicle_id`` of the accepted vehicles master; ``None`` skips the master check.
+    duplicated_keys : dict
+        Per dataset, the keys that occur more than once in the whole day, found across
+        partitions with :func:`~compute.contract.frames.find_duplicate_keys`.
+    settings : ContractSettings
+        Thresholds of the rules.
+    """
+
+    known_vehicle_ids: np.ndarray | Collection[str] | None = None
+    duplicated_keys: dict[str, np.ndarray | Collection[str]] = field(default_factory=dict)
+    settings: ContractSettings = field(default_factory=ContractSettings)
+
+
+def validate_rows(dataset: str, frame: pd.DataFrame, context: ValidationContext) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split one conformed partition into accepted rows and reject rows.
+
+    Parameters
+    ----------
+    dataset : str
+        One of :data:`~compute.contract.schema.DATASETS`.
+    frame : pandas.DataFrame
+        The conformed table as pandas (see :func:`~compute.contract.frames.to_frame`), with
+        geometry as shapely objects in EPSG:4326 for trajectories and geo_attributes. WKB bytes
+        in ``geometry`` are decoded first.
+    context : ValidationContext
+        Vehicle master ids, globally duplicated keys and thresholds.
+
+    Returns
+    -------
+    accepted : pandas.DataFrame
+        The rows that passed, in input order, with repaired geometry where a polygon was
+        repaired and a ``contract_flags`` column.
+    rejects : pandas.DataFrame
+        One row per rejected row with the columns ``REJECT_COLUMNS``.
+    """
+    check_dataset(dataset)
+    if dataset in GEOMETRY_DATASETS:
+        frame = decode_geometry(frame)
+    state = RuleState(len(frame))
+    keys = row_keys(dataset, frame)
+    thresholds = context.settings.thresholds
+
+    _check_keys(dataset, frame, keys, context, state)
+    if dataset == "trajectories":
+        frame = _check_trajectories(frame, context, thresholds, state)
+    elif dataset == "vehicles":
+        _check_vehicles(frame, thresholds, state)
+    elif dataset == "tachometer":
+        _check_tachometer(frame, context, thresholds, state)
+    else:
+        frame = _check_geo_attributes(frame, thresholds, state)
+
+    accepted = frame.iloc[np.flatnonzero(state.open)].drop(columns=[WKB_UNREADABLE], errors="ignore")
+    accepted[CONTRACT_FLAGS] = pd.Series(state.flag_text()[state.open], index=accepted.index, dtype="str")
+    return accepted, state.rejects(dataset, keys)
+
+
+def _check_keys(dataset: str, frame: pd.DataFrame, keys: pd.Series, context: ValidationContext, state: RuleState) -> None:
+    missing = keys.isna().to_numpy(dtype=bool, copy=True)
+    for column in KEY_COLUMNS[dataset]:
+        values = frame[column]
+        if values.dtype == object or pd.api.types.is_string_dtype(values):
+            missing |= values.astype("string").str.strip().eq("").fillna(True).to_numpy(dtype=bool)
+    state.reject(
+        ReasonCode.KEY_MISSING,
+        missing,
+        value=lambda hit: [_describe_row(frame, i) for i in hit],
+        detail=lambda hit: [f"row {i} of the partition" for i in hit],
+    )
+
+    local = keys.duplicated(keep=False).to_numpy(dtype=bool)
+    global_keys = context.duplicated_keys.get(dataset)
+    in_global = keys.isin(list(global_keys)).to_numpy(dtype=bool) if global_keys is not None and len(global_keys) else False
+    state.reject(ReasonCode.KEY_DUPLICATED, local | in_global, value=keys.to_numpy(dtype=object, na_value=None))
+
+
+def _describe_row(frame: pd.DataFrame, position: int) -> str:
+    fields = []
+    for name in frame.columns[:4]:
+        if name == c.GEOMETRY:
+            continue
+        fields.append(f"{name}={frame[name].iloc[position]}")
+    return ", ".join(fields)
+
+
+def _blank(values: pd.Series) -> np.ndarray:
+    return values.astype("string").str.strip().eq("").fillna(True).to_numpy(dtype=bool)
+
+
+def _vehicle_unknown(frame: pd.DataFrame, context: ValidationContext) -> np.ndarray:
+    if context.known_vehicle_ids is None:
+        return np.zeros(len(frame), dtype=bool)
+    known = np.asarray(list(context.known_vehicle_ids), dtype=object)
+    return ~frame[c.VEHICLE_ID].isin(known).to_numpy(dtype=bool)
+
+
+def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in frame:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _check_trajectories(
+    frame: pd.DataFrame, context: ValidationContext, thresholds: ContractThresholds, state: RuleState
+) -> pd.DataFrame:
+    vehicle_ids = frame[c.VEHICLE_ID]
+    state.reject(ReasonCode.VALUE_MISSING, _blank(vehicle_ids), value=lambda hit: ["vehicle_id"] * len(hit))
+    state.reject(
+        ReasonCode.VEHICLE_NOT_IN_MASTER,
+        _vehicle_unknown(frame, context),
+        value=vehicle_ids.to_numpy(dtype=object, na_value=None),
+    )
+
+    geometries = np.asarray(frame[c.GEOMETRY], dtype=object)
+    geometries = check_geometry("trajectories", frame, geometries, state)
+    times, has_times = check_times(frame, geometries, state)
+    check_speeds(frame, geometries, times, has_times, thresholds, state)
+
+    load_kg = _numbers(frame, c.LOAD_KG)
+    state.reject(ReasonCode.VALUE_NEGATIVE, load_kg < 0, value=load_kg, detail=_same("load_kg"))
+    state.reject(
+        ReasonCode.VALUE_OUT_OF_RANGE,
+        load_kg > thresholds.max_load_kg,
+        value=load_kg,
+        detail=_same(f"load_kg above max_load_kg {thresholds.max_load_kg:g}"),
+    )
+    return frame
+
+
+def _check_vehicles(frame: pd.DataFrame, thresholds: ContractThresholds, state: RuleState) -> None:
+    vehicle_class = frame[c.VEHICLE_CLASS]
+    fuel_type = frame[c.FUEL_TYPE]
+    state.reject(
+        ReasonCode.VEHICLE_CLASS_UNKNOWN,
+        ~vehicle_class.isin(VEHICLE_CLASSES).to_numpy(dtype=bool),
+        value=vehicle_class.to_numpy(dtype=object, na_value=None),
+    )
+    state.reject(
+        ReasonCode.FUEL_TYPE_UNKNOWN,
+        ~fuel_type.isin(FUEL_TYPES).to_numpy(dtype=bool),
+        value=fuel_type.to_numpy(dtype=object, na_value=None),
+    )
+    if c.TEST_CYCLE in frame:
+        cycle = frame[c.TEST_CYCLE]
+        state.reject(
+            ReasonCode.TEST_CYCLE_UNKNOWN,
+            (cycle.notna() & ~cycle.isin(TEST_CYCLES)).to_numpy(dtype=bool),
+            value=cycle.to_numpy(dtype=object, na_value=None),
+        )
+
+    economy = _numbers(frame, c.CATALOG_FE)
+    payload = _numbers(frame, c.MAX_PAYLOAD_KG)
+    model_year = _numbers(frame, c.MODEL_YEAR)
+    state.reject(ReasonCode.VALUE_NEGATIVE, economy < 0, value=economy, detail=_same(c.CATALOG_FE))
+    state.reject(ReasonCode.VALUE_NEGATIVE, payload < 0, value=payload, detail=_same(c.MAX_PAYLOAD_KG))
+    state.reject(
+        ReasonCode.VALUE_OUT_OF_RANGE,
+        (economy == 0) | (economy > thresholds.max_catalog_fuel_economy_km_per_l),
+        value=economy,
+        detail=_same(f"{c.CATALOG_FE} outside (0, {thresholds.max_catalog_fuel_economy_km_per_l:g}]"),
+    )
+    state.reject(
+        ReasonCode.VALUE_OUT_OF_RANGE,
+        (model_year < thresholds.min_model_year) | (model_year > thresholds.max_model_year),
+        value=model_year,
+        detail=_same(f"{c.MODEL_YEAR} outside [{thresholds.min_model_year}, {thresholds.max_model_year}]"),
+    )
+
+
+def _check_tachometer(frame: pd.DataFrame, context: ValidationContext, thresholds: ContractThresholds, state: RuleState) -> None:
+    state.reject(
+        ReasonCode.VEHICLE_NOT_IN_MASTER,
+        _vehicle_unknown(frame, context),
+        value=frame[c.VEHICLE_ID].to_numpy(dtype=object, na_value=None),
+    )
+    speed = _numbers(frame, c.SPEED_KMH)
+    rpm = _numbers(frame, c.ENGINE_RPM)
+    fuel_ml = _numbers(frame, c.FUEL_ML)
+    state.reject(ReasonCode.VALUE_MISSING, np.isnan(speed), value=lambda hit: ["speed_kmh"] * len(hit))
+    state.reject(ReasonCode.VALUE_NEGATIVE, speed < 0, value=speed, detail=_same(c.SPEED_KMH))
+    state.reject(ReasonCode.VALUE_NEGATIVE, rpm < 0, value=rpm, detail=_same(c.ENGINE_RPM))
+    state.reject(
+        ReasonCode.SPEED_IMPLAUSIBLE,
+        speed > thresholds.max_speed_kmh,
+        value=speed,
+        detail=_same(f"limit {thresholds.max_speed_kmh:g} km/h"),
+    )
+    state.reject(
+        ReasonCode.VALUE_OUT_OF_RANGE,
+        rpm > thresholds.max_engine_rpm,
+        value=rpm,
+        detail=_same(f"{c.ENGINE_RPM} above max_engine_rpm {thresholds.max_engine_rpm:g}"),
+    )
+    state.reject(ReasonCode.FUEL_NEGATIVE, fuel_ml < 0, value=fuel_ml, detail=_same(c.FUEL_ML))
+
+    rate_l_per_h, interval_s = _fuel_rates(frame, fuel_ml, thresholds)
+    state.reject(
+        ReasonCode.FUEL_IMPLAUSIBLE,
+        rate_l_per_h > thresholds.max_fuel_rate_l_per_h,
+        value=fuel_ml,
+        detail=lambda hit: [
+            f"{rate_l_per_h[i]:.0f} l/h over {interval_s[i]:.1f} s, limit {thresholds.max_fuel_rate_l_per_h:g} l/h" for i in hit
+        ],
+    )
+
+
+def _fuel_rates(frame: pd.DataFrame, fuel_ml: np.ndarray, thresholds: ContractThresholds) -> tuple[np.ndarray, np.ndarray]:
+    """Return per record the fuel rate since the previous record of the same vehicle, and that interval.
+
+    The first record of a vehicle in the partition has no previous record and gets NaN.
+    """
+    n_rows = len(frame)
+    rate = np.full(n_rows, np.nan)
+    interval = np.full(n_rows, np.nan)
+    if n_rows == 0 or np.isnan(fuel_ml).all():
+        return rate, interval
+    # NOTE: only records within one partition are compared. The first record of each vehicle in
+    # a partition is not checked, so tachometer should be partitioned by vehicle.
+    ts_ms = pd.to_datetime(frame[c.TS], utc=True).to_numpy(dtype="datetime64[ms]").astype(np.int64)
+    order = np.lexsort((ts_ms, frame[c.VEHICLE_ID].astype("string").fillna("").to_numpy(dtype=object)))
+    sorted_vehicle = frame[c.VEHICLE_ID].astype("string").fillna("").to_numpy(dtype=object)[order]
+    sorted_ts = ts_ms[order]
+    previous_same = np.r_[False, sorted_vehicle[1:] == sorted_vehicle[:-1]]
+    step_s = np.r_[np.nan, np.diff(sorted_ts) / 1000.0]
+    step_s = np.where(previous_same, np.maximum(step_s, thresholds.min_interval_s), np.nan)
+    interval[order] = step_s
+    rate = (fuel_ml / 1000.0) / (interval / 3600.0)
+    return rate, interval
+
+
+def _check_geo_attributes(frame: pd.DataFrame, thresholds: ContractThresholds, state: RuleState) -> pd.DataFrame:
+    state.reject(ReasonCode.VALUE_MISSING, _blank(frame[c.SOURCE]), value=lambda hit: ["source"] * len(hit))
+
+    geometries = np.asarray(frame[c.GEOMETRY], dtype=object)
+    repaired = check_geometry("geo_attributes", frame, geometries, state)
+    if repaired is not geometries:
+        frame = frame.copy()
+        frame[c.GEOMETRY] = repaired
+
+    speed_limit = _numbers(frame, c.SPEED_LIMIT_KMH)
+    gradient = _numbers(frame, c.GRADIENT_PCT)
+    state.reject(
+        ReasonCode.VALUE_OUT_OF_RANGE,
+        (speed_limit <= 0) | (speed_limit > thresholds.max_speed_limit_kmh),
+        value=speed_limit,
+        detail=_same(f"{c.SPEED_LIMIT_KMH} outside (0, {thresholds.max_speed_limit_kmh:g}]"),
+    )
+    state.reject(
+        ReasonCode.VALUE_OUT_OF_RANGE,
+        np.abs(gradient) > thresholds.max_abs_gradient_pct,
+        value=gradient,
+        detail=_same(f"|{c.GRADIENT_PCT}| above max_abs_gradient_pct {thresholds.max_abs_gradient_pct:g}"),
+    )
+
+    if c.AREA_TYPE in frame:
+        area_type = frame[c.AREA_TYPE]
+        state.flag(FlagCode.AREA_TYPE_UNKNOWN, (area_type.notna() & ~area_type.isin(AREA_TYPES)).to_numpy(dtype=bool))
+    return frame
+
+
+def _same(text: str):  # type: ignore[no-untyped-def]
+    return lambda hit: [text] * len(hit)

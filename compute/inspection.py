@@ -1,0 +1,79 @@
+"""``lm-co2 validate PATH``: the contract checks of the daily flow, on any day folder, in-process.
+
+The same functions as the validate phase run here (conform, then row rules with the day's
+duplicate keys and vehicle master), one file at a time and without a Dask cluster, so a client
+or an operator can check a delivery before it is scheduled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from compute import columns as c
+from compute import contract, pipeline
+from compute.settings import Settings
+from compute.storage import Store, open_url
+
+
+def validate_path(url: str, settings: Settings, *, lang: str = "ja", rejects_path: str | None = None) -> tuple[str, bool]:
+    """Validate the day folder at ``url`` and return ``(Markdown report, balance holds)``.
+
+    A dataset-level error does not raise here: it is part of the report, and the result is
+    reported as not balanced so the command exits non-zero.
+    """
+    store = Store(url, {})
+    summary = contract.ValidationSummary()
+    rejects: list[pd.DataFrame] = []
+    try:
+        frames = _read_day(store, settings, summary)
+        known: np.ndarray | None = None
+        for dataset in ("vehicles", "geo_attributes", "trajectories", "tachometer"):
+            if dataset not in frames:
+                continue
+            parts = frames[dataset]
+            duplicated = contract.find_duplicate_keys(dataset, [frame for frame in parts])
+            context = contract.ValidationContext(settings=settings.contract, known_vehicle_ids=known, duplicated_keys={dataset: duplicated})
+            accepted_parts = []
+            for frame in parts:
+                accepted, rejected = contract.validate_rows(dataset, frame, context)
+                summary.record(dataset, len(frame), accepted, rejected)
+                accepted_parts.append(accepted)
+                rejects.append(rejected)
+            if dataset == "vehicles":
+                known = pd.concat(accepted_parts)[c.VEHICLE_ID].to_numpy(dtype=object) if accepted_parts else np.array([], dtype=object)
+    except contract.ContractError as error:
+        summary.add_error(error)
+
+    all_rejects = pd.concat(rejects, ignore_index=True) if rejects else contract.empty_rejects()
+    if rejects_path:
+        with open_url(rejects_path, "wb") as handle:
+            pq.write_table(pipeline.rejects_table(all_rejects), handle)
+    balanced = summary.ok
+    try:
+        contract.check_balance(summary)
+    except contract.BalanceError:
+        balanced = False
+    return contract.render_report(summary, lang, all_rejects), balanced
+
+
+def _read_day(store: Store, settings: Settings, summary: contract.ValidationSummary) -> dict[str, list[pd.DataFrame]]:
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for dataset in contract.DATASETS:
+        files = pipeline.list_dataset_files(store, dataset)
+        if not files:
+            if dataset in contract.REQUIRED_DATASETS:
+                raise contract.ContractError(
+                    contract.ErrorCode.DATASET_MISSING, dataset, "", f"Parquet files under {dataset}/", f"no files in {store.url}"
+                )
+            summary.mark_absent(dataset)
+            continue
+        frames[dataset] = []
+        for name in files:
+            with store.open(name) as handle:
+                table = pq.read_table(handle)
+            conformed = contract.conform_table(dataset, table, settings.contract)
+            frames[dataset].append(contract.to_frame(dataset, conformed))
+    return frames
+
