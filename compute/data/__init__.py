@@ -1,0 +1,1 @@
+"""Versioned factor tables, class defaults and cycle traces of the emission model."""

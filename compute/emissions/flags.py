@@ -1,0 +1,63 @@
+"""Quality flag codes of the per-trip output and the vectorised joiner.
+
+``quality_flags`` is a ';'-joined string of the codes below, in the order of this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+QUALITY_FLAGS: dict[str, str] = {
+    "vehicle_not_found": "The trip's vehicle_id is not in the vehicle master or its class or fuel is unknown; no estimate.",
+    "no_segments": "The trip has no segments; distance comes from the tachograph speed or is 0.",
+    "zero_distance": "The trip covered no distance; per-km intensities are empty.",
+    "interpolated_times": "Vertex times were interpolated; the trip has no speed profile, so T3 was not used.",
+    "sparse_vertices": "Timed vertices are too sparse (median segment duration above the limit) for T3.",
+    "tacho_fuel_incomplete": "Tachograph fuel_ml exists but does not cover the trip; T1 was not used.",
+    "tacho_speed_incomplete": "Tachograph speed exists but does not cover the trip at 1 Hz; T2 was not used.",
+    "no_catalog_fe": "The vehicle has no catalog fuel economy; T4 was not possible.",
+    "no_test_cycle": "The vehicle has a catalog value but no test cycle; T4 needs the cycle for its gap.",
+    "calibrated_on_class_default": "T2/T3 were calibrated to the class default fuel economy, not a catalog value.",
+    "calibration_clamped": "The catalog value was below what the idle rate alone implies; k was floored.",
+    "gps_accel_corrected": "T3 positive inertia work was scaled up for the acceleration lost between vertices.",
+    "no_grade": "Some segments had neither a link gradient nor a Z grade; 0 % was used there.",
+    "grade_clipped": "Some segment grades exceeded the limit and were clipped.",
+    "load_unknown": "Truck load_kg unknown; the class default load factor was used.",
+    "payload_default": "Truck max_payload_kg unknown; the class default payload was used.",
+    "tonkm_coefficients_2006": "The improved ton-km formula used the 2006 coefficients (revised in 2022).",
+    "cold_start_applied": "A cold-start excess was added to the first minutes of the trip.",
+    "electric_ttw_zero": "Electric vehicle: tank-to-wheel CO2 is 0 and grid emissions are in co2e_wtw_kg.",
+    "unconfirmed_co2_factor": "The fuel CO2 factor of the selected regime is unconfirmed.",
+    "unconfirmed_ch4_n2o": "The CH4/N2O per-km row is a substitute for a missing class.",
+    "unconfirmed_gwp": "The GWP values were not checked against the IPCC report.",
+    "unconfirmed_wtt": "The well-to-tank factor is an estimate.",
+    "unconfirmed_grid": "The grid electricity factor is unconfirmed.",
+    "unconfirmed_gap": "The real-world gap factor of the test cycle is unconfirmed or an estimate.",
+    "unconfirmed_idle_rate": "The idle rate of the class and fuel is an estimate, not an ECCJ value.",
+    "unconfirmed_road_load": "The road-load parameters of the class are estimates.",
+    "unconfirmed_default_fe": "The default fuel economy of the class and fuel is an estimate.",
+    "unconfirmed_cycle_substitute": "Calibration used a substitute for the JC08 or heavy-vehicle mode trace.",
+}
+
+
+def join_flags(masks: Mapping[str, np.ndarray], n_rows: int) -> np.ndarray:
+    """Join the codes whose mask is true into one ';'-separated string per row.
+
+    Raises
+    ------
+    KeyError
+        If a code is not documented in ``QUALITY_FLAGS``.
+    """
+    joined = pd.Series([""] * n_rows, dtype=object)
+    for code in QUALITY_FLAGS:
+        if code not in masks:
+            continue
+        mask = np.asarray(masks[code], dtype=bool)
+        joined = joined.where(~mask, joined + ";" + code)
+    undocumented = set(masks) - set(QUALITY_FLAGS)
+    if undocumented:
+        raise KeyError(f"quality flag codes {sorted(undocumented)} are not documented in QUALITY_FLAGS")
+    return joined.str.lstrip(";").to_numpy(dtype=object)

@@ -1,0 +1,309 @@
+"""Per-segment and per-tachograph-interval fuel, summed per trip with ``np.bincount``.
+
+Both functions work on whole partitions: every array is one element per segment (or tachograph
+interval) and trips are addressed by their row position in the resolved trip frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from compute import columns as c
+from compute.emissions.physics import GRAVITY_M_S2, effective_work_kj, wheel_power_kw
+
+if TYPE_CHECKING:
+    from compute.emissions.model import EmissionModel
+    from compute.emissions.settings import EmissionSettings
+
+_EPOCH = pd.Timestamp(0, tz="UTC")
+
+
+@dataclass(frozen=True)
+class SegmentProfile:
+    """Segment-level fuel of T3 (physics) and T4/T5 (distance), and per-trip sums.
+
+    Per-segment arrays: trip_position (-1 when the trip is unknown), physics_fuel, distance_fuel,
+    duration_s, length_m. Per-trip arrays: all names starting with ``trip_`` plus timed_trip,
+    gps_valid and sparse. Fuel is in the vehicle's fuel unit; physics fuel includes the
+    real-world residual on its power-dependent part.
+    """
+
+    trip_position: np.ndarray
+    physics_fuel: np.ndarray
+    distance_fuel: np.ndarray
+    duration_s: np.ndarray
+    length_m: np.ndarray
+    trip_physics_fuel: np.ndarray
+    trip_distance_fuel: np.ndarray
+    trip_length_m: np.ndarray
+    trip_segment_count: np.ndarray
+    trip_idle_s: np.ndarray
+    trip_accel_factor: np.ndarray
+    trip_missing_grade: np.ndarray
+    trip_grade_clipped: np.ndarray
+    timed_trip: np.ndarray
+    gps_valid: np.ndarray
+    sparse: np.ndarray
+    grade_pct: np.ndarray
+
+
+@dataclass(frozen=True)
+class TachoProfile:
+    """Per-trip tachograph results: measured fuel (T1), modelled fuel (T2) and their validity."""
+
+    measured_fuel: np.ndarray
+    fuel_valid: np.ndarray
+    model_fuel: np.ndarray
+    speed_valid: np.ndarray
+    idle_s: np.ndarray
+    distance_m: np.ndarray
+    has_fuel_rows: np.ndarray
+    has_speed_rows: np.ndarray
+
+
+def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel) -> SegmentProfile:
+    """Compute fuel per segment with the T3 physics model and the T4/T5 distance model."""
+    settings = model.settings
+    n_trips = len(trip_frame)
+    position = pd.Index(trip_frame[c.TRIP_ID]).get_indexer(segments[c.TRIP_ID]) if len(segments) else np.zeros(0, int)
+    valid = position >= 0
+    safe = np.where(valid, position, 0)
+    trip = trip_frame.iloc[safe] if n_trips else trip_frame
+
+    def per_trip(name: str) -> np.ndarray:
+        if not n_trips:
+            return np.zeros(len(segments))
+        return trip[name].to_numpy(dtype="float64")
+
+    duration = segments[c.DURATION_S].to_numpy(dtype="float64")
+    length = segments[c.LENGTH_M].to_numpy(dtype="float64")
+    speed = np.nan_to_num(segments[c.SPEED_KMH].to_numpy(dtype="float64") / 3.6, nan=0.0)
+    accel = np.nan_to_num(segments[c.ACCEL_M_S2].to_numpy(dtype="float64"), nan=0.0)
+    idle = speed * 3.6 < settings.idle_speed_kmh
+
+    # Grade: the matched link's gradient first, then the grade from Z, else 0 (flagged).
+    grade = segments[c.LINK_GRADIENT_PCT].astype("float64").fillna(segments[c.GRADE_PCT].astype("float64"))
+    missing_grade = grade.isna().to_numpy() & (length > 0)
+    grade_raw = grade.fillna(0.0).to_numpy()
+    grade_pct = np.clip(grade_raw, -settings.max_abs_grade_pct, settings.max_abs_grade_pct)
+    clipped = grade_pct != grade_raw
+
+    cold = _cold_start_multiplier(segments[c.T_START], trip, settings) if len(segments) else np.ones(0)
+
+    # T3 physics: the trip's vertex interval sets the acceleration-loss factor.
+    timed_trip = (trip_frame[c.TIME_SOURCE] == "vertex").to_numpy() if n_trips else np.zeros(0, bool)
+    timed_segment = valid & (duration > 0)
+    median_interval = _group_median(safe[timed_segment], duration[timed_segment], n_trips)
+    accel_factor = np.ones(n_trips)
+    if settings.gps_accel_correction:
+        accel_factor = np.interp(np.nan_to_num(median_interval, nan=1.0), model.accel_intervals_s, model.accel_factors)
+    power = wheel_power_kw(
+        speed,
+        accel,
+        grade_pct,
+        per_trip("mass_kg"),
+        per_trip("rolling_kw_s_per_m_per_t"),
+        per_trip("road_load_b_kw_s2_per_m2"),
+        per_trip("aero_kw_s3_per_m3"),
+        per_trip("inertia_factor"),
+        accel_factor[safe] if n_trips else 1.0,
+        # The acceleration is the change from the previous segment's speed, so the mean of the
+        # two speeds makes accel * speed * duration the kinetic-energy change per unit mass.
+        np.maximum(speed - 0.5 * accel * duration, 0.0),
+    )
+    work = effective_work_kj(power, duration, per_trip("regen_share"))
+    physics = (per_trip("idle_rate_per_s") * duration + per_trip("profile_fuel_per_kj") * work) * cold
+
+    # T4/T5 distance model with per-segment grade, idle and cold start.
+    distance = _distance_model_fuel(length, duration, idle, grade_pct, per_trip, cold)
+
+    physics = np.where(valid, physics, 0.0)
+    distance = np.where(valid, distance, 0.0)
+    segment_count = np.bincount(safe[valid], minlength=n_trips)
+    timed_count = np.bincount(safe[timed_segment], minlength=n_trips)
+    speed_missing = np.bincount(
+        safe[timed_segment & ~np.isfinite(segments[c.SPEED_KMH].to_numpy(dtype="float64"))], minlength=n_trips
+    )
+    sparse = ~(median_interval <= settings.max_gps_median_interval_s)
+    gps_valid = timed_trip & (timed_count >= settings.min_gps_segments) & ~sparse & (speed_missing == 0)
+
+    return SegmentProfile(
+        trip_position=position,
+        physics_fuel=physics,
+        distance_fuel=distance,
+        duration_s=duration,
+        length_m=length,
+        trip_physics_fuel=np.bincount(safe, weights=physics, minlength=n_trips),
+        trip_distance_fuel=np.bincount(safe, weights=distance, minlength=n_trips),
+        trip_length_m=np.bincount(safe, weights=np.where(valid, length, 0.0), minlength=n_trips),
+        trip_segment_count=segment_count,
+        trip_idle_s=np.bincount(safe, weights=np.where(valid & idle, duration, 0.0), minlength=n_trips),
+        trip_accel_factor=accel_factor,
+        trip_missing_grade=np.bincount(safe, weights=(valid & missing_grade).astype(float), minlength=n_trips) > 0,
+        trip_grade_clipped=np.bincount(safe, weights=(valid & clipped).astype(float), minlength=n_trips) > 0,
+        timed_trip=timed_trip,
+        gps_valid=gps_valid,
+        sparse=sparse,
+        grade_pct=grade_pct,
+    )
+
+
+def tacho_profile(tacho: pd.DataFrame, segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel) -> TachoProfile:
+    """Sum measured fuel (T1) and run the physics model on 1 Hz tachograph speed (T2).
+
+    Rows are paired with the next row of the same trip into intervals; an interval has the mean
+    of the two speeds, the acceleration (v1 - v0) / dt and the grade of the segment running at
+    its start. Validation: rows must span ``min_tacho_coverage`` of the trip duration without a
+    gap above ``max_tacho_gap_s``; T2 also needs a median interval of at most
+    ``max_tacho_median_interval_s``.
+    """
+    settings = model.settings
+    n_trips = len(trip_frame)
+    empty = np.zeros(n_trips)
+    none = np.zeros(n_trips, dtype=bool)
+    if tacho.empty or not n_trips:
+        return TachoProfile(empty, none, empty, none, empty.copy(), empty.copy(), none, none)
+
+    position = pd.Index(trip_frame[c.TRIP_ID]).get_indexer(tacho[c.TRIP_ID])
+    keep = position >= 0
+    seconds = _epoch_seconds(tacho[c.TS])[keep]
+    position = position[keep]
+    speed_kmh = tacho[c.SPEED_KMH].to_numpy(dtype="float64")[keep]
+    fuel_ml = tacho[c.FUEL_ML].to_numpy(dtype="float64")[keep]
+    order = np.lexsort((seconds, position))
+    seconds, position, speed_kmh, fuel_ml = seconds[order], position[order], speed_kmh[order], fuel_ml[order]
+
+    rows = np.bincount(position, minlength=n_trips)
+    fuel_rows = np.bincount(position, weights=np.isfinite(fuel_ml).astype(float), minlength=n_trips)
+    speed_rows = np.bincount(position, weights=np.isfinite(speed_kmh).astype(float), minlength=n_trips)
+    measured_fuel = np.bincount(position, weights=np.nan_to_num(fuel_ml), minlength=n_trips) / 1000.0
+
+    # Intervals between consecutive rows of one trip.
+    same_trip = position[1:] == position[:-1]
+    interval_trip = position[:-1][same_trip]
+    dt = (seconds[1:] - seconds[:-1])[same_trip]
+    v0 = speed_kmh[:-1][same_trip] / 3.6
+    v1 = speed_kmh[1:][same_trip] / 3.6
+    start_s = seconds[:-1][same_trip]
+
+    first = np.full(n_trips, np.nan)
+    last = np.full(n_trips, np.nan)
+    np.fmin.at(first, position, seconds)
+    np.fmax.at(last, position, seconds)
+    max_gap = pd.Series(dt).groupby(interval_trip).max().reindex(range(n_trips)).to_numpy()
+    median_dt = _group_median(interval_trip, dt, n_trips)
+
+    trip_duration = (trip_frame[c.END_TIME] - trip_frame[c.START_TIME]).dt.total_seconds().to_numpy(dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        coverage = np.where(trip_duration > 0, (last - first) / trip_duration, rows > 0)
+    spans_trip = (rows >= 2) & (coverage >= settings.min_tacho_coverage) & (max_gap <= settings.max_tacho_gap_s)
+    liquid = (trip_frame["unit"] == "l").to_numpy()
+    fuel_valid = spans_trip & liquid & (fuel_rows >= settings.min_tacho_coverage * rows)
+    speed_valid = (
+        spans_trip & (speed_rows >= settings.min_tacho_coverage * rows) & (median_dt <= settings.max_tacho_median_interval_s)
+    )
+
+    # T2 physics on the intervals.
+    usable = np.isfinite(v0) & np.isfinite(v1) & (dt > 0)
+    interval_trip, dt, v0, v1, start_s = interval_trip[usable], dt[usable], v0[usable], v1[usable], start_s[usable]
+    trip = trip_frame.iloc[interval_trip]
+    mean_speed = 0.5 * (v0 + v1)
+    grade_pct = _grade_at(start_s, interval_trip, segments, trip_frame, model)
+    power = wheel_power_kw(
+        mean_speed,
+        (v1 - v0) / dt,
+        grade_pct,
+        trip["mass_kg"].to_numpy(dtype="float64"),
+        trip["rolling_kw_s_per_m_per_t"].to_numpy(dtype="float64"),
+        trip["road_load_b_kw_s2_per_m2"].to_numpy(dtype="float64"),
+        trip["aero_kw_s3_per_m3"].to_numpy(dtype="float64"),
+        trip["inertia_factor"].to_numpy(dtype="float64"),
+    )
+    work = effective_work_kj(power, dt, trip["regen_share"].to_numpy(dtype="float64"))
+    elapsed = start_s - _epoch_seconds(trip[c.START_TIME])
+    cold = np.where(
+        settings.cold_start & (elapsed < settings.cold_start_duration_s), 1.0 + settings.cold_start_excess_pct / 100.0, 1.0
+    )
+    fuel = (
+        trip["idle_rate_per_s"].to_numpy(dtype="float64") * dt + trip["profile_fuel_per_kj"].to_numpy(dtype="float64") * work
+    ) * cold
+    idle = mean_speed * 3.6 < settings.idle_speed_kmh
+
+    return TachoProfile(
+        measured_fuel=measured_fuel,
+        fuel_valid=fuel_valid,
+        model_fuel=np.bincount(interval_trip, weights=fuel, minlength=n_trips),
+        speed_valid=speed_valid,
+        idle_s=np.bincount(interval_trip, weights=np.where(idle, dt, 0.0), minlength=n_trips),
+        distance_m=np.bincount(interval_trip, weights=mean_speed * dt, minlength=n_trips),
+        has_fuel_rows=fuel_rows > 0,
+        has_speed_rows=speed_rows > 0,
+    )
+
+
+def _distance_model_fuel(
+    length_m: np.ndarray,
+    duration_s: np.ndarray,
+    idle: np.ndarray,
+    grade_pct: np.ndarray,
+    per_trip: Callable[[str], np.ndarray],
+    cold: np.ndarray,
+) -> np.ndarray:
+    """Distance x base fuel per km, with the grade acting on the power-dependent share only.
+
+    On a grade the tractive force rises by m * g * sin(theta) over the part of the distance the
+    calibration cycle drives under traction (elsewhere the grade first offsets braking).
+    Relative to the cycle's mean positive tractive force that scales the variable share of the
+    fuel. Idle segments burn the idle rate for their duration instead.
+    """
+    slope = grade_pct / 100.0
+    sin_theta = slope / np.sqrt(1.0 + slope * slope)
+    climbing_n = per_trip("mass_kg") * GRAVITY_M_S2 * sin_theta * per_trip("traction_distance_share")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        force_ratio = 1.0 + climbing_n / per_trip("positive_force_n")
+    share = np.nan_to_num(per_trip("variable_share"), nan=1.0)
+    grade_multiplier = (1.0 - share) + share * np.maximum(np.nan_to_num(force_ratio, nan=1.0), 0.0)
+    moving = length_m / 1000.0 * per_trip("distance_fuel_per_km") * grade_multiplier
+    idling = per_trip("idle_rate_per_s") * duration_s
+    return np.where(idle, idling, moving) * cold
+
+
+def _cold_start_multiplier(t_start: pd.Series, trip: pd.DataFrame, settings: EmissionSettings) -> np.ndarray:
+    if not settings.cold_start:
+        return np.ones(len(t_start))
+    elapsed = _epoch_seconds(t_start) - _epoch_seconds(trip[c.START_TIME])
+    excess = 1.0 + settings.cold_start_excess_pct / 100.0
+    return np.where(elapsed < settings.cold_start_duration_s, excess, 1.0)
+
+
+def _grade_at(
+    start_s: np.ndarray, interval_trip: np.ndarray, segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel
+) -> np.ndarray:
+    """Return the grade of the segment each tachograph interval starts in (0 without segments)."""
+    if segments.empty or start_s.size == 0:
+        return np.zeros(start_s.size)
+    settings = model.settings
+    seg_position = pd.Index(trip_frame[c.TRIP_ID]).get_indexer(segments[c.TRIP_ID])
+    grade = segments[c.LINK_GRADIENT_PCT].astype("float64").fillna(segments[c.GRADE_PCT].astype("float64"))
+    right = pd.DataFrame({"trip": seg_position, "t": _epoch_seconds(segments[c.T_START]), "grade": grade.fillna(0.0).to_numpy()})
+    right = right[right["trip"] >= 0].sort_values("t", kind="stable")
+    left = pd.DataFrame({"trip": interval_trip, "t": start_s, "order": np.arange(start_s.size)}).sort_values("t", kind="stable")
+    joined = pd.merge_asof(left, right, on="t", by="trip", direction="backward")
+    joined = joined.sort_values("order")
+    values = joined["grade"].fillna(0.0).to_numpy()
+    return np.clip(values, -settings.max_abs_grade_pct, settings.max_abs_grade_pct)
+
+
+def _group_median(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    if values.size == 0:
+        return np.full(n_groups, np.nan)
+    return pd.Series(values).groupby(groups).median().reindex(range(n_groups)).to_numpy(dtype="float64")
+
+
+def _epoch_seconds(times: pd.Series) -> np.ndarray:
+    return ((pd.to_datetime(times, utc=True) - _EPOCH) / pd.Timedelta(seconds=1)).to_numpy(dtype="float64")

@@ -1,0 +1,226 @@
+"""Per-trip metrics, breakdowns by segment attribute, and the T1/T2 summary.
+
+A metric is one function registered with ``@trip_metric("column")``: it receives the per-trip
+frame built by the emission model (plus the trip load) and returns one value per row.
+``compute_trip_metrics`` runs them in registration order, so a metric may read an earlier one.
+A breakdown dimension is one function registered with ``@breakdown_dimension("name")`` that
+returns one category per segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from compute import columns as c
+
+TripMetric = Callable[[pd.DataFrame, np.ndarray], np.ndarray]
+Dimension = Callable[[pd.DataFrame], pd.Series]
+
+TRIP_METRICS: dict[str, TripMetric] = {}
+BREAKDOWN_DIMENSIONS: dict[str, Dimension] = {}
+UNMATCHED = "unmatched"
+DEFAULT_DIMENSIONS = (c.ROAD_CLASS, c.AREA_TYPE)
+
+BREAKDOWN_DTYPES = {
+    c.TRIP_ID: "str",
+    c.DIMENSION: "str",
+    c.CATEGORY: "str",
+    c.DISTANCE_KM: "float64",
+    c.CO2_TTW_KG: "float64",
+}
+T1_T2_SUMMARY_DTYPES = {
+    c.VEHICLE_CLASS: "str",
+    "n_trips": "int64",
+    "ratio_median": "float64",
+    "ratio_mean": "float64",
+    "ratio_p10": "float64",
+    "ratio_p90": "float64",
+    "ratio_fuel_weighted": "float64",
+}
+
+
+def trip_metric(column: str) -> Callable[[TripMetric], TripMetric]:
+    """Register ``function`` as the metric that fills ``column`` of the per-trip output.
+
+    Raises
+    ------
+    ValueError
+        If a metric for ``column`` is already registered.
+    """
+
+    def register(function: TripMetric) -> TripMetric:
+        if column in TRIP_METRICS:
+            raise ValueError(f"trip metric {column!r} is already registered by {TRIP_METRICS[column].__name__}")
+        TRIP_METRICS[column] = function
+        return function
+
+    return register
+
+
+def breakdown_dimension(name: str) -> Callable[[Dimension], Dimension]:
+    """Register ``function`` as the category source of breakdown dimension ``name``."""
+
+    def register(function: Dimension) -> Dimension:
+        if name in BREAKDOWN_DIMENSIONS:
+            raise ValueError(f"breakdown dimension {name!r} is already registered")
+        BREAKDOWN_DIMENSIONS[name] = function
+        return function
+
+    return register
+
+
+def compute_trip_metrics(trips: pd.DataFrame, load_kg: np.ndarray) -> pd.DataFrame:
+    """Return ``trips`` with every registered metric column added or replaced.
+
+    Parameters
+    ----------
+    trips
+        Per-trip frame with at least distance_km, duration_s and co2_ttw_kg.
+    load_kg
+        Load per trip (kg, NaN unknown), aligned with ``trips``.
+    """
+    out = trips.copy()
+    for column, function in TRIP_METRICS.items():
+        out[column] = function(out, load_kg)
+    return out
+
+
+@trip_metric(c.AVG_SPEED_KMH)
+def average_speed_kmh(trips: pd.DataFrame, load_kg: np.ndarray) -> np.ndarray:
+    """Distance over trip duration (km/h); empty for trips of zero duration."""
+    distance = trips[c.DISTANCE_KM].to_numpy(dtype="float64")
+    duration = trips[c.DURATION_S].to_numpy(dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(duration > 0, distance / (duration / 3600.0), np.nan)
+
+
+@trip_metric(c.CO2_G_PER_KM)
+def co2_g_per_km(trips: pd.DataFrame, load_kg: np.ndarray) -> np.ndarray:
+    """Tank-to-wheel CO2 per km (g/km); empty for trips without distance."""
+    distance = trips[c.DISTANCE_KM].to_numpy(dtype="float64")
+    co2 = trips[c.CO2_TTW_KG].to_numpy(dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(distance > 0, co2 * 1000.0 / distance, np.nan)
+
+
+@trip_metric(c.CO2_G_PER_TKM)
+def co2_g_per_tkm(trips: pd.DataFrame, load_kg: np.ndarray) -> np.ndarray:
+    """Tank-to-wheel CO2 per tonne-km (g/t-km); empty without a positive load and distance."""
+    distance = trips[c.DISTANCE_KM].to_numpy(dtype="float64")
+    co2 = trips[c.CO2_TTW_KG].to_numpy(dtype="float64")
+    tonne_km = distance * np.asarray(load_kg, dtype="float64") / 1000.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(tonne_km > 0, co2 * 1000.0 / tonne_km, np.nan)
+
+
+@breakdown_dimension(c.ROAD_CLASS)
+def road_class_category(segments: pd.DataFrame) -> pd.Series:
+    """Road class of the matched link."""
+    return segments[c.ROAD_CLASS]
+
+
+@breakdown_dimension(c.AREA_TYPE)
+def area_type_category(segments: pd.DataFrame) -> pd.Series:
+    """Area type of the segment's area."""
+    return segments[c.AREA_TYPE]
+
+
+@breakdown_dimension("hour_utc")
+def hour_utc_category(segments: pd.DataFrame) -> pd.Series:
+    """UTC hour (00-23) of the segment start."""
+    hours = pd.to_datetime(segments[c.T_START], utc=True).dt.hour
+    return hours.map(lambda hour: f"{hour:02d}", na_action="ignore")
+
+
+def breakdown(segments: pd.DataFrame, dimensions: Iterable[str] = DEFAULT_DIMENSIONS) -> pd.DataFrame:
+    """Sum distance and CO2 per trip and category of each dimension.
+
+    Parameters
+    ----------
+    segments
+        ``EstimateResult.segments``: segments with length_m and co2_ttw_kg.
+    dimensions
+        Registered dimension names; road_class and area_type by default.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Long format: trip_id, dimension, category, distance_km, co2_ttw_kg. A missing
+        category is reported as ``"unmatched"``.
+
+    Raises
+    ------
+    ValueError
+        If a dimension is not registered.
+    """
+    unknown = [name for name in dimensions if name not in BREAKDOWN_DIMENSIONS]
+    if unknown:
+        raise ValueError(f"unknown breakdown dimensions {unknown}; registered: {sorted(BREAKDOWN_DIMENSIONS)}")
+
+    parts = []
+    for name in dimensions:
+        category = BREAKDOWN_DIMENSIONS[name](segments).astype(object)
+        frame = pd.DataFrame(
+            {
+                c.TRIP_ID: segments[c.TRIP_ID].to_numpy(),
+                c.CATEGORY: category.where(category.notna(), UNMATCHED).to_numpy(),
+                c.DISTANCE_KM: segments[c.LENGTH_M].to_numpy(dtype="float64") / 1000.0,
+                c.CO2_TTW_KG: segments[c.CO2_TTW_KG].to_numpy(dtype="float64"),
+            }
+        )
+        summed = frame.groupby([c.TRIP_ID, c.CATEGORY], sort=True, dropna=False).sum().reset_index()
+        summed.insert(1, c.DIMENSION, name)
+        parts.append(summed)
+    if not parts:
+        return _empty_frame(BREAKDOWN_DTYPES)
+    result = pd.concat(parts, ignore_index=True)
+    return result[list(BREAKDOWN_DTYPES)].astype(BREAKDOWN_DTYPES)
+
+
+def summarise_t1_t2(trips_out: pd.DataFrame, vehicles: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate the T1/T2 fuel ratio by vehicle class for the run summary.
+
+    Parameters
+    ----------
+    trips_out
+        Per-trip output with t1_t2_ratio and fuel_l (the T1 fuel of those trips).
+    vehicles
+        Vehicle master with vehicle_id and vehicle_class.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per vehicle class with at least one ratio: n_trips, the median, mean, 10th and
+        90th percentile of the ratio, and the fuel-weighted ratio sum(T1) / sum(T2).
+    """
+    with_ratio = trips_out[trips_out[c.T1_T2_RATIO].notna()]
+    classes = vehicles.drop_duplicates(c.VEHICLE_ID).set_index(c.VEHICLE_ID)[c.VEHICLE_CLASS]
+    frame = pd.DataFrame(
+        {
+            c.VEHICLE_CLASS: with_ratio[c.VEHICLE_ID].map(classes).fillna(UNMATCHED).to_numpy(),
+            "ratio": with_ratio[c.T1_T2_RATIO].to_numpy(dtype="float64"),
+            "t1": with_ratio[c.FUEL_L].to_numpy(dtype="float64"),
+        }
+    )
+    if frame.empty:
+        return _empty_frame(T1_T2_SUMMARY_DTYPES)
+    frame["t2"] = frame["t1"] / frame["ratio"]
+    grouped = frame.groupby(c.VEHICLE_CLASS, sort=True)
+    summary = pd.DataFrame(
+        {
+            "n_trips": grouped["ratio"].size(),
+            "ratio_median": grouped["ratio"].median(),
+            "ratio_mean": grouped["ratio"].mean(),
+            "ratio_p10": grouped["ratio"].quantile(0.1),
+            "ratio_p90": grouped["ratio"].quantile(0.9),
+            "ratio_fuel_weighted": grouped["t1"].sum() / grouped["t2"].sum(),
+        }
+    ).reset_index()
+    return summary[list(T1_T2_SUMMARY_DTYPES)].astype(T1_T2_SUMMARY_DTYPES)
+
+
+def _empty_frame(dtypes: dict[str, str]) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()})
