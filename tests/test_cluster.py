@@ -1,0 +1,32 @@
+"""The cluster context manager closes its cluster whatever ends the block."""
+
+from __future__ import annotations
+
+import pytest
+from distributed.core import Status
+
+from compute.cluster import open_cluster
+from compute.settings import ClusterSettings
+
+pytestmark = pytest.mark.slow
+
+
+def test_cluster_closes_on_error() -> None:
+    events: list[str] = []
+    seen = {}
+    with pytest.raises(RuntimeError, match="boom"):
+        with open_cluster(ClusterSettings(n_workers=1, memory_limit="1GiB"), on_event=lambda e, f: events.append(e)) as client:
+            seen["cluster"] = client.cluster
+            assert client.submit(sum, [1, 2]).result() == 3
+            raise RuntimeError("boom")
+    assert seen["cluster"].status == Status.closed
+    assert events == ["cluster_started", "cluster_closed"]
+
+
+def test_cluster_closes_on_keyboard_interrupt() -> None:
+    seen = {}
+    with pytest.raises(KeyboardInterrupt):
+        with open_cluster(ClusterSettings(n_workers=1, memory_limit="1GiB")) as client:
+            seen["cluster"] = client.cluster
+            raise KeyboardInterrupt
+    assert seen["cluster"].status == Status.closed
