@@ -75,7 +75,7 @@ class StorageSettings(_Section):
 
 
 class ClusterSettings(_Section):
-    """Where the compute phase runs."""
+    """Cluster of the validate and compute phases: kind, size and lifetime."""
 
     kind: Literal["local", "kubernetes"] = Field("local", description="LocalCluster or dask-kubernetes KubeCluster.")
     n_workers: int = Field(2, ge=1, le=512, description="Workers at start.")
