@@ -1,8 +1,8 @@
 """``lm-co2 validate PATH``: the contract checks of the daily flow, on any day folder, in-process.
 
-The same functions as the validate phase run here (conform, then row rules with the day's
-duplicate keys and vehicle master), one file at a time and without a Dask cluster, so a client
-or an operator can check a delivery before it is scheduled.
+The same functions as in the validate phase run here: conform, then the row rules with the day's
+duplicate keys and vehicle master. They run one file at a time and without a Dask cluster, so a
+client or an operator can check a delivery before it is scheduled.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Deterministic sample days in the input contract layout, from a few trips to millions.
 
-The day is laid around central Tokyo: a grid road network (primary, secondary and residential
-links with speed limits and some gradients), a mesh of 1 km area polygons (urban, suburban,
-rural by distance from the centre), vehicles of every class and fuel, trajectories that walk the
-grid with per-vertex timestamps and stops, and a 1 Hz tachograph for a fifth of the fleet.
+The day is laid around central Tokyo. It has a grid road network (primary, secondary and
+residential links with speed limits and some gradients) and a mesh of 1 km area polygons (urban,
+suburban or rural by distance from the centre). Vehicles cover every class and fuel, trajectories
+walk the grid with per-vertex timestamps and stops, and a fifth of the fleet has a 1 Hz tachograph.
 
 Everything is generated with numpy arrays in chunks; no Python loop runs per trip or per vertex,
 so a million trips take minutes, not hours. The same ``seed`` and sizes give byte-identical
@@ -42,8 +42,6 @@ _CLASS_TABLE: dict[str, tuple[tuple[str, ...], tuple[float, float], str, float, 
     "medium_truck": (("diesel",), (5.5, 8.0), "JH25", 4000.0, 30.0),
     "heavy_truck": (("diesel",), (3.0, 4.5), "JH25", 12000.0, 35.0),
 }
-
-_GEO_METADATA_CRS84 = None  # GeoParquet: an absent "crs" means OGC:CRS84 (lon/lat WGS 84)
 
 
 @dataclass(frozen=True)
@@ -109,7 +107,7 @@ def write_sample_day(store: Store, run_date: dt.date, spec: SampleSpec = SampleS
 
 
 def _defective_trajectories(day_start_ms: int) -> pa.Table:
-    """A few trips that break the contract in known ways, so every run shows its rejects.
+    """Build a few trips that break the contract in known ways, so every run shows its rejects.
 
     In order: a duplicate of trip ``T000000000``, a vehicle missing from the master, a single
     vertex, timestamps that go backwards, a vertex at (0, 0), and a missing trip id.
@@ -146,6 +144,7 @@ def _vehicles(n: int, rng: np.random.Generator) -> pa.Table:
     class_index = np.arange(n) % len(VEHICLE_CLASSES)
     rng.shuffle(class_index)
     classes = np.asarray(VEHICLE_CLASSES)[class_index]
+
     fuels = np.empty(n, dtype=object)
     fe = np.empty(n)
     cycles = np.empty(n, dtype=object)
@@ -157,6 +156,7 @@ def _vehicles(n: int, rng: np.random.Generator) -> pa.Table:
         fe[members] = np.round(rng.uniform(low, high, members.sum()), 1)
         cycles[members] = cycle
         payload[members] = pay
+
     electric = fuels == "electric"
     fe[electric] = np.round(rng.uniform(6.0, 8.0, electric.sum()), 1)  # km/kWh for electric vehicles
     unknown_fe = rng.random(n) < 0.1  # some vehicles have no catalog value
@@ -164,6 +164,7 @@ def _vehicles(n: int, rng: np.random.Generator) -> pa.Table:
     cycles[unknown_fe] = None
     wltc_share = (cycles == "JC08") & (rng.random(n) < 0.3)
     cycles[wltc_share] = "WLTC"
+
     return pa.table(
         {
             c.VEHICLE_ID: pa.array([f"V{i:07d}" for i in range(n)], pa.string()),
@@ -347,7 +348,10 @@ def _to_lonlat(xy_m: np.ndarray) -> np.ndarray:
 
 
 def _with_geo_metadata(table: pa.Table, geometry_types: list[str], geometry: np.ndarray) -> pa.Table:
-    """Attach GeoParquet 1.1 metadata (WKB, lon/lat WGS 84) to ``table``."""
+    """Attach GeoParquet 1.1 metadata (WKB, lon/lat WGS 84) to ``table``.
+
+    The metadata has no "crs" member: GeoParquet reads an absent CRS as OGC:CRS84.
+    """
     bounds = shapely.total_bounds(geometry) if len(geometry) else [0.0, 0.0, 0.0, 0.0]
     column: dict[str, object] = {"encoding": "WKB", "geometry_types": geometry_types, "bbox": [float(b) for b in bounds]}
     geo = {"version": "1.1.0", "primary_column": c.GEOMETRY, "columns": {c.GEOMETRY: column}}

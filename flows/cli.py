@@ -94,7 +94,7 @@ def build_parser(lang: str) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``lm-co2``; returns the process exit code."""
+    """Run the ``lm-co2`` command and return the process exit code."""
     for key, value in _PROCESS_DEFAULTS.items():
         os.environ.setdefault(key, value)
     args_list = list(sys.argv[1:] if argv is None else argv)
