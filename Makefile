@@ -15,11 +15,14 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export AWS_EC2_METADATA_DISABLED := true
 export NO_GCE_CHECK := True
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT := false
+export CHECKPOINT_DISABLE := 1
+export CKV_SKIP_PACKAGE_UPDATE_CHECK := true
+export CHECKOV_RUN_SCA_PACKAGE_SCAN_V2 := false
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: run test env infra-env sample lint typecheck bench real clean
+.PHONY: run test env infra-env sample lint typecheck bench real clean infra-check helm-template helm-install
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,3 +62,12 @@ real: env
 
 clean:
 	rm -rf var
+
+infra-check: env infra-env
+	scripts/check_infra.sh
+
+helm-template:
+	DRY_RUN=1 helm/install.sh
+
+helm-install:
+	helm/install.sh

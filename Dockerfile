@@ -1,0 +1,72 @@
+# syntax=docker/dockerfile:1
+#
+# One image for every lm-co2 process on GKE: the Prefect flow-run pod, the Dask
+# scheduler and the Dask workers. Client, scheduler and workers must run the
+# same Python, dask, distributed and cloudpickle versions, which one image
+# guarantees.
+#
+#   docker build -t REGION-docker.pkg.dev/PROJECT/lm-co2/lm-co2:0.1.0 .
+#
+# The base image is pinned to a patch release. For reproducible builds pin its
+# digest as well: `docker buildx imagetools inspect python:3.11.13-slim-bookworm`
+# prints it; then build with
+#   --build-arg PYTHON_IMAGE=python:3.11.13-slim-bookworm@sha256:<digest>
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+
+# --- build: install the project and its pinned dependencies into a venv --------
+FROM ${PYTHON_IMAGE} AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PATH=/opt/venv/bin:$PATH
+
+RUN python -m venv /opt/venv
+
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md* LICENSE* ./
+COPY compute/ compute/
+COPY flows/ flows/
+
+# constraints.txt pins every transitive dependency, and `pip check` fails the
+# build on a conflict instead of shipping it.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install -c constraints.txt . \
+    && pip check \
+    && python -c "import compute"
+
+# --- runtime -----------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+
+LABEL org.opencontainers.image.title="lm-co2" \
+      org.opencontainers.image.description="Daily CO2 emissions batch: Prefect flow, Dask scheduler and Dask workers."
+
+# GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false stops gcsfs from asking the Storage
+# Control API for the bucket layout on every bucket access. The other variables
+# point writable state at /tmp, the only writable path when the root file
+# system is mounted read-only (k8s/daskcluster.yaml, the Prefect job template).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false \
+    PREFECT_HOME=/tmp/prefect \
+    MPLCONFIGDIR=/tmp/matplotlib
+
+# UID and GID 10001 match runAsUser and runAsGroup in the Kubernetes manifests.
+RUN groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid 10001 --no-create-home \
+       --home-dir /app --shell /usr/sbin/nologin app
+
+COPY --from=build /opt/venv /opt/venv
+
+# The pull step of prefect.yaml changes to /app, and Prefect resolves the
+# entrypoint flows/daily.py:co2_daily relative to it, so the flow sources are
+# also kept as files here. The gke profile reads its DaskCluster template from
+# k8s/daskcluster.yaml relative to the same directory.
+WORKDIR /app
+COPY flows/ flows/
+COPY k8s/daskcluster.yaml k8s/daskcluster.yaml
+
+USER 10001:10001
+
+# The flow-run Job and the Dask operator always pass their own command.
+CMD ["lm-co2", "--help"]
