@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from compute.contract import ContractSettings
 from compute.emissions import EmissionSettings
+from compute.plausibility import PlausibilitySettings
 
 ROOTS: tuple[str, ...] = ("input", "raw", "temp", "processed", "output")
 ENV_PREFIX = "LMCO2_"
@@ -143,6 +144,7 @@ class Settings(_Section):
     spatial: SpatialSettings = Field(default_factory=SpatialSettings)
     contract: ContractSettings = Field(default_factory=ContractSettings)
     emission: EmissionSettings = Field(default_factory=EmissionSettings)
+    plausibility: PlausibilitySettings = Field(default_factory=PlausibilitySettings)
 
     def url(self, root: str, run_date: dt.date | str) -> str:
         """Return the URL of ``root`` for ``run_date``."""

@@ -41,6 +41,10 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _snapshot(folder: Path) -> dict[str, tuple[int, str]]:
+    return {p.relative_to(folder).as_posix(): (p.stat().st_mtime_ns, _sha256(p)) for p in folder.rglob("*") if p.is_file()}
+
+
 def _input_trip_ids(folder: Path) -> Counter[Any]:
     ids: Counter[Any] = Counter()
     for file in sorted((folder / "trajectories").glob("*.parquet")):
@@ -74,7 +78,7 @@ class TestDailyFlowLocal:
         output: Path = day["output"]
         manifest = json.loads((output / "manifest.json").read_text())
         listed = {o["path"]: o for o in manifest["objects"]}
-        present = {p.name for p in output.iterdir()} - {"manifest.json", "_SUCCESS"}
+        present = {p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file()} - {"manifest.json", "_SUCCESS"}
         assert set(listed) == present
         for name, record in listed.items():
             assert (output / name).stat().st_size == record["size"], name
@@ -90,12 +94,13 @@ class TestDailyFlowLocal:
         assert counts["trajectories"]["rows_in"] == sum(_input_trip_ids(day["input"]).values())
 
     def test_second_run_is_a_noop(self, day: dict[str, Any]) -> None:
-        before = {p.name: (p.stat().st_mtime_ns, _sha256(p)) for p in day["output"].iterdir()}
+        before = _snapshot(day["output"])
         result = _run(day)
-        after = {p.name: (p.stat().st_mtime_ns, _sha256(p)) for p in day["output"].iterdir()}
+        after = _snapshot(day["output"])
         assert all(phase["skipped"] for phase in result["phases"])
         assert [p["phase"] for p in result["phases"]] == ["fetch", "validate", "compute", "output", "publish"]
         assert after == before
+        assert "report/co2_map.png" in after
 
     def test_force_reproduces_identical_output(self, day: dict[str, Any]) -> None:
         first = pq.read_table(day["output"] / "trips.parquet").to_pandas()

@@ -23,6 +23,7 @@ QUALITY_FLAGS: dict[str, str] = {
     "calibrated_on_class_default": "T2/T3 were calibrated to the class default fuel economy, not a catalog value.",
     "calibration_clamped": "The catalog value was below what the idle rate alone implies; k was floored.",
     "gps_accel_corrected": "T3 positive inertia work was scaled up for the acceleration lost between vertices.",
+    "gps_jump_replaced": "Some T3 segments changed speed faster than a vehicle can (GPS jump or missing fix); they use the distance-model fuel.",
     "no_grade": "Some segments had neither a link gradient nor a Z grade; 0 % was used there.",
     "grade_clipped": "Some segment grades exceeded the limit and were clipped.",
     "load_unknown": "Truck load_kg unknown; the class default load factor was used.",

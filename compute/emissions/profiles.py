@@ -46,6 +46,7 @@ class SegmentProfile:
     trip_accel_factor: np.ndarray
     trip_missing_grade: np.ndarray
     trip_grade_clipped: np.ndarray
+    trip_gps_jump: np.ndarray
     timed_trip: np.ndarray
     gps_valid: np.ndarray
     sparse: np.ndarray
@@ -122,6 +123,11 @@ def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: Emi
     # T4/T5 distance model with per-segment grade, idle and cold start.
     distance = _distance_model_fuel(length, duration, idle, grade_pct, per_trip, cold)
 
+    # A speed change no vehicle can make comes from a GPS jump or a missing fix under a synthetic
+    # timestamp; the physics would turn it into acceleration work, so the distance model stands in.
+    jump = _find_gps_jumps(accel, duration, settings)
+    physics = np.where(jump, distance, physics)
+
     physics = np.where(valid, physics, 0.0)
     distance = np.where(valid, distance, 0.0)
     segment_count = np.bincount(safe[valid], minlength=n_trips)
@@ -146,11 +152,19 @@ def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: Emi
         trip_accel_factor=accel_factor,
         trip_missing_grade=np.bincount(safe, weights=(valid & missing_grade).astype(float), minlength=n_trips) > 0,
         trip_grade_clipped=np.bincount(safe, weights=(valid & clipped).astype(float), minlength=n_trips) > 0,
+        trip_gps_jump=np.bincount(safe, weights=(valid & jump).astype(float), minlength=n_trips) > 0,
         timed_trip=timed_trip,
         gps_valid=gps_valid,
         sparse=sparse,
         grade_pct=grade_pct,
     )
+
+
+def _find_gps_jumps(accel_m_s2: np.ndarray, duration_s: np.ndarray, settings: EmissionSettings) -> np.ndarray:
+    """Mark segments whose speed change from the previous segment exceeds what a vehicle can do."""
+    speed_change_m_s = np.abs(accel_m_s2) * np.maximum(duration_s, 0.0)
+    limit_m_s = np.minimum(settings.max_gps_accel_m_s2 * np.maximum(duration_s, 0.0), settings.max_gps_speed_change_kmh / 3.6)
+    return speed_change_m_s > limit_m_s
 
 
 def tacho_profile(tacho: pd.DataFrame, segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel) -> TachoProfile:

@@ -71,6 +71,24 @@ class EmissionSettings(BaseModel):
     max_abs_grade_pct: float = Field(
         default=15.0, gt=0, le=40, description="Grades beyond this magnitude (%) are clipped and flagged."
     )
+    max_gps_accel_m_s2: float = Field(
+        default=4.0,
+        gt=0,
+        le=20,
+        description=(
+            "Largest speed change per second between consecutive T3 segments (m/s2); the 1 Hz US06 trace peaks at 3.76. "
+            "A larger change is a GPS jump or a missing fix, and the segment takes the distance-model fuel."
+        ),
+    )
+    max_gps_speed_change_kmh: float = Field(
+        default=90.0,
+        gt=0,
+        le=300,
+        description=(
+            "Largest change of mean speed between consecutive T3 segments (km/h), whatever their duration; US06 sampled "
+            "every 5 to 30 s changes by at most 61 km/h. A larger change takes the distance-model fuel."
+        ),
+    )
     cold_start: bool = Field(default=False, description="Add a cold-start excess to the first minutes of every trip.")
     cold_start_duration_s: float = Field(
         default=180.0, gt=0, le=1800, description="Length of the cold phase after the trip start (s)."
