@@ -3,62 +3,109 @@
 The flow holds no domain logic: each task calls one function of :mod:`compute.phases`. The Dask
 cluster is opened only when validate or compute has work to do, in a ``with`` block, so it closes
 on success, failure, timeout and cancellation alike (Prefect raises inside the flow on SIGTERM,
-which unwinds the block).
+which unwinds the block). If the process dies before the block unwinds, the ``on_crashed`` and
+``on_cancellation`` hooks delete the run's DaskCluster by its labels.
+
+Only one run per run date executes at a time: the flow holds the global concurrency limit
+``lm-co2-date-YYYYMMDD`` (one slot, created on first use) for its whole body. A second run of the
+same date (a manual rerun, a backfill) waits for it; runs of other dates do not.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from compute import logs
 from compute import phases as ph
-from compute.cluster import open_cluster
-from compute.report import RunSummary, render_markdown, render_text
+from compute.cluster import delete_leftover_clusters, open_cluster, run_labels
+from compute.report import RunSummary
 from compute.settings import Settings, load_settings, parse_run_date
+from compute.transfer import send_webhook
+from flows.artifacts import ProgressArtifact, chart_data, publish_summary
+from flows.credentials import with_credentials
 
 Phase = Literal["fetch", "validate", "compute", "output", "publish"]
 TOKYO = ZoneInfo("Asia/Tokyo")
 
+#: How long a run waits for another run of the same date to finish before it fails.
+DATE_LOCK_TIMEOUT_S = 6 * 3600
+#: ``LM_CO2_LOG_FORMAT=json`` switches console records to one JSON object per line (Cloud Logging).
+LOG_FORMAT_ENV = "LM_CO2_LOG_FORMAT"
+#: Events logged at warning level; every other event is logged at info level.
+_WARNING_EVENTS = frozenset({"object_retry", "object_mismatch", "object_copy_failed", "cluster_deleted"})
+
 
 def previous_day_tokyo(now: dt.datetime | None = None) -> dt.date:
-    """The business date of a scheduled run: yesterday in Japan."""
-    current = (now or dt.datetime.now(dt.timezone.utc)).astimezone(TOKYO)
+    """Return the business date of a scheduled run: yesterday in Japan."""
+    current = (now or dt.datetime.now(dt.UTC)).astimezone(TOKYO)
     return current.date() - dt.timedelta(days=1)
 
 
 @task(name="fetch", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
 def fetch_task(run: ph.DailyRun) -> ph.PhaseResult:
-    return ph.fetch(run)
+    with logs.log_context(phase="fetch"):
+        return ph.fetch(run)
 
 
 @task(name="validate", cache_policy=NO_CACHE)
 def validate_task(run: ph.DailyRun, client: Any) -> ph.PhaseResult:
-    return ph.validate(run, client)
+    with logs.log_context(phase="validate"):
+        return ph.validate(run, client)
 
 
 @task(name="compute", cache_policy=NO_CACHE)
 def compute_task(run: ph.DailyRun, client: Any) -> ph.PhaseResult:
-    return ph.compute(run, client)
+    with logs.log_context(phase="compute"):
+        return ph.compute(run, client)
 
 
 @task(name="output", cache_policy=NO_CACHE)
 def output_task(run: ph.DailyRun) -> ph.PhaseResult:
-    return ph.generate_output(run)
+    with logs.log_context(phase="output"):
+        return ph.generate_output(run)
 
 
 @task(name="publish", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
-def publish_task(run: ph.DailyRun) -> ph.PhaseResult:
-    return ph.publish(run)
+def publish_task(run: ph.DailyRun, notify: Callable[[dict[str, Any]], None] | None) -> ph.PhaseResult:
+    with logs.log_context(phase="publish"):
+        return ph.publish(run, notify=notify)
 
 
-@flow(name="co2-daily", log_prints=False, validate_parameters=True)
+def delete_leftover_cluster(flow: Any, flow_run: Any, state: Any) -> None:
+    """Delete the DaskCluster a crashed or cancelled run left behind (kubernetes profile only)."""
+    from prefect.logging.loggers import flow_run_logger
+
+    logger = flow_run_logger(flow_run, flow)
+    settings = load_settings((flow_run.parameters or {}).get("profile"))
+    if settings.cluster.kind != "kubernetes":
+        return
+    try:
+        names = delete_leftover_clusters(settings.cluster.namespace, str(flow_run.id))
+    except Exception as error:  # noqa: BLE001 - a hook must report, not raise; the idle timeout remains as backstop
+        logger.error("leftover cluster cleanup failed error=%s", type(error).__name__, extra={"event": "cluster_cleanup_failed"})
+        return
+    logger.warning("leftover clusters deleted clusters=%s state=%s", names, state.type.value, extra={"event": "cluster_cleanup", "lmco2_clusters": names})
+
+
+@flow(
+    name="co2-daily",
+    log_prints=False,
+    validate_parameters=True,
+    on_cancellation=[delete_leftover_cluster],
+    on_crashed=[delete_leftover_cluster],
+)
 def co2_daily(
     run_date: dt.date | None = None,
     force: bool = False,
@@ -79,34 +126,38 @@ def co2_daily(
         Settings profile name or YAML path; default ``LMCO2_PROFILE`` or ``local``.
     """
     logger = get_run_logger()
-    settings = load_settings(profile)
+    flow_run_id = str(flow_run.id or "local")
+    _configure_logging(json_console=os.environ.get(LOG_FORMAT_ENV, "").lower() == "json")
+    settings = with_credentials(load_settings(profile))
     day = parse_run_date(run_date) if run_date is not None else previous_day_tokyo()
     selected = [p for p in ph.PHASES if phases is None or p in phases]
-    run = ph.DailyRun.create(settings, day, force=force, on_event=_event_logger(logger, day))
-    logger.info("run started", extra={"event": "run_started", "run_date": day.isoformat(), "phases": selected, "profile": settings.profile})
 
-    results: list[ph.PhaseResult] = []
-    if "fetch" in selected:
-        results.append(fetch_task(run))
-    cluster_phases = [p for p in ("validate", "compute") if p in selected]
-    if any(run.completed(p) is None for p in cluster_phases):
-        with open_cluster(settings.cluster, name=_cluster_name(day), labels=_labels(day), on_event=run.on_event) as client:
-            if "validate" in cluster_phases:
-                results.append(validate_task(run, client))
-            if "compute" in cluster_phases:
-                results.append(compute_task(run, client))
-    else:
-        results.extend(ph.skipped(run, p) for p in cluster_phases)
-    if "output" in selected:
-        results.append(output_task(run))
-    if "publish" in selected:
-        results.append(publish_task(run))
+    with logs.log_context(run_date=day.isoformat(), flow_run_id=flow_run_id), _date_lock(day):
+        emit = _in_this_context(_event_logger(logger, day, ProgressArtifact(f"co2-daily-{day:%Y%m%d}-progress", "compute")))
+        run = ph.DailyRun.create(settings, day, force=force, on_event=emit)
+        emit("run_started", {"phases": ",".join(selected), "profile": settings.profile, "force": force})
 
-    summary = summarise(run, settings, results)
-    create_markdown_artifact(markdown=render_markdown(summary, settings.language), key=f"co2-daily-{day:%Y%m%d}",
-                             description=render_text(summary, settings.language).splitlines()[0])
-    logger.info("run completed", extra={"event": "run_completed", "run_date": day.isoformat(), "trips": summary.trips_out,
-                                        "co2_ttw_kg": summary.co2_ttw_kg})
+        results: list[ph.PhaseResult] = []
+        if "fetch" in selected:
+            results.append(fetch_task(run))
+        cluster_phases = [p for p in ("validate", "compute") if p in selected]
+        if any(run.completed(p) is None for p in cluster_phases):
+            labels = run_labels(f"{day:%Y%m%d}", flow_run_id)
+            with open_cluster(settings.cluster, name=_cluster_name(day, flow_run_id), labels=labels, on_event=emit) as client:
+                if "validate" in cluster_phases:
+                    results.append(validate_task(run, client))
+                if "compute" in cluster_phases:
+                    results.append(compute_task(run, client))
+        else:
+            results.extend(ph.skipped(run, p) for p in cluster_phases)
+        if "output" in selected:
+            results.append(output_task(run))
+        if "publish" in selected:
+            results.append(publish_task(run, _notifier(settings, emit)))
+
+        summary = summarise(run, settings, results)
+        publish_summary(summary, chart_data(run.store("temp")), language=settings.language, key=f"co2-daily-{day:%Y%m%d}")
+        emit("run_completed", {"trips": summary.trips_out, "co2_ttw_kg": summary.co2_ttw_kg})
     return summary.as_dict()
 
 
@@ -124,18 +175,90 @@ def summarise(run: ph.DailyRun, settings: Settings, results: list[ph.PhaseResult
     return RunSummary.from_phases(run.day, records, settings.url("output", run.run_date))
 
 
-def _event_logger(logger: logging.LoggerAdapter[Any] | logging.Logger, day: dt.date):  # type: ignore[no-untyped-def]
+@contextlib.contextmanager
+def _date_lock(day: dt.date) -> Iterator[None]:
+    """Hold the one-slot global concurrency limit of ``day`` while the block runs."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
+
+    name = f"lm-co2-date-{day:%Y%m%d}"
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    with concurrency(name, occupy=1, timeout_seconds=DATE_LOCK_TIMEOUT_S, strict=True):
+        yield
+
+
+def _notifier(settings: Settings, emit: Callable[[str, dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    """Return the completion notice: a Prefect event always, and a webhook POST when configured."""
+
+    def notify(payload: dict[str, Any]) -> None:
+        from prefect.events import emit_event
+
+        day = str(payload["run_date"]).replace("-", "")
+        emit_event(event="lm-co2.delivery.completed", resource={"prefect.resource.id": f"lm-co2.delivery.{day}"},
+                   payload={k: v for k, v in payload.items() if k != "output"})
+        if settings.notify.kind == "webhook":
+            if settings.notify.webhook_url is None:
+                raise ValueError("notify.kind is 'webhook' but no webhook URL is set; set LMCO2_NOTIFY__WEBHOOK_URL or LM_CO2_WEBHOOK_SECRET_BLOCK")
+            status = send_webhook(settings.notify.webhook_url, payload)
+            emit("notice_sent", {"kind": "webhook", "status": status})
+
+    return notify
+
+
+def _configure_logging(*, json_console: bool) -> None:
+    """Send ``compute`` records (worker records included) to the run's logs; optionally as JSON lines."""
+    from prefect.logging.handlers import APILogHandler
+
+    compute_logger = logging.getLogger("compute")
+    compute_logger.setLevel(logging.INFO)
+    logs.attach_filters(compute_logger)
+    if not any(isinstance(h, APILogHandler) for h in compute_logger.handlers):
+        compute_logger.addHandler(APILogHandler())
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logs.attach_filters(logging.getLogger(name))
+    if json_console:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, APILogHandler):
+                handler.setFormatter(logs.JsonFormatter())
+                handler.addFilter(logs.ContextFilter())
+                handler.addFilter(logs.RedactingFilter())
+
+
+def _event_logger(
+    logger: logging.LoggerAdapter[Any] | logging.Logger, day: dt.date, progress: ProgressArtifact
+) -> Callable[[str, dict[str, Any]], None]:
     def emit(event: str, fields: dict[str, Any]) -> None:
-        level = logging.WARNING if event == "object_retry" else logging.INFO
-        logger.log(level, event.replace("_", " "), extra={"event": event, "run_date": day.isoformat(), **{f"lmco2_{k}": v for k, v in fields.items()}})
+        level = logging.WARNING if event in _WARNING_EVENTS else logging.INFO
+        rendered = " ".join(f"{k}={v}" for k, v in fields.items())
+        extra = {"event": event, "run_date": day.isoformat(), **{f"lmco2_{k}": v for k, v in fields.items()}}
+        if "phase" in fields:
+            extra["phase"] = str(fields["phase"])
+        logger.log(level, f"{event.replace('_', ' ')} {rendered}".strip(), extra=extra)
+        if event == "pieces_progress" and fields.get("task") == "compute_piece":
+            progress.update(fields)
 
     return emit
 
 
-def _cluster_name(day: dt.date) -> str:
-    run_id = str(flow_run.id or "local")[:8]
-    return f"lm-co2-{day:%Y%m%d}-{run_id}".lower()
+def _in_this_context(function: Callable[[str, dict[str, Any]], None]) -> Callable[[str, dict[str, Any]], None]:
+    """Run ``function`` in a copy of the flow's context, so calls from helper threads reach this run."""
+    context = contextvars.copy_context()
+    owner = threading.get_ident()
+
+    def call(event: str, fields: dict[str, Any]) -> None:
+        if threading.get_ident() == owner:
+            function(event, fields)
+        else:
+            context.copy().run(function, event, fields)
+
+    return call
 
 
-def _labels(day: dt.date) -> dict[str, str]:
-    return {"app.kubernetes.io/part-of": "lm-co2", "lm-co2/run-date": f"{day:%Y%m%d}", "lm-co2/flow-run": str(flow_run.id or "local")}
+def _cluster_name(day: dt.date, flow_run_id: str) -> str:
+    return f"lm-co2-{day:%Y%m%d}-{flow_run_id[:8]}".lower()
+
+
+__all__ = ["co2_daily", "delete_leftover_cluster", "previous_day_tokyo", "summarise"]

@@ -1,0 +1,693 @@
+"""Transfers with proof: input to raw (phases 1-2) and processed to the client's output (phase 5).
+
+Input to raw
+    The ``sts`` mode runs the day's existing Storage Transfer Service job and polls its operation
+    with a deadline of its own. The ``fsspec`` mode (local profile and fallback) copies object by
+    object. Either way :func:`verify_and_repair` then checks every object of the source listing at
+    the destination (size and SHA-256, read from both sides) and copies again only the objects
+    that are missing or differ.
+
+Processed to output
+    Storage Transfer Service cannot write to S3, and the client's output bucket allows PutObject
+    only (no list, no read, no bucket creation). :func:`deliver` therefore uploads object by object
+    with boto3 ``put_object``, sending ``ContentMD5`` and ``ChecksumSHA256`` so that S3 rejects a
+    corrupted body, and checks the checksum S3 returns. Delivery state lives on our side: one
+    marker per delivered object under ``temp/_delivery/``, so a rerun skips what is already there
+    and never uploads an object twice. ``manifest.json`` and ``_SUCCESS`` go last.
+
+Credentials never enter a manifest, a marker or a log record: the boto3 client is built from the
+storage options at call time, and webhook URLs are passed as :class:`pydantic.SecretStr`.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import datetime as dt
+import functools
+import hashlib
+import json
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import SecretStr
+
+from compute.storage import (
+    MANIFEST_NAME,
+    SUCCESS_NAME,
+    Manifest,
+    ObjectRecord,
+    StorageError,
+    Store,
+    VerificationError,
+    copy_object,
+)
+
+EventSink = Callable[[str, dict[str, Any]], None]
+DELIVERY_DIR = "_delivery"
+SPOOL_MEMORY_BYTES = 64 * 1024 * 1024
+
+
+class TransferError(StorageError):
+    """A Storage Transfer Service operation failed, was aborted or passed its deadline."""
+
+
+def _ignore(event: str, fields: dict[str, Any]) -> None:
+    return None
+
+
+# -- Storage Transfer Service ------------------------------------------------------------------
+
+
+class TransferClient(Protocol):
+    """The part of ``google.cloud.storage_transfer_v1.StorageTransferServiceClient`` used here."""
+
+    def run_transfer_job(self, request: Any = None, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def make_transfer_client() -> TransferClient:
+    """Create a Storage Transfer Service client with application-default credentials.
+
+    On GKE these are the Workload Identity credentials of the pod's service account; locally they
+    come from ``gcloud auth application-default login``.
+    """
+    from google.cloud import storage_transfer_v1
+
+    client: TransferClient = storage_transfer_v1.StorageTransferServiceClient()  # type: ignore[assignment]
+    return client
+
+
+def run_storage_transfer(
+    client: TransferClient,
+    *,
+    project_id: str,
+    job_name: str,
+    timeout_s: float,
+    poll_initial_s: float = 5.0,
+    poll_max_s: float = 60.0,
+    on_event: EventSink = _ignore,
+) -> dict[str, Any]:
+    """Run an existing transfer job once and wait for its operation to finish.
+
+    Parameters
+    ----------
+    client
+        A Storage Transfer Service client (see :func:`make_transfer_client`).
+    project_id, job_name
+        The project and the job (``transferJobs/…``) that copies ``input/YYYYMMDD/`` to
+        ``raw/YYYYMMDD/``. The job has no schedule of its own: only this call runs it.
+    timeout_s
+        Deadline for the whole operation, enforced by the client-side poll. On expiry the
+        operation is cancelled.
+    poll_initial_s, poll_max_s
+        First and maximum delay between two polls; the delay grows by half each time.
+
+    Returns
+    -------
+    dict
+        Operation name, status and the transfer counters (objects and bytes found, copied,
+        skipped, failed), for the phase manifest.
+
+    Raises
+    ------
+    TransferError
+        If the operation failed, was aborted, or did not finish within ``timeout_s``.
+    """
+    from google.api_core import exceptions
+    from google.api_core.future import polling as future_polling
+
+    if not job_name.startswith("transferJobs/"):
+        raise ValueError(f"transfer.job_name {job_name!r} is not a job name; expected 'transferJobs/<id>' of the day's transfer job")
+    op = client.run_transfer_job(request={"job_name": job_name, "project_id": project_id})
+    name = getattr(getattr(op, "operation", None), "name", "")
+    on_event("transfer_started", {"job_name": job_name, "operation": name})
+
+    polling = future_polling.DEFAULT_POLLING.with_delay(initial=poll_initial_s, maximum=poll_max_s, multiplier=1.5).with_timeout(timeout_s)
+    try:
+        op.result(timeout=timeout_s, polling=polling)
+    except concurrent.futures.TimeoutError as error:
+        _cancel_quietly(op)
+        raise TransferError(
+            f"transfer operation {name or job_name} did not finish within {timeout_s:g} s and was cancelled; "
+            "check the job in the Storage Transfer console, then rerun the fetch phase"
+        ) from error
+    except exceptions.GoogleAPICallError as error:
+        raise TransferError(f"transfer operation {name or job_name} failed: {error.message}; see its error breakdown in the console") from error
+
+    summary = _operation_summary(op, name)
+    if summary["status"] not in ("SUCCESS", ""):
+        raise TransferError(f"transfer operation {name or job_name} ended with status {summary['status']}; expected SUCCESS")
+    on_event("transfer_completed", {k: v for k, v in summary.items() if k != "counters"} | summary["counters"])
+    return summary
+
+
+def _cancel_quietly(op: Any) -> None:
+    # The timeout is the error to report; a failed cancel is logged by the client library.
+    with contextlib.suppress(Exception):
+        op.cancel()
+
+
+def _operation_summary(op: Any, name: str) -> dict[str, Any]:
+    metadata = op.metadata
+    counters: dict[str, int] = {}
+    status = ""
+    if metadata is not None:
+        status = getattr(getattr(metadata, "status", None), "name", "") or ""
+        raw = getattr(metadata, "counters", None)
+        for field in (
+            "objects_found_from_source", "bytes_found_from_source", "objects_copied_to_sink", "bytes_copied_to_sink",
+            "objects_from_source_skipped_by_sync", "objects_from_source_failed", "bytes_from_source_failed",
+        ):
+            counters[field] = int(getattr(raw, field, 0) or 0)
+    return {"operation": name, "status": status, "counters": counters}
+
+
+# -- input to raw -------------------------------------------------------------------------------
+
+
+def copy_objects(
+    source: Store, destination: Store, names: Iterable[str], *, on_event: EventSink = _ignore
+) -> dict[str, ObjectRecord]:
+    """Copy ``names`` one by one without verifying; return the records streamed from the source.
+
+    A name that fails to copy is left out of the result and reported as ``object_copy_failed``;
+    :func:`verify_and_repair` then finds it missing and retries it.
+    """
+    records: dict[str, ObjectRecord] = {}
+    for name in names:
+        try:
+            records[name] = copy_object(source, destination, name, verify=_skip_verify)
+        except OSError as error:
+            on_event("object_copy_failed", {"object": name, "error": _error_text(error)})
+    return records
+
+
+def expected_from_source(source: Store, names: Iterable[str]) -> dict[str, ObjectRecord]:
+    """Read every object of the source listing and return its size and checksums."""
+    return {name: source.record(name) for name in names}
+
+
+def find_mismatches(destination: Store, expected: Mapping[str, ObjectRecord], names: Iterable[str] | None = None) -> dict[str, str]:
+    """Return ``{name: problem}`` for objects of ``expected`` that are missing or differ at ``destination``."""
+    problems: dict[str, str] = {}
+    present = destination.list()
+    for name in sorted(names if names is not None else expected):
+        record = expected[name]
+        if name not in present:
+            problems[name] = "missing"
+            continue
+        try:
+            size, sha, _ = destination.checksums(name)
+        except OSError as error:
+            problems[name] = f"unreadable: {_error_text(error)}"
+            continue
+        if (size, sha) != (record.size, record.sha256):
+            problems[name] = f"differs: expected {record.size} bytes sha256={record.sha256[:12]}…, found {size} bytes sha256={sha[:12]}…"
+    return problems
+
+
+def verify_and_repair(
+    source: Store,
+    destination: Store,
+    expected: Mapping[str, ObjectRecord],
+    *,
+    retries: int,
+    retry_delay_s: float = 0.5,
+    on_event: EventSink = _ignore,
+) -> dict[str, int]:
+    """Verify every object of ``expected`` at ``destination``; copy again only those that failed.
+
+    Returns
+    -------
+    dict
+        ``{"verified": n, "repaired": m}``.
+
+    Raises
+    ------
+    VerificationError
+        If objects still differ after ``retries`` repair rounds; the message lists them.
+    """
+    pending = find_mismatches(destination, expected)
+    repaired: set[str] = set()
+    for attempt in range(1, retries + 1):
+        if not pending:
+            break
+        for name, problem in pending.items():
+            on_event("object_mismatch", {"object": name, "problem": problem, "attempt": attempt})
+        time.sleep(retry_delay_s * (2 ** (attempt - 1)))
+        for name in pending:
+            try:
+                copy_object(source, destination, name, expected=expected[name], verify=_skip_verify)
+                repaired.add(name)
+            except (OSError, VerificationError) as error:
+                on_event("object_copy_failed", {"object": name, "error": _error_text(error), "attempt": attempt})
+        pending = find_mismatches(destination, expected, names=list(pending))
+    if pending:
+        listed = "; ".join(f"{name}: {problem}" for name, problem in pending.items())
+        raise VerificationError(
+            f"{len(pending)} of {len(expected)} objects in {destination.url} still differ from {source.url} after {retries} repair rounds: "
+            f"{listed}; check the source objects, then rerun the fetch phase with force"
+        )
+    return {"verified": len(expected), "repaired": len(repaired - set(pending))}
+
+
+def fetch_day(
+    source: Store,
+    destination: Store,
+    *,
+    run_date: str,
+    mode: str,
+    retries: int,
+    run_transfer: Callable[[], dict[str, Any]] | None = None,
+    retry_delay_s: float = 0.5,
+    on_event: EventSink = _ignore,
+) -> Manifest:
+    """Copy the day from ``source`` to ``destination`` with ``mode``, verify it and return the manifest.
+
+    Parameters
+    ----------
+    mode
+        ``"sts"`` calls ``run_transfer`` (Storage Transfer Service) and then reads both sides to
+        verify; ``"fsspec"`` copies object by object, taking the expected checksums from the bytes
+        streamed out of the source.
+    run_transfer
+        Runs the transfer job and returns its summary (required for ``"sts"``).
+
+    Raises
+    ------
+    StorageError
+        If the source has no objects.
+    VerificationError
+        If objects still differ after the repair rounds.
+    """
+    listing = source.list()
+    if not listing:
+        raise StorageError(
+            f"no objects found in {source.url} for run date {run_date}; check that the client delivered the day "
+            "or that the input root of the profile is right"
+        )
+    names = list(listing)
+    destination.makedirs()
+    transfer_summary: dict[str, Any] = {"mode": mode}
+
+    if mode == "sts":
+        if run_transfer is None:
+            raise ValueError("transfer mode 'sts' needs run_transfer; set transfer.project_id and transfer.job_name in the profile")
+        transfer_summary.update(run_transfer())
+        expected = expected_from_source(source, names)
+    elif mode == "fsspec":
+        expected = copy_objects(source, destination, names, on_event=on_event)
+        for name in names:
+            if name not in expected:  # the copy failed: take the checksum from the source instead
+                expected[name] = source.record(name)
+    else:
+        raise NotImplementedError(f"transfer.mode {mode!r} is not supported; use 'sts' or 'fsspec'")
+
+    for name, size in listing.items():
+        if expected[name].size != size:
+            raise VerificationError(
+                f"source object {source.child_url(name)} changed during the transfer: listed {size} bytes, read {expected[name].size}; "
+                "ask the sender whether the day is complete, then rerun with force"
+            )
+    outcome = verify_and_repair(source, destination, expected, retries=retries, retry_delay_s=retry_delay_s, on_event=on_event)
+    manifest = Manifest(phase="fetch", run_date=run_date, root=destination.url, objects=[expected[n] for n in names])
+    manifest.counts = {"objects": len(names), "bytes": manifest.total_bytes, **outcome, "transfer": transfer_summary}
+    return manifest
+
+
+# -- processed to output ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Proof that one object reached the output: our checksums and what the store returned."""
+
+    path: str
+    size: int
+    sha256: str
+    md5: str
+    etag: str
+    checksum_sha256: str
+    version_id: str
+    delivered_at: str
+    content_key: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Delivery:
+        return cls(**json.loads(text))
+
+    def record(self) -> ObjectRecord:
+        return ObjectRecord(path=self.path, size=self.size, sha256=self.sha256, md5=self.md5)
+
+
+class Uploader(Protocol):
+    """Writes one object to the output and returns the store's response headers."""
+
+    url: str
+
+    def put(self, relative: str, body: Any, record: ObjectRecord) -> dict[str, Any]: ...
+
+
+class S3PutObjectUploader:
+    """Upload objects to S3 with ``put_object``, which needs ``s3:PutObject`` and nothing else.
+
+    Parameters
+    ----------
+    url
+        ``s3://bucket/prefix/`` of the day's output folder.
+    options
+        The s3fs-style storage options of the output root: ``endpoint_url``, ``key``, ``secret``,
+        ``token``, ``client_kwargs.region_name``, ``config_kwargs``. Missing keys fall back to the
+        standard boto3 credential chain (role, environment).
+    """
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        if not url.startswith("s3://"):
+            raise ValueError(f"output URL {url!r} is not an s3:// URL; S3PutObjectUploader writes to S3 only")
+        self.url = url if url.endswith("/") else url + "/"
+        self.bucket, _, self.prefix = self.url[len("s3://"):].partition("/")
+        self._client = _boto3_client(dict(options or {}))
+
+    def put(self, relative: str, body: Any, record: ObjectRecord) -> dict[str, Any]:
+        response = self._client.put_object(
+            Bucket=self.bucket,
+            Key=self.prefix + relative,
+            Body=body,
+            ContentLength=record.size,
+            ContentMD5=record.md5,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=_b64_from_hex(record.sha256),
+        )
+        return dict(response)
+
+
+class FsspecUploader:
+    """Write objects through fsspec and prove each by reading it back (readable stores only)."""
+
+    def __init__(self, store: Store) -> None:
+        if store.write_only:
+            raise NotImplementedError(
+                f"output {store.url} is write-only and not on S3; only S3 write-only delivery is supported (PutObject with checksums)"
+            )
+        self.store = store
+        self.url = store.url
+
+    def put(self, relative: str, body: Any, record: ObjectRecord) -> dict[str, Any]:
+        path = self.store.path(relative)
+        if self.store.protocol in ("file", "local"):
+            self.store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with self.store.fs.open(path, "wb") as handle:
+            for chunk in iter(lambda: body.read(8 * 1024 * 1024), b""):
+                handle.write(chunk)
+        size, sha, md5 = self.store.checksums(relative)
+        return {"ETag": "", "ChecksumSHA256": _b64_from_hex(sha), "ContentLength": size, "ReadBackMD5": md5}
+
+
+def make_uploader(store: Store) -> Uploader:
+    """Choose the uploader for an output store: PutObject with checksums on S3, fsspec elsewhere."""
+    if store.protocol in ("s3", "s3a"):
+        return S3PutObjectUploader(store.url, store.options)
+    return FsspecUploader(store)
+
+
+def check_put_response(record: ObjectRecord, response: Mapping[str, Any], *, url: str) -> tuple[str, str]:
+    """Check the store's response to an upload against our checksums; return ``(etag, checksum_sha256)``.
+
+    S3 has already compared the body with ``ContentMD5`` and ``ChecksumSHA256`` and would have
+    rejected a mismatch (``BadDigest``). This check proves the request carried them: the returned
+    ``ChecksumSHA256`` must equal ours, and a plain ETag (single PUT without SSE-KMS) must equal
+    the hex MD5.
+
+    Raises
+    ------
+    VerificationError
+        If the response has no SHA-256 checksum or either value differs.
+    """
+    checksum = str(response.get("ChecksumSHA256") or "")
+    expected_checksum = _b64_from_hex(record.sha256)
+    if not checksum:
+        raise VerificationError(
+            f"upload of {url} returned no ChecksumSHA256, so it cannot be proven; "
+            "check that the store supports additional checksums (S3 does since 2022)"
+        )
+    if checksum != expected_checksum:
+        raise VerificationError(f"upload of {url} returned ChecksumSHA256={checksum}, expected {expected_checksum}; the object is corrupt, rerun publish")
+    etag = str(response.get("ETag") or "").strip('"')
+    md5_hex = base64.b64decode(record.md5).hex()
+    if _is_plain_md5(etag) and etag != md5_hex:
+        raise VerificationError(f"upload of {url} returned ETag {etag}, expected the MD5 {md5_hex}; the object is corrupt, rerun publish")
+    return etag, checksum
+
+
+def delivery_marker_path(relative: str) -> str:
+    return f"{DELIVERY_DIR}/{relative}.json"
+
+
+def read_delivery(state: Store, relative: str) -> Delivery | None:
+    """Return the delivery marker of ``relative``, or ``None`` if it was not delivered."""
+    path = delivery_marker_path(relative)
+    if not state.exists(path):
+        return None
+    return Delivery.from_json(state.read_text(path))
+
+
+def deliver_object(
+    source: Store,
+    uploader: Uploader,
+    state: Store,
+    relative: str,
+    *,
+    body: bytes | None = None,
+    content_key: str = "",
+    on_event: EventSink = _ignore,
+) -> Delivery:
+    """Upload one object unless its marker shows the same content was delivered; return the proof.
+
+    ``body`` uploads bytes built in memory (``manifest.json``, ``_SUCCESS``) instead of reading
+    ``relative`` from ``source``. ``content_key`` identifies such generated content across runs
+    whose bytes differ only by a timestamp.
+
+    NOTE: a process killed between the PUT and the marker write uploads the object again on the
+    next run (a second S3 version with the same bytes). Objects are sent in one PUT, so each must
+    stay below the 5 GiB single-PUT limit of S3; there is no multipart path yet.
+    """
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
+        record = _spool(source, relative, body, spool)
+        previous = read_delivery(state, relative)
+        if previous is not None and (previous.sha256 == record.sha256 or (content_key and previous.content_key == content_key)):
+            on_event("object_already_delivered", {"object": relative, "sha256": previous.sha256})
+            return previous
+        spool.seek(0)
+        url = uploader.url + relative
+        response = uploader.put(relative, spool, record)
+    etag, checksum = check_put_response(record, response, url=url)
+    delivery = Delivery(
+        path=relative, size=record.size, sha256=record.sha256, md5=record.md5, etag=etag, checksum_sha256=checksum,
+        version_id=str(response.get("VersionId") or ""), delivered_at=_now(), content_key=content_key,
+    )
+    state.write_text(delivery_marker_path(relative), delivery.to_json())
+    on_event("object_delivered", {"object": relative, "bytes": record.size, "sha256": record.sha256})
+    return delivery
+
+
+def deliver(
+    processed: Store,
+    uploader: Uploader,
+    state: Store,
+    *,
+    run_date: str,
+    versions: Mapping[str, str],
+    retries: int,
+    retry_delay_s: float = 0.5,
+    on_event: EventSink = _ignore,
+) -> tuple[Manifest, Delivery]:
+    """Deliver every object of ``processed`` and then ``manifest.json`` and ``_SUCCESS``.
+
+    Each object is retried alone up to ``retries`` times. ``manifest.json`` lists every delivered
+    object with size, SHA-256 and MD5; ``_SUCCESS`` names the manifest's SHA-256. Neither is
+    written unless every object before it was delivered and proven.
+
+    Returns
+    -------
+    tuple
+        The delivered manifest and the proof of ``manifest.json``.
+
+    Raises
+    ------
+    StorageError
+        If an object still fails after its retries; objects delivered so far keep their markers.
+    """
+    names = [n for n in processed.list() if n not in (MANIFEST_NAME, SUCCESS_NAME)]
+    tally = {"object_delivered": 0, "object_already_delivered": 0}
+    forward = on_event
+
+    def count_and_forward(event: str, fields: dict[str, Any]) -> None:
+        if event in tally:
+            tally[event] += 1
+        forward(event, fields)
+
+    on_event = count_and_forward
+
+    deliveries: list[Delivery] = []
+    failures: dict[str, Exception] = {}
+    for name in names:
+        delivery = _with_retries(
+            functools.partial(deliver_object, processed, uploader, state, name, on_event=on_event),
+            name=name, retries=retries, retry_delay_s=retry_delay_s, on_event=on_event, failures=failures,
+        )
+        if delivery is not None:
+            deliveries.append(delivery)
+    if failures:
+        listed = "; ".join(f"{name}: {_error_text(error)}" for name, error in sorted(failures.items()))
+        raise StorageError(
+            f"{len(failures)} of {len(names)} objects could not be delivered to {uploader.url}: {listed}; "
+            "rerun publish: delivered objects are skipped"
+        )
+
+    manifest = Manifest(phase="publish", run_date=run_date, root=uploader.url, objects=[d.record() for d in deliveries], versions=dict(versions))
+    manifest.counts = {"objects": len(deliveries), "bytes": manifest.total_bytes}
+    content_key = hashlib.sha256(json.dumps([d.sha256 for d in sorted(deliveries, key=lambda d: d.path)]).encode()).hexdigest()
+    proof = _deliver_generated(processed, uploader, state, MANIFEST_NAME, manifest.to_json().encode("utf-8"), content_key,
+                               retries=retries, retry_delay_s=retry_delay_s, on_event=on_event)
+    success = json.dumps({"run_date": run_date, "manifest_sha256": proof.sha256}, sort_keys=True).encode("utf-8")
+    _deliver_generated(processed, uploader, state, SUCCESS_NAME, success, proof.sha256,
+                       retries=retries, retry_delay_s=retry_delay_s, on_event=on_event)
+    manifest.counts.update({"uploaded": tally["object_delivered"], "already_delivered": tally["object_already_delivered"],
+                            "manifest_sha256": proof.sha256})
+    return manifest, proof
+
+
+def _deliver_generated(
+    processed: Store, uploader: Uploader, state: Store, name: str, body: bytes, content_key: str,
+    *, retries: int, retry_delay_s: float, on_event: EventSink,
+) -> Delivery:
+    failures: dict[str, Exception] = {}
+    delivery = _with_retries(
+        lambda: deliver_object(processed, uploader, state, name, body=body, content_key=content_key, on_event=on_event),
+        name=name, retries=retries, retry_delay_s=retry_delay_s, on_event=on_event, failures=failures,
+    )
+    if delivery is None:
+        raise StorageError(f"{name} could not be delivered to {uploader.url}: {_error_text(failures[name])}; rerun publish")
+    return delivery
+
+
+def _with_retries(
+    action: Callable[[], Delivery], *, name: str, retries: int, retry_delay_s: float, on_event: EventSink, failures: dict[str, Exception]
+) -> Delivery | None:
+    for attempt in range(retries + 1):
+        try:
+            delivery = action()
+            failures.pop(name, None)
+            return delivery
+        except _retryable_errors() as error:
+            failures[name] = error
+            on_event("object_retry", {"phase": "publish", "object": name, "attempt": attempt + 1, "error": _error_text(error)})
+            if attempt < retries:
+                time.sleep(retry_delay_s * (2**attempt))
+    return None
+
+
+# -- completion notice --------------------------------------------------------------------------
+
+
+def send_webhook(url: SecretStr, payload: Mapping[str, Any], *, timeout_s: float = 10.0) -> int:
+    """POST ``payload`` as JSON to the webhook and return the HTTP status.
+
+    The URL is a secret (it usually embeds a token): it appears in no message, and errors name
+    only the status or the error class.
+
+    Raises
+    ------
+    RuntimeError
+        If the request fails or the status is not 2xx.
+    """
+    data = json.dumps(dict(payload), ensure_ascii=False, sort_keys=True).encode("utf-8")
+    request = urllib.request.Request(url.get_secret_value(), data=data, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as error:
+        raise RuntimeError(f"completion webhook returned HTTP {error.code}; check the receiver, then rerun publish") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise RuntimeError(f"completion webhook failed: {type(error).__name__}; check the receiver, then rerun publish") from None
+    if not 200 <= status < 300:
+        raise RuntimeError(f"completion webhook returned HTTP {status}; expected 2xx")
+    return status
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _skip_verify(destination: Store, record: ObjectRecord) -> None:
+    """Verification happens later, for every object at once, in :func:`verify_and_repair`."""
+    return
+
+
+def _spool(source: Store, relative: str, body: bytes | None, spool: Any) -> ObjectRecord:
+    sha = hashlib.sha256()
+    md5 = hashlib.md5()
+    size = 0
+    chunks: Iterable[bytes] = [body] if body is not None else _read_chunks(source, relative)
+    for chunk in chunks:
+        sha.update(chunk)
+        md5.update(chunk)
+        size += len(chunk)
+        spool.write(chunk)
+    return ObjectRecord(path=relative, size=size, sha256=sha.hexdigest(), md5=base64.b64encode(md5.digest()).decode("ascii"))
+
+
+def _read_chunks(source: Store, relative: str) -> Iterable[bytes]:
+    with source.open(relative) as handle:
+        while chunk := handle.read(8 * 1024 * 1024):
+            yield chunk
+
+
+def _boto3_client(options: dict[str, Any]) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    client_kwargs = dict(options.get("client_kwargs") or {})
+    config_kwargs = dict(options.get("config_kwargs") or {})
+    session = boto3.session.Session(
+        aws_access_key_id=options.get("key"),
+        aws_secret_access_key=options.get("secret"),
+        aws_session_token=options.get("token"),
+        region_name=client_kwargs.pop("region_name", None),
+    )
+    return session.client("s3", endpoint_url=options.get("endpoint_url") or client_kwargs.pop("endpoint_url", None),
+                          config=Config(**config_kwargs), **client_kwargs)
+
+
+def _retryable_errors() -> tuple[type[Exception], ...]:
+    errors: tuple[type[Exception], ...] = (OSError, VerificationError)
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # boto3 is only needed for S3 outputs
+        return errors
+    return (*errors, BotoCoreError, ClientError)
+
+
+def _b64_from_hex(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
+
+
+def _is_plain_md5(etag: str) -> bool:
+    return len(etag) == 32 and all(ch in "0123456789abcdef" for ch in etag.lower())
+
+
+def _error_text(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 500 else text[:497] + "…"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
