@@ -124,6 +124,22 @@ class NotifySettings(_Section):
     webhook_url: SecretStr | None = Field(None, description="Webhook URL; a secret, never logged.")
 
 
+class LoggingSettings(_Section):
+    """Format of the flow's console log records."""
+
+    format: Literal["text", "json"] = Field("text", description="Plain text, or one JSON object per line for Cloud Logging.")
+
+
+class CredentialSettings(_Section):
+    """Where the run finds its secrets; these are names of blocks and secrets, never their values."""
+
+    aws_block: str | None = Field(None, description="Prefect block (prefect_aws.AwsCredentials) with the client's AWS keys or role.")
+    aws_secret: str | None = Field(
+        None, description="Secret Manager secret with JSON {access_key_id, secret_access_key}, read when aws_block is not set."
+    )
+    webhook_block: str | None = Field(None, description="Prefect Secret block with the completion webhook URL.")
+
+
 class SpatialSettings(_Section):
     """Spatial join of segments to the geo attributes."""
 
@@ -142,6 +158,8 @@ class Settings(_Section):
     transfer: TransferSettings = Field(default_factory=TransferSettings)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     spatial: SpatialSettings = Field(default_factory=SpatialSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    credentials: CredentialSettings = Field(default_factory=CredentialSettings)
     contract: ContractSettings = Field(default_factory=ContractSettings)
     emission: EmissionSettings = Field(default_factory=EmissionSettings)
     plausibility: PlausibilitySettings = Field(default_factory=PlausibilitySettings)

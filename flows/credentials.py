@@ -6,17 +6,15 @@ application-default login`` credentials locally.
 
 AWS credentials come from, in this order:
 
-1. the Prefect block named by ``LM_CO2_AWS_CREDENTIALS_BLOCK`` (a ``prefect_aws.AwsCredentials``,
-   keys or ``assume_role_arn``);
-2. the Secret Manager secret named by ``LM_CO2_AWS_SECRET`` (``projects/P/secrets/S`` or ``S``,
-   holding JSON ``{"access_key_id": …, "secret_access_key": …}``), read with Workload Identity;
+1. the Prefect block named by ``credentials.aws_block`` (``LMCO2_CREDENTIALS__AWS_BLOCK``), a
+   ``prefect_aws.AwsCredentials`` with keys or ``assume_role_arn``;
+2. the Secret Manager secret named by ``credentials.aws_secret`` (``LMCO2_CREDENTIALS__AWS_SECRET``,
+   ``projects/P/secrets/S``), holding JSON ``{"access_key_id": …, "secret_access_key": …}`` and read
+   with Workload Identity;
 3. nothing: boto3 and s3fs then use their standard chain (role, environment).
 
 The webhook URL comes from ``notify.webhook_url`` (``LMCO2_NOTIFY__WEBHOOK_URL``) or the Prefect
-``Secret`` block named by ``LM_CO2_WEBHOOK_SECRET_BLOCK``.
-
-The names of these variables start with ``LM_CO2_`` because every ``LMCO2_`` variable is read as
-a settings field (:func:`compute.settings.load_settings`), which rejects unknown names.
+``Secret`` block named by ``credentials.webhook_block`` (``LMCO2_CREDENTIALS__WEBHOOK_BLOCK``).
 
 Every value found is registered with :func:`compute.logs.register_secret`, so a record that
 contains it by mistake is redacted. The values are put into the in-memory settings of the run
@@ -26,7 +24,6 @@ only: manifests and artifacts are built from URLs and counts, never from storage
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from pydantic import SecretStr
@@ -34,16 +31,10 @@ from pydantic import SecretStr
 from compute.logs import register_secret
 from compute.settings import Settings
 
-AWS_BLOCK_ENV = "LM_CO2_AWS_CREDENTIALS_BLOCK"
-AWS_SECRET_ENV = "LM_CO2_AWS_SECRET"
-WEBHOOK_BLOCK_ENV = "LM_CO2_WEBHOOK_SECRET_BLOCK"
-
-
-def with_credentials(settings: Settings, environ: dict[str, str] | None = None) -> Settings:
+def with_credentials(settings: Settings) -> Settings:
     """Return a copy of ``settings`` whose S3 roots carry the AWS credentials of the run."""
-    env = dict(os.environ if environ is None else environ)
-    aws = _aws_credentials(env)
-    webhook = _webhook_url(settings, env)
+    aws = _aws_credentials(settings)
+    webhook = _webhook_url(settings)
     options = {root: dict(values) for root, values in settings.storage.options.items()}
     for root in ("input", "output"):
         if getattr(settings.storage, root).startswith("s3://") and aws:
@@ -56,15 +47,15 @@ def with_credentials(settings: Settings, environ: dict[str, str] | None = None) 
     return settings.model_copy(update={"storage": storage, "notify": notify})
 
 
-def _aws_credentials(env: dict[str, str]) -> dict[str, Any]:
-    block_name = env.get(AWS_BLOCK_ENV)
+def _aws_credentials(settings: Settings) -> dict[str, Any]:
+    block_name = settings.credentials.aws_block
     if block_name:
         from prefect_aws import AwsCredentials
 
         block: Any = AwsCredentials.load(block_name)
         frozen = block.get_boto3_session().get_credentials().get_frozen_credentials()
         return _s3fs_keys(frozen.access_key, frozen.secret_key, frozen.token)
-    secret_name = env.get(AWS_SECRET_ENV)
+    secret_name = settings.credentials.aws_secret
     if secret_name:
         data = json.loads(_read_gcp_secret(secret_name))
         return _s3fs_keys(data["access_key_id"], data["secret_access_key"], data.get("session_token"))
@@ -85,14 +76,14 @@ def _read_gcp_secret(name: str) -> str:
 
     client = secretmanager.SecretManagerServiceClient()
     if not name.startswith("projects/"):
-        raise ValueError(f"{AWS_SECRET_ENV}={name!r} is not a full secret name; expected 'projects/<project>/secrets/<secret>'")
+        raise ValueError(f"credentials.aws_secret={name!r} is not a full secret name; expected 'projects/<project>/secrets/<secret>'")
     response = client.access_secret_version(name=f"{name}/versions/latest")
     return response.payload.data.decode("utf-8")
 
 
-def _webhook_url(settings: Settings, env: dict[str, str]) -> SecretStr | None:
+def _webhook_url(settings: Settings) -> SecretStr | None:
     url = settings.notify.webhook_url
-    block_name = env.get(WEBHOOK_BLOCK_ENV)
+    block_name = settings.credentials.webhook_block
     if url is None and block_name:
         from prefect.blocks.system import Secret
 

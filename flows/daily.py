@@ -17,7 +17,6 @@ import contextlib
 import contextvars
 import datetime as dt
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
@@ -41,8 +40,6 @@ TOKYO = ZoneInfo("Asia/Tokyo")
 
 #: How long a run waits for another run of the same date to finish before it fails.
 DATE_LOCK_TIMEOUT_S = 6 * 3600
-#: ``LM_CO2_LOG_FORMAT=json`` switches console records to one JSON object per line (Cloud Logging).
-LOG_FORMAT_ENV = "LM_CO2_LOG_FORMAT"
 #: Events logged at warning level; every other event is logged at info level.
 _WARNING_EVENTS = frozenset({"object_retry", "object_mismatch", "object_copy_failed", "cluster_deleted"})
 
@@ -127,8 +124,9 @@ def co2_daily(
     """
     logger = get_run_logger()
     flow_run_id = str(flow_run.id or "local")
-    _configure_logging(json_console=os.environ.get(LOG_FORMAT_ENV, "").lower() == "json")
-    settings = with_credentials(load_settings(profile))
+    settings = load_settings(profile)
+    _configure_logging(json_console=settings.logging.format == "json")
+    settings = with_credentials(settings)
     day = parse_run_date(run_date) if run_date is not None else previous_day_tokyo()
     selected = [p for p in ph.PHASES if phases is None or p in phases]
 
@@ -201,7 +199,7 @@ def _notifier(settings: Settings, emit: Callable[[str, dict[str, Any]], None]) -
                    payload={k: v for k, v in payload.items() if k != "output"})
         if settings.notify.kind == "webhook":
             if settings.notify.webhook_url is None:
-                raise ValueError("notify.kind is 'webhook' but no webhook URL is set; set LMCO2_NOTIFY__WEBHOOK_URL or LM_CO2_WEBHOOK_SECRET_BLOCK")
+                raise ValueError("notify.kind is 'webhook' but no webhook URL is set; set LMCO2_NOTIFY__WEBHOOK_URL or LMCO2_CREDENTIALS__WEBHOOK_BLOCK")
             status = send_webhook(settings.notify.webhook_url, payload)
             emit("notice_sent", {"kind": "webhook", "status": status})
 

@@ -13,7 +13,7 @@ locals {
     {
       aws_flow_credentials = {
         secret_id   = "${var.name_prefix}-aws-flow-credentials"
-        description = "JSON {\"access_key_id\": ..., \"secret_access_key\": ...} that the flow uses to list and read the client's input prefix and to write results to the output prefix (LM_CO2_AWS_SECRET)."
+        description = "JSON {\"access_key_id\": ..., \"secret_access_key\": ...} that the flow uses to list and read the client's input prefix and to write results to the output prefix (LMCO2_CREDENTIALS__AWS_SECRET)."
       }
       notification_webhook_url = {
         secret_id   = "${var.name_prefix}-notification-webhook-url"

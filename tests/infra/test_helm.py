@@ -225,7 +225,7 @@ class TestBaseJobTemplate:
         assert env["LMCO2_PROFILE"] == "gke"
         assert env["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] == "false"
         # The log-based metric in terraform/monitoring.tf reads JSON log lines.
-        assert env["LM_CO2_LOG_FORMAT"] == "json"
+        assert env["LMCO2_LOGGING__FORMAT"] == "json"
 
     def test_rendered_job_has_resources(self, rendered_job: dict[str, Any]) -> None:
         resources = rendered_job["spec"]["template"]["spec"]["containers"][0]["resources"]

@@ -316,7 +316,7 @@ class TestContractWithPython:
             "LMCO2_STORAGE__OUTPUT": "s3://client-out/output/{yyyymmdd}/",
             "LMCO2_TRANSFER__PROJECT_ID": "my-project",
             "LMCO2_TRANSFER__JOB_NAME": "transferJobs/123",
-            "LM_CO2_AWS_SECRET": "projects/my-project/secrets/lm-co2-aws-flow-credentials",
+            "LMCO2_CREDENTIALS__AWS_SECRET": "projects/my-project/secrets/lm-co2-aws-flow-credentials",
         }
         assert sorted(names) == sorted(environ)
         settings = settings_module.load_settings("gke", environ=environ)

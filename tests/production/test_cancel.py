@@ -86,7 +86,7 @@ def test_sigterm_during_compute_closes_cluster(prefect_harness: None, tmp_path: 
     profile = _local_profile(tmp_path)
     settings = load_settings(profile, environ={})
     write_sample_day(Store(settings.url("input", DAY)), parse_run_date(DAY), SampleSpec(trips=20, vertices_per_trip=30))
-    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "LM_CO2_LOG_FORMAT": "json",
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "LMCO2_LOGGING__FORMAT": "json",
            "PREFECT_LOGGING_LEVEL": "INFO", "PYTHONPATH": str(PROJECT_ROOT)}
     process = subprocess.Popen([sys.executable, str(HERE / "slow_flow.py"), DAY, str(profile)], cwd=PROJECT_ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -127,7 +127,7 @@ def test_daily_flow_s3_gcs_s3(prefect_harness: None, run_records: _JsonRecords, 
                               monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.daily import co2_daily
 
-    monkeypatch.setenv("LM_CO2_LOG_FORMAT", "json")  # the console handler formats JSON, as on GKE
+    monkeypatch.setenv("LMCO2_LOGGING__FORMAT", "json")  # the console handler formats JSON, as on GKE
     url, received = webhook
     profile = yaml.safe_load(profile_path.read_text())
     profile["notify"] = {"kind": "webhook", "webhook_url": url}
