@@ -18,6 +18,7 @@ otherwise, so that no label is drawn as empty boxes.
 from __future__ import annotations
 
 import base64
+import json
 import io
 import re
 from collections.abc import Iterable, Sequence
@@ -272,6 +273,16 @@ class ReportInputs:
     plausibility: PlausibilitySettings = field(default_factory=PlausibilitySettings)
 
 
+#: File beside the charts with the values each chart plots, for table artifacts and audits.
+VALUES_FILE = "chart_values.json"
+
+
+def _json_rows(values: pd.DataFrame) -> list[dict[str, Any]]:
+    if values.empty or not {"label", "value"} <= set(values.columns):
+        return []
+    return [{"label": str(label), "value": None if pd.isna(value) else float(value)} for label, value in zip(values["label"], values["value"])]
+
+
 @dataclass(frozen=True)
 class Chart:
     """One chart: its PNG bytes and the values read back from the drawn bars, lines or shapes."""
@@ -312,12 +323,18 @@ class RunReport:
             for name, data in files.items()
             if name.startswith("report.") and name.endswith(".md")
         }
+        values = json.loads(files[VALUES_FILE]) if VALUES_FILE in files else {}
+        for name, rows in values.items():
+            if name in charts:
+                charts[name] = Chart(name, charts[name].png, pd.DataFrame(rows, columns=["label", "value"]))
         return cls(run_date, charts, markdown, {}, "", None)
 
     def files(self) -> dict[str, bytes]:
-        """Return the report's files by name: ``<chart>.png`` and ``report.<lang>.md``."""
+        """Return the report's files by name: ``<chart>.png``, ``report.<lang>.md`` and the plotted values."""
         out = {chart.filename: chart.png for chart in self.charts.values()}
         out.update({f"report.{lang}.md": text.encode("utf-8") for lang, text in self.markdown.items()})
+        values = {name: _json_rows(chart.values) for name, chart in self.charts.items()}
+        out[VALUES_FILE] = json.dumps(values, ensure_ascii=False, indent=1, default=str).encode("utf-8")
         return out
 
     def artifact_markdown(self, lang: str = "ja") -> str:

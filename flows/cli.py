@@ -109,8 +109,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sample(args, lang)
         return _validate(args, lang)
     except Exception as error:  # noqa: BLE001 - the CLI prints one line; the traceback is in the logs
-        print(message("cli.error", lang, error=error), file=sys.stderr)
+        print(message("cli.error", lang, error=_describe(error, lang)), file=sys.stderr)
         return 1
+
+
+def _describe(error: Exception, lang: str) -> str:
+    """Text of ``error`` in ``lang`` when the error can give one (contract errors), else its English text."""
+    localised = getattr(error, "message", None)
+    if callable(localised):
+        try:
+            return str(localised(lang))
+        except TypeError:
+            pass
+    return str(error)
 
 
 def _run(args: argparse.Namespace, lang: str) -> int:

@@ -32,7 +32,7 @@ from compute.cluster import delete_leftover_clusters, open_cluster, run_labels
 from compute.report import RunSummary
 from compute.settings import Settings, load_settings, parse_run_date
 from compute.transfer import send_webhook
-from flows.artifacts import ProgressArtifact, chart_data, publish_summary
+from flows.artifacts import ProgressArtifact, publish_summary
 from flows.credentials import with_credentials
 
 Phase = Literal["fetch", "validate", "compute", "output", "publish"]
@@ -42,6 +42,8 @@ TOKYO = ZoneInfo("Asia/Tokyo")
 DATE_LOCK_TIMEOUT_S = 6 * 3600
 #: Events logged at warning level; every other event is logged at info level.
 _WARNING_EVENTS = frozenset({"object_retry", "object_mismatch", "object_copy_failed", "cluster_deleted"})
+#: Events logged at error level; the failed-run alert matches ``run_failed``.
+_ERROR_EVENTS = frozenset({"run_failed"})
 
 
 def previous_day_tokyo(now: dt.datetime | None = None) -> dt.date:
@@ -136,25 +138,35 @@ def co2_daily(
         emit("run_started", {"phases": ",".join(selected), "profile": settings.profile, "force": force})
 
         results: list[ph.PhaseResult] = []
-        if "fetch" in selected:
-            results.append(fetch_task(run))
-        cluster_phases = [p for p in ("validate", "compute") if p in selected]
-        if any(run.completed(p) is None for p in cluster_phases):
-            labels = run_labels(f"{day:%Y%m%d}", flow_run_id)
-            with open_cluster(settings.cluster, name=_cluster_name(day, flow_run_id), labels=labels, on_event=emit) as client:
-                if "validate" in cluster_phases:
-                    results.append(validate_task(run, client))
-                if "compute" in cluster_phases:
-                    results.append(compute_task(run, client))
-        else:
-            results.extend(ph.skipped(run, p) for p in cluster_phases)
-        if "output" in selected:
-            results.append(output_task(run))
-        if "publish" in selected:
-            results.append(publish_task(run, _notifier(settings, emit)))
+        current = "fetch"
+        try:
+            if "fetch" in selected:
+                results.append(fetch_task(run))
+            cluster_phases = [p for p in ("validate", "compute") if p in selected]
+            if any(run.completed(p) is None for p in cluster_phases):
+                labels = run_labels(f"{day:%Y%m%d}", flow_run_id)
+                with open_cluster(settings.cluster, name=_cluster_name(day, flow_run_id), labels=labels, on_event=emit) as client:
+                    if "validate" in cluster_phases:
+                        current = "validate"
+                        results.append(validate_task(run, client))
+                    if "compute" in cluster_phases:
+                        current = "compute"
+                        results.append(compute_task(run, client))
+            else:
+                results.extend(ph.skipped(run, p) for p in cluster_phases)
+            if "output" in selected:
+                current = "output"
+                results.append(output_task(run))
+            if "publish" in selected:
+                current = "publish"
+                results.append(publish_task(run, _notifier(settings, emit)))
+        except BaseException as error:
+            # The failed-run alert reads this record; the exception itself still fails the run.
+            emit("run_failed", {"phase": current, "error": type(error).__name__})
+            raise
 
         summary = summarise(run, settings, results)
-        publish_summary(summary, chart_data(run.store("temp")), language=settings.language, key=f"co2-daily-{day:%Y%m%d}")
+        publish_summary(summary, ph.load_report(run), language=settings.language, key=f"co2-daily-{day:%Y%m%d}")
         emit("run_completed", {"trips": summary.trips_out, "co2_ttw_kg": summary.co2_ttw_kg})
     return summary.as_dict()
 
@@ -229,7 +241,7 @@ def _event_logger(
     logger: logging.LoggerAdapter[Any] | logging.Logger, day: dt.date, progress: ProgressArtifact
 ) -> Callable[[str, dict[str, Any]], None]:
     def emit(event: str, fields: dict[str, Any]) -> None:
-        level = logging.WARNING if event in _WARNING_EVENTS else logging.INFO
+        level = logging.ERROR if event in _ERROR_EVENTS else logging.WARNING if event in _WARNING_EVENTS else logging.INFO
         rendered = " ".join(f"{k}={v}" for k, v in fields.items())
         extra = {"event": event, "run_date": day.isoformat(), **{f"lmco2_{k}": v for k, v in fields.items()}}
         if "phase" in fields:
