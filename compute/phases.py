@@ -8,6 +8,7 @@ or mixes rows. The Prefect flow in ``flows/daily.py`` calls these functions, one
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import io
 import json
@@ -23,19 +24,16 @@ import pyarrow.parquet as pq
 from distributed import Client
 
 from compute import columns as c
-from compute import contract, pipeline, spatial
+from compute import charts, contract, pipeline, plausibility, spatial, transfer
 from compute.settings import Settings, parse_run_date
 from compute.storage import (
     MANIFEST_NAME,
-    SUCCESS_NAME,
     Manifest,
     ObjectRecord,
     Store,
     StorageError,
-    copy_tree,
     manifest_of,
     read_phase_marker,
-    verify_read_back,
     write_phase_marker,
 )
 
@@ -121,28 +119,57 @@ def run_phase(run: DailyRun, phase: str, body: Callable[[], Manifest]) -> PhaseR
 # -- 1 fetch -----------------------------------------------------------------------------------
 
 
-def fetch(run: DailyRun) -> PhaseResult:
-    """Copy the client's day from ``input/`` to ``raw/`` and verify every object."""
+def fetch(run: DailyRun, transfer_client: Any = None) -> PhaseResult:
+    """Copy the client's day from ``input/`` to ``raw/``, verify every object and repair what differs.
+
+    Parameters
+    ----------
+    run
+        The run; ``settings.transfer.mode`` picks Storage Transfer Service (``sts``) or the object
+        by object copy through fsspec (``fsspec``).
+    transfer_client
+        Storage Transfer Service client for ``sts``; created with application-default credentials
+        when omitted.
+    """
 
     def body() -> Manifest:
         source, destination = run.store("input"), run.store("raw")
-        names = source.list()
-        if not names:
-            raise StorageError(
-                f"no objects found in {source.url} for run date {run.day}; check that the client delivered the day "
-                "or that the input root of the profile is right"
-            )
         if run.force:
             destination.remove()
-        destination.makedirs()
-        manifest = copy_tree(
-            source, destination, phase="fetch", run_date=run.day, retries=run.settings.transfer.retries,
-            on_retry=lambda name, attempt, error: run.on_event("object_retry", {"phase": "fetch", "object": name, "attempt": attempt, "error": str(error)}),
+        return transfer.fetch_day(
+            source, destination, run_date=run.day, mode=run.settings.transfer.mode, retries=run.settings.transfer.retries,
+            run_transfer=_transfer_runner(run, transfer_client), on_event=_phase_events(run, "fetch"),
         )
-        manifest.counts["datasets"] = sorted({name.split("/", 1)[0] for name in names if "/" in name})
-        return manifest
 
     return run_phase(run, "fetch", body)
+
+
+def _transfer_runner(run: DailyRun, client: Any) -> Callable[[], dict[str, Any]] | None:
+    """Return a callable that runs the day's transfer job, or ``None`` outside the ``sts`` mode."""
+    settings = run.settings.transfer
+    if settings.mode != "sts":
+        return None
+    if not settings.project_id or not settings.job_name:
+        raise ValueError(
+            f"transfer.mode is 'sts' but transfer.project_id={settings.project_id!r} and transfer.job_name={settings.job_name!r}; "
+            "set both (LMCO2_TRANSFER__PROJECT_ID, LMCO2_TRANSFER__JOB_NAME) or use transfer.mode 'fsspec'"
+        )
+    project_id, job_name = settings.project_id, settings.job_name
+
+    def run_job() -> dict[str, Any]:
+        return transfer.run_storage_transfer(
+            client if client is not None else transfer.make_transfer_client(),
+            project_id=project_id, job_name=job_name, timeout_s=settings.timeout_s, on_event=_phase_events(run, "fetch"),
+        )
+
+    return run_job
+
+
+def _phase_events(run: DailyRun, phase: str) -> EventSink:
+    def emit(event: str, fields: dict[str, Any]) -> None:
+        run.on_event(event, {"phase": phase, **fields})
+
+    return emit
 
 
 # -- 2 validate --------------------------------------------------------------------------------
@@ -216,8 +243,10 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
     return run_phase(run, "validate", body)
 
 
-# Rows per piece (minimum, maximum): trajectories carry hundreds of vertices per row.
-_PIECE_ROWS = {"trajectories": (500, 20_000), "tachometer": (50_000, 2_000_000)}
+# Rows per piece (minimum, maximum): trajectories carry hundreds of vertices per row. For
+# "segments" (the compute phase) the bounds count vertices: the maximum keeps a compute task
+# near 1 GiB of memory at about 1 KiB per vertex, the minimum keeps task overhead small.
+_PIECE_ROWS = {"trajectories": (500, 20_000), "tachometer": (50_000, 2_000_000), "segments": (100_000, 1_000_000)}
 
 
 def _dataset_sources(run: DailyRun, raw: Store) -> dict[str, tuple[Store, list[str]]]:
@@ -265,7 +294,13 @@ def _row_groups(store: Store, name: str) -> int:
 
 
 def compute(run: DailyRun, client: Client) -> PhaseResult:
-    """Segment, join, align and estimate every accepted trip on the cluster."""
+    """Segment, join, align and estimate every accepted trip on the cluster.
+
+    Stages: plan pieces from the validated footers, then gather the trip index. Next, align every
+    tachograph file to trips into one sorted file with a row group per compute piece. Finally one
+    task per piece segments, joins, reads its tachograph row groups and estimates. Wall and CPU
+    seconds per stage, summed over tasks, and the workers' largest memory go to the manifest counts.
+    """
 
     def body() -> Manifest:
         temp = run.store("temp")
@@ -273,47 +308,49 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
             temp.remove(folder)
         temp_ref = run.ref("temp")
         versions = run.versions()
+        max_distance_m = run.settings.spatial.link_max_distance_m
 
         vehicles_table = pipeline.read_folder(temp, f"{pipeline.VALIDATED}/vehicles")
         vehicles = vehicles_table.to_pandas() if vehicles_table is not None else pd.DataFrame(columns=[c.VEHICLE_ID, c.VEHICLE_CLASS, c.FUEL_TYPE, c.CATALOG_FE])
         geo_table = pipeline.read_folder(temp, f"{pipeline.VALIDATED}/geo_attributes")
         geo = contract.to_frame("geo_attributes", geo_table) if geo_table is not None else None
-        layers = spatial.prepare_layers(geo if geo is not None else _empty_geo())
+        layers = spatial.prepare_layers(geo if geo is not None else _empty_geo(), link_max_distance_m=max_distance_m)
 
-        traj_parts = sorted(int(n.rsplit("-", 1)[1].split(".")[0]) for n in temp.list(f"{pipeline.VALIDATED}/trajectories") if n.endswith(".parquet"))
-        tacho_parts = [n for n in temp.list(f"{pipeline.VALIDATED}/tachometer") if n.endswith(".parquet")]
+        # Stage 1: pieces of about equal vertex counts, and the trip index of the day.
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        bounds = _PIECE_ROWS["segments"]
+        pieces = pipeline.plan_compute_pieces(temp, n_workers=n_workers, vertices_min=bounds[0], vertices_max=bounds[1])
+        n = len(pieces)
+        indexes = pipeline.gather(client, client.map(pipeline.trip_index_of_piece, [temp_ref] * n, pieces, pure=False))
+        trip_index = pipeline.build_trip_index(indexes)
 
-        # Stage 1: trip index, gathered and broadcast.
-        indexes = pipeline.gather(client, client.map(pipeline.trip_index_of_piece, [temp_ref] * len(traj_parts), traj_parts, pure=False))
-        trip_index = pd.concat(indexes, ignore_index=True) if indexes else pd.DataFrame(columns=list(pipeline.TRIP_INDEX_COLUMNS))
-
-        # Stage 2: tachograph records aligned to trips, written per trajectory piece.
-        tacho_counts = {"rows": 0, "aligned": 0, "outside_trips": 0}
-        if tacho_parts and len(trip_index):
+        # Stage 2: tachograph records aligned to trips, one sorted file per tachograph file.
+        tacho_files = [name for name in temp.list(f"{pipeline.VALIDATED}/tachometer") if name.endswith(".parquet")]
+        aligned: list[pipeline.AlignResult] = []
+        if tacho_files:
             index_future = pipeline.scatter_broadcast(client, trip_index)
-            tacho_pieces = [pipeline.Piece("tachometer", n, (), 0, int(n.rsplit("-", 1)[1].split(".")[0])) for n in tacho_parts]
-            for r in pipeline.gather(client, client.map(pipeline.align_tacho_piece, [temp_ref] * len(tacho_pieces), tacho_pieces, [index_future] * len(tacho_pieces), pure=False)):
-                for k in tacho_counts:
-                    tacho_counts[k] += r[k]
-        elif tacho_parts:
-            for n in tacho_parts:
-                rows = pq.read_metadata(temp.open(n)).num_rows
-                tacho_counts["rows"] += rows
-                tacho_counts["outside_trips"] += rows
+            aligned = pipeline.gather(client, client.map(
+                pipeline.align_tacho_piece, [temp_ref] * len(tacho_files), tacho_files, [index_future] * len(tacho_files), pure=False,
+            ))
+        tacho_counts = {key: sum(getattr(r, key) for r in aligned) for key in ("rows", "aligned", "outside_trips")}
+        tacho_parts = pipeline.tacho_parts_by_piece(aligned)
 
-        # Stage 3: one task per trajectory piece.
+        # Stage 3: one task per piece.
         model = pipeline.model_for(run.settings)
         shared = [pipeline.scatter_broadcast(client, x) for x in (vehicles, layers, model)]
         results = pipeline.gather(client, client.map(
-            pipeline.compute_piece, [temp_ref] * len(traj_parts), traj_parts,
-            *[[s] * len(traj_parts) for s in shared],
-            [run.settings.spatial.link_max_distance_m] * len(traj_parts), [versions] * len(traj_parts), pure=False,
+            pipeline.compute_piece, [temp_ref] * n, pieces, [tacho_parts.get(p.index, []) for p in pieces],
+            *[[s] * n for s in shared], [max_distance_m] * n, [versions] * n, pure=False,
         ))
 
         methods: dict[str, int] = {}
+        stage_seconds: dict[str, float] = {}
         for r in results:
             for k, v in r.methods.items():
                 methods[k] = methods.get(k, 0) + v
+        for timed in [*aligned, *results]:
+            for k, v in timed.seconds.items():
+                stage_seconds[k] = round(stage_seconds.get(k, 0.0) + v, 3)
         length_m = sum(r.length_m for r in results)
         manifest = manifest_of(temp, phase="compute", run_date=run.day)
         manifest.objects = [o for o in manifest.objects if o.path.startswith((pipeline.SEGMENTS + "/", pipeline.TRIPS + "/", pipeline.BREAKDOWN + "/"))]
@@ -322,12 +359,15 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
             "trips": sum(r.trips for r in results),
             "segments": sum(r.segments for r in results),
             "pieces": len(results),
+            "vertices_per_piece_max": max((p.vertices for p in pieces), default=0),
             "fuel_l": round(sum(r.fuel_l for r in results), 6),
             "co2_ttw_kg": round(sum(r.co2_ttw_kg for r in results), 6),
             "distance_km": round(length_m / 1000.0, 6),
             "matched_share": round(sum(r.matched_m for r in results) / length_m, 6) if length_m else None,
             "methods": dict(sorted(methods.items())),
             "tachometer": tacho_counts,
+            "stage_seconds": dict(sorted(stage_seconds.items())),
+            "worker_peak_rss_bytes": max((r.peak_rss_bytes for r in results), default=0),
             "objects": len(manifest.objects),
         }
         return manifest
@@ -371,13 +411,131 @@ def generate_output(run: DailyRun, summary_extra: dict[str, Any] | None = None) 
             rows[name] = table.num_rows
             written.append(processed.write_bytes(f"{name}.{_EXTENSIONS[fmt]}", _encode(table, fmt, run.settings.output.compression, versions)))
 
-        summary = {"run_date": run.day, "rows": rows, "versions": versions, **(summary_extra or {})}
+        # The run report: charts and pages under report/, warnings and key figures in the summary.
+        report, warnings = _build_report(run, tables["trips"])
+        for name, data in report.files().items():
+            written.append(processed.write_bytes(f"{_REPORT_FOLDER}/{name}", data))
+        thresholds = run.settings.plausibility
+
+        summary = {
+            "run_date": run.day, "rows": rows, "versions": versions, "report": report.figures,
+            "warnings": plausibility.summarise_warnings(warnings, thresholds), **(summary_extra or {}),
+        }
         written.append(processed.write_text("summary.json", json.dumps(summary, ensure_ascii=False, indent=2, sort_keys=True, default=str)))
         manifest = Manifest(phase="output", run_date=run.day, root=processed.url, objects=written, versions=versions)
-        manifest.counts = {"rows": rows, "format": fmt, "objects": len(written), "bytes": manifest.total_bytes}
+        manifest.counts = {
+            "rows": rows, "format": fmt, "objects": len(written), "bytes": manifest.total_bytes,
+            "warnings": plausibility.count_codes(warnings), "charts": sorted(report.charts), "chart_language": report.chart_language,
+        }
         return manifest
 
     return run_phase(run, "output", body)
+
+
+_REPORT_FOLDER = "report"
+# Segments are aggregated in record batches of this many rows, so memory stays bounded per part.
+_REPORT_BATCH_ROWS = 1_000_000
+_TRIP_REPORT_COLUMNS = (c.TRIP_ID, c.VEHICLE_ID, c.DISTANCE_KM, c.CO2_TTW_KG, c.CO2_G_PER_KM, c.METHOD, c.FUEL_L, c.T1_T2_RATIO)
+
+
+def _build_report(run: DailyRun, trips_table: pa.Table | None) -> tuple[charts.RunReport, list[plausibility.PlausibilityWarning]]:
+    """Gather the day's sums and tables from ``temp/``, run the plausibility checks, draw the report."""
+    temp = run.store("temp")
+    thresholds = run.settings.plausibility
+    segments = _aggregate_segment_parts(temp)
+    geo = _read_columns(temp, f"{pipeline.VALIDATED}/geo_attributes", charts.GEO_REPORT_COLUMNS)
+    vehicles = _read_columns(temp, f"{pipeline.VALIDATED}/vehicles", (c.VEHICLE_ID, c.VEHICLE_CLASS))
+    rejects = _read_columns(temp, pipeline.REJECTS, (c.DATASET, c.REASON))
+    trips = _trip_report_frame(trips_table)
+    vehicles_frame = vehicles.to_pandas() if vehicles is not None else pd.DataFrame(columns=[c.VEHICLE_ID, c.VEHICLE_CLASS])
+
+    facts = _day_facts(run, segments, geo)
+    warnings = plausibility.check_day(trips, vehicles_frame, facts, thresholds)
+    inputs = charts.ReportInputs(
+        run_date=run.day,
+        trips=trips,
+        vehicles=vehicles_frame,
+        rejects=rejects.to_pandas() if rejects is not None else pd.DataFrame(columns=[c.DATASET, c.REASON]),
+        segments=segments,
+        geo=geo,
+        phases=_earlier_phase_times(run),
+        warnings=warnings,
+        plausibility=thresholds,
+    )
+    return charts.build_run_report(inputs, lang=run.settings.language), warnings
+
+
+def load_report(run: DailyRun) -> charts.RunReport | None:
+    """Read the run report that the output phase wrote to ``processed/report/``; None if absent."""
+    processed = run.store("processed")
+    names = processed.list("report")
+    if not names:
+        return None
+    files = {name.removeprefix("report/"): processed.read_bytes(name) for name in names}
+    return charts.RunReport.from_files(run.day, files)
+
+
+def _aggregate_segment_parts(temp: Store) -> charts.SegmentAggregates:
+    """Sum the segments for the report, reading only the needed columns one record batch at a time."""
+    parts = []
+    for name in temp.list(pipeline.SEGMENTS):
+        if not name.endswith(".parquet"):
+            continue
+        with temp.open(name) as handle:
+            parquet = pq.ParquetFile(handle)
+            columns = [n for n in charts.SEGMENT_REPORT_COLUMNS if n in parquet.schema_arrow.names]
+            for batch in parquet.iter_batches(batch_size=_REPORT_BATCH_ROWS, columns=columns):
+                parts.append(charts.aggregate_segments(pa.Table.from_batches([batch])))
+    return charts.merge_aggregates(parts)
+
+
+def _read_columns(store: Store, folder: str, columns: tuple[str, ...]) -> pa.Table | None:
+    """Read ``columns`` (those present) of every Parquet file below ``folder``; None when there is none."""
+    tables = []
+    for name in store.list(folder):
+        if not name.endswith(".parquet"):
+            continue
+        with store.open(name) as handle:
+            parquet = pq.ParquetFile(handle)
+            present = [n for n in columns if n in parquet.schema_arrow.names]
+            tables.append(parquet.read(columns=present))
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _trip_report_frame(trips_table: pa.Table | None) -> pd.DataFrame:
+    frame = trips_table.to_pandas() if trips_table is not None else pd.DataFrame()
+    for name in _TRIP_REPORT_COLUMNS:
+        if name not in frame:
+            frame[name] = pd.Series(dtype="str" if name in (c.TRIP_ID, c.VEHICLE_ID, c.METHOD) else "float64")
+    return frame[list(_TRIP_REPORT_COLUMNS)]
+
+
+def _day_facts(run: DailyRun, segments: charts.SegmentAggregates, geo: pa.Table | None) -> plausibility.DayFacts:
+    validated = read_phase_marker(run.state, "validate")
+    computed = read_phase_marker(run.state, "compute")
+    trajectories = (validated.counts.get("datasets", {}).get("trajectories", {}) if validated else {}) or {}
+    tacho = (computed.counts.get("tachometer", {}) if computed else {}) or {}
+    length_m = segments.length_m
+    return plausibility.DayFacts(
+        trajectory_rows=int(trajectories.get("rows_in", 0)),
+        trajectory_accepted=int(trajectories.get("accepted", 0)),
+        matched_share=segments.matched_length_m / length_m if length_m > 0 else None,
+        tacho_rows=int(tacho.get("rows", 0)),
+        tacho_outside_trips=int(tacho.get("outside_trips", 0)),
+        trip_bbox=segments.bbox,
+        geo_bbox=charts.geo_bbox(geo),
+    )
+
+
+def _earlier_phase_times(run: DailyRun) -> list[dict[str, Any]]:
+    """Seconds of fetch, validate and compute from their markers (output and publish are still running)."""
+    records = []
+    for phase in PHASES[:3]:
+        marker = read_phase_marker(run.state, phase)
+        records.append({"phase": phase, "seconds": marker.counts.get("seconds") if marker else None, "skipped": False})
+    return records
 
 
 def _empty_output(name: str) -> pa.Table:
@@ -414,34 +572,48 @@ def _flatten_for_text(table: pa.Table) -> pa.Table:
 
 
 def publish(run: DailyRun, notify: Callable[[dict[str, Any]], None] | None = None) -> PhaseResult:
-    """Copy ``processed/`` to the client's ``output/``; ``manifest.json`` then ``_SUCCESS`` go last."""
+    """Deliver ``processed/`` to the client's ``output/`` object by object, with proof of each upload.
+
+    Objects go first, then ``manifest.json``, then ``_SUCCESS``. On S3 each object is one
+    ``put_object`` with ``ContentMD5`` and ``ChecksumSHA256``, which needs ``s3:PutObject`` only.
+    A marker per delivered object under ``temp/_delivery/`` records the proof, so a rerun after a
+    failure uploads only what is missing. ``notify`` receives the completion notice last.
+    """
 
     def body() -> Manifest:
-        processed, output = run.store("processed"), run.store("output")
+        processed, output, state = run.store("processed"), run.store("output"), run.state
+        if run.force:
+            state.remove(transfer.DELIVERY_DIR)
         output.makedirs()
-        verify = None if not output.write_only else _verify_upload_response
-        names = [n for n in processed.list() if n not in (MANIFEST_NAME, SUCCESS_NAME)]
-        manifest = copy_tree(processed, output, phase="publish", run_date=run.day, relatives=names,
-                             retries=run.settings.transfer.retries, verify=verify,
-                             on_retry=lambda name, attempt, error: run.on_event("object_retry", {"phase": "publish", "object": name, "attempt": attempt, "error": str(error)}))
-        manifest.versions = run.versions()
-        manifest.counts = {"objects": len(manifest.objects), "bytes": manifest.total_bytes}
-        body_text = manifest.to_json()
-        record = output.write_text(MANIFEST_NAME, body_text)
-        if not output.write_only:
-            verify_read_back(output, record)
-        output.write_text(SUCCESS_NAME, json.dumps({"run_date": run.day, "manifest_sha256": record.sha256}))
+        manifest, proof = transfer.deliver(
+            processed, transfer.make_uploader(output), state, run_date=run.day, versions=run.versions(),
+            retries=run.settings.transfer.retries, on_event=_phase_events(run, "publish"),
+        )
+        _verify_upload_response(proof, output)
         if notify is not None:
-            notify({"run_date": run.day, "output": output.url, "objects": len(manifest.objects), "manifest_sha256": record.sha256})
+            notify({"run_date": run.day, "output": output.url, "objects": len(manifest.objects), "manifest_sha256": proof.sha256})
         return manifest
 
     return run_phase(run, "publish", body)
 
 
-def _verify_upload_response(destination: Store, record: ObjectRecord) -> None:
-    """Write-only destinations cannot be read back; the copy itself is trusted here."""
-    # NOTE: proving each upload by its Content-MD5 header lives in compute.transfer for S3.
-    return None
+def _verify_upload_response(proof: transfer.Delivery, output: Store) -> None:
+    """Check the recorded proof of ``manifest.json``: the store returned our SHA-256.
+
+    Every upload was already checked against its response in :func:`compute.transfer.deliver`;
+    this guards the marker written for the manifest, which a rerun trusts without uploading again.
+
+    Raises
+    ------
+    StorageError
+        If the proof is missing its checksum or does not match the manifest's SHA-256.
+    """
+    expected = base64.b64encode(bytes.fromhex(proof.sha256)).decode("ascii")
+    if proof.checksum_sha256 != expected:
+        raise StorageError(
+            f"delivery proof of {output.child_url(MANIFEST_NAME)} has ChecksumSHA256={proof.checksum_sha256!r}, expected {expected!r}; "
+            "rerun publish with force to upload the day again"
+        )
 
 
 def _flat(counts: dict[str, Any]) -> dict[str, Any]:

@@ -1,35 +1,42 @@
 """The Dask graph of the validate and compute phases: pure functions mapped over partitions.
 
-A partition ("piece") is a run of row groups of one Parquet file, sized from the data so that each
-holds about ``target_vertices`` trajectory vertices. Every piece is processed by one task that
-reads it with pyarrow, conforms it to the contract, runs the pure domain functions and writes its
-own outputs under ``temp/`` with a deterministic name, so a retried or repeated task overwrites
-rather than duplicates.
+A partition ("piece") is a run of row groups of one Parquet file. Every piece is processed by one
+task that reads it with pyarrow (only the columns the stage needs), runs the pure domain functions
+and writes its own outputs under ``temp/`` with a deterministic name, so a retried or repeated
+task overwrites rather than duplicates.
 
 Stages
 ------
 1. validate: dataset-level checks on every file footer (before any task runs); small datasets
    (vehicles, geo attributes) are validated on the client; trajectory and tachograph pieces on
-   the cluster. Accepted rows go to ``temp/validated/``, rejects to ``temp/rejects/``.
-2. compute: the trip index (trip, vehicle, interval, piece) is gathered and broadcast; tachograph
-   pieces are aligned to trips and written per trajectory piece; each trajectory piece is then
-   segmented, joined to the broadcast geo layers and estimated.
+   the cluster. Accepted rows go to ``temp/validated/`` (trajectories in row groups of about
+   :data:`ROW_GROUP_VERTICES` vertices, with the vertex counts in the footer), rejects to
+   ``temp/rejects/``.
+2. compute: pieces of about equal vertex counts are planned from the footers; the trip index
+   (trip, vehicle, interval, piece) is gathered and broadcast; each tachograph file is aligned to
+   trips into one file with a row group per piece; each piece is then segmented, joined to the
+   broadcast geo layers, given its tachograph row groups and estimated.
 
-Memory per worker is bounded by the piece size (about 150 bytes per vertex while segmenting) plus
-the broadcast layers and trip index, independent of the size of the day.
+Memory per worker is bounded by the piece size (about 2.4 KB per vertex measured through the
+emission estimate, at most 1,000,000 vertices per piece) plus the broadcast layers and trip
+index, independent of the size of the day.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -49,6 +56,10 @@ TRIPS = "trips"
 BREAKDOWN = "breakdown"
 TACHO_ALIGNED = "tacho_aligned"
 TRIP_INDEX_COLUMNS = (c.TRIP_ID, c.VEHICLE_ID, c.START_TIME, c.END_TIME, "piece")
+#: Vertices per row group of the validated trajectories; compute pieces are whole row groups.
+ROW_GROUP_VERTICES = 131_072
+#: Parquet key-value metadata of validated trajectories: vertices per row group (JSON list).
+VERTICES_KEY = b"lmco2.row_group_vertices"
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class Piece:
     row_groups: tuple[int, ...]
     rows: int
     index: int
+    vertices: int = 0  # trajectory vertices, for the pieces of the compute phase
 
     @property
     def name(self) -> str:
@@ -142,14 +154,14 @@ def read_folder(store: Store, relative: str) -> pa.Table | None:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def write_table(store: Store, relative: str, table: pa.Table, metadata: dict[str, str] | None = None) -> None:
+def write_table(store: Store, relative: str, table: pa.Table, metadata: dict[str, str] | None = None, compression: str = "zstd") -> None:
     """Write ``table`` as one Parquet object in one PUT, with optional ``lmco2`` metadata."""
     if metadata:
         existing = dict(table.schema.metadata or {})
         existing[b"lmco2"] = json.dumps(metadata, sort_keys=True).encode("utf-8")
         table = table.replace_schema_metadata(existing)
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd")
+    pq.write_table(table, buffer, compression=compression)
     store.write_bytes(relative, buffer.getvalue())
 
 
@@ -189,7 +201,27 @@ def write_accepted(store: Store, dataset: str, name: str, table: pa.Table, accep
         out = from_frame(accepted)
     else:
         out = table.take(pa.array(accepted.index.to_numpy(dtype=np.int64)))
-    write_table(store, f"{VALIDATED}/{dataset}/{name}", out)
+    if dataset == "trajectories":
+        write_trajectories(store, f"{VALIDATED}/{dataset}/{name}", out)
+    else:
+        write_table(store, f"{VALIDATED}/{dataset}/{name}", out)
+
+
+def write_trajectories(store: Store, relative: str, table: pa.Table) -> None:
+    """Write trajectories in row groups of about :data:`ROW_GROUP_VERTICES` vertices.
+
+    The vertex count of every row group goes to the metadata key :data:`VERTICES_KEY`, so the
+    compute phase sizes its pieces from the footers alone.
+    """
+    counts = segments.vertex_counts(table.column(c.GEOMETRY)) if c.GEOMETRY in table.column_names else np.ones(table.num_rows, np.int64)
+    mean = max(1.0, float(counts.mean())) if len(counts) else 1.0
+    rows_per_group = max(1, int(ROW_GROUP_VERTICES // mean))
+    sums = np.add.reduceat(counts, np.arange(0, len(counts), rows_per_group)) if len(counts) else np.zeros(0, np.int64)
+    metadata = dict(table.schema.metadata or {})
+    metadata[VERTICES_KEY] = json.dumps([int(v) for v in sums]).encode("utf-8")
+    buffer = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(metadata), buffer, compression="zstd", row_group_size=rows_per_group)
+    store.write_bytes(relative, buffer.getvalue())
 
 
 def rejects_table(rejects: pd.DataFrame) -> pa.Table:
@@ -208,10 +240,92 @@ def collect_keys(raw: StoreRef, piece: Piece, settings: contract.ContractSetting
 # -- compute -----------------------------------------------------------------------------------
 
 
-def trip_index_of_piece(temp: StoreRef, piece_index: int) -> pd.DataFrame:
-    """Trip intervals of one validated trajectory piece: first and last vertex time, or start/end."""
-    name = f"part-{piece_index:05d}.parquet"
-    table = read_table(temp.open(), f"{VALIDATED}/trajectories/{name}")
+@dataclass(frozen=True)
+class TripIndex:
+    """Every accepted trip of the day with its interval and the compute piece that contains it.
+
+    Broadcast to the tachograph alignment tasks; about 60 bytes per trip plus the ids.
+    """
+
+    trip_ids: np.ndarray  # object, in piece order, then row order within the piece
+    vehicle_ids: pd.Index  # unique vehicle ids of the trips
+    vehicle_codes: np.ndarray  # per trip, position in vehicle_ids
+    start_ms: np.ndarray  # per trip, epoch ms (float, NaN when unknown)
+    end_ms: np.ndarray
+    piece: np.ndarray  # per trip, compute piece index
+    row: np.ndarray  # per trip, row within its piece
+
+    @property
+    def n_trips(self) -> int:
+        return len(self.trip_ids)
+
+
+@dataclass(frozen=True)
+class TachoRowGroups:
+    """Aligned tachograph rows of one compute piece inside one aligned file: its row groups."""
+
+    path: str
+    row_groups: tuple[int, ...]
+
+
+@dataclass
+class AlignResult:
+    """Counts and the row-group directory of one aligned tachograph file."""
+
+    rows: int
+    aligned: int
+    outside_trips: int
+    path: str
+    row_groups_by_piece: dict[int, list[int]]
+    seconds: dict[str, float]
+
+
+@dataclass
+class PieceResult:
+    """Totals and stage timings of one computed trajectory piece."""
+
+    index: int
+    trips: int
+    segments: int
+    fuel_l: float
+    co2_ttw_kg: float
+    matched_m: float
+    length_m: float
+    methods: dict[str, int]
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_bytes: int = 0  # largest resident memory of the worker seen between stages
+
+
+def plan_compute_pieces(store: Store, *, n_workers: int, vertices_min: int, vertices_max: int, pieces_per_worker: int = 4) -> list[Piece]:
+    """Group the row groups of the validated trajectories into pieces of about equal vertex counts.
+
+    The target is the day's vertex count spread over ``pieces_per_worker`` pieces per worker, kept
+    between ``vertices_min`` (task overhead) and ``vertices_max`` (memory per worker).
+    """
+    layout = [(path, *_row_group_layout(store, path)) for path in list_dataset_files(store, f"{VALIDATED}/trajectories")]
+    total = sum(int(sum(groups)) for _, _, groups in layout)
+    wanted = math.ceil(total / max(1, pieces_per_worker * n_workers)) if total else vertices_min
+    target = int(min(vertices_max, max(vertices_min, wanted)))
+
+    pieces: list[Piece] = []
+    for path, rows, groups in layout:
+        chosen: list[int] = []
+        vertices = 0
+        for rg, count in enumerate(groups):
+            if chosen and vertices + count > target:
+                pieces.append(Piece("trajectories", path, tuple(chosen), sum(rows[g] for g in chosen), len(pieces), vertices))
+                chosen, vertices = [], 0
+            chosen.append(rg)
+            vertices += int(count)
+        if chosen:
+            pieces.append(Piece("trajectories", path, tuple(chosen), sum(rows[g] for g in chosen), len(pieces), vertices))
+    return pieces
+
+
+def trip_index_of_piece(temp: StoreRef, piece: Piece) -> pd.DataFrame:
+    """Trip intervals of one compute piece: first and last vertex time, else start/end time."""
+    wanted = [c.TRIP_ID, c.VEHICLE_ID, c.START_TIME, c.END_TIME, c.TIMESTAMPS]
+    table = _read_row_groups(temp.open(), piece, wanted)
     start = table.column(c.START_TIME)
     end = table.column(c.END_TIME)
     if c.TIMESTAMPS in table.column_names and table.num_rows:
@@ -222,86 +336,245 @@ def trip_index_of_piece(temp: StoreRef, piece_index: int) -> pd.DataFrame:
         end = pc.coalesce(last, end.cast(last.type))
     return pd.DataFrame(
         {
-            c.TRIP_ID: table.column(c.TRIP_ID).to_numpy(zero_copy_only=False),
-            c.VEHICLE_ID: table.column(c.VEHICLE_ID).to_numpy(zero_copy_only=False),
-            c.START_TIME: pd.Series(start.to_pandas()).astype("datetime64[ms, UTC]").to_numpy(),
-            c.END_TIME: pd.Series(end.to_pandas()).astype("datetime64[ms, UTC]").to_numpy(),
-            "piece": np.full(table.num_rows, piece_index, dtype=np.int32),
+            c.TRIP_ID: table.column(c.TRIP_ID).to_numpy().astype(object),
+            c.VEHICLE_ID: table.column(c.VEHICLE_ID).to_numpy().astype(object),
+            c.START_TIME: _epoch_ms_of(start),
+            c.END_TIME: _epoch_ms_of(end),
+            "piece": np.full(table.num_rows, piece.index, dtype=np.int32),
         }
     )
 
 
-def align_tacho_piece(temp: StoreRef, piece: Piece, trip_index: pd.DataFrame) -> dict[str, int]:
-    """Align one validated tachograph piece to trips; write its rows per trajectory piece."""
+def build_trip_index(parts: list[pd.DataFrame]) -> TripIndex:
+    """Combine the per-piece trip intervals (in piece order) into one :class:`TripIndex`."""
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(TRIP_INDEX_COLUMNS))
+    codes, vehicles = pd.factorize(frame[c.VEHICLE_ID].to_numpy(dtype=object))
+    piece = frame["piece"].to_numpy(dtype=np.int64)
+    sizes = np.bincount(piece, minlength=int(piece.max()) + 1 if len(piece) else 0)
+    row = np.arange(len(piece), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return TripIndex(
+        trip_ids=frame[c.TRIP_ID].to_numpy(dtype=object),
+        vehicle_ids=pd.Index(vehicles),
+        vehicle_codes=codes.astype(np.int64),
+        start_ms=frame[c.START_TIME].to_numpy(dtype=np.float64),
+        end_ms=frame[c.END_TIME].to_numpy(dtype=np.float64),
+        piece=piece,
+        row=row,
+    )
+
+
+def align_tacho_piece(temp: StoreRef, relative: str, index: TripIndex) -> AlignResult:
+    """Align one validated tachograph file to trips; write one file sorted by compute piece (task body).
+
+    The output ``tacho_aligned/<name>`` contains one row group per compute piece that has rows in
+    it, with the columns the emission model reads (``trip_row`` is the trip's row within its
+    piece). Its directory of row groups is returned, so each compute task reads only its own
+    row groups: one object per tachograph file instead of one per (file, piece) pair.
+    """
+    clock = _StageClock()
     store = temp.open()
-    table = read_table(store, f"{VALIDATED}/tachometer/{piece.name}")
-    tacho = table.to_pandas()
-    aligned, outside = tachograph.align_to_trips(tacho, trip_index)
-    aligned = aligned.merge(trip_index[[c.TRIP_ID, "piece"]], on=c.TRIP_ID, how="left")
-    for target, rows in aligned.groupby("piece", sort=True):
-        write_table(store, f"{TACHO_ALIGNED}/piece-{int(target):05d}/from-{piece.index:05d}.parquet",
-                    pa.Table.from_pandas(rows.drop(columns=["piece"]), preserve_index=False))
-    return {"rows": len(tacho), "aligned": len(aligned), "outside_trips": len(outside)}
+    with store.open(relative) as handle:
+        parquet = pq.ParquetFile(handle, read_dictionary=[c.VEHICLE_ID])
+        present = set(parquet.schema_arrow.names)
+        columns = [name for name in (c.VEHICLE_ID, c.TS, c.SPEED_KMH, c.FUEL_ML) if name in present]
+        table = parquet.read(columns=columns)
+    clock.lap("read")
 
+    vehicles = table.column(c.VEHICLE_ID).combine_chunks()
+    if not pa.types.is_dictionary(vehicles.type):
+        vehicles = vehicles.dictionary_encode()
+    dictionary_codes = index.vehicle_ids.get_indexer(vehicles.dictionary.to_numpy(zero_copy_only=False).astype(object))
+    indices = vehicles.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    vehicle_codes = np.where(vehicles.is_valid().to_numpy(zero_copy_only=False), dictionary_codes[indices], -1) if len(dictionary_codes) else np.full(len(indices), -1)
+    ts_ms = _epoch_ms_of(table.column(c.TS))
+    trip = tachograph.assign_trips(vehicle_codes, ts_ms, index.vehicle_codes, index.start_ms, index.end_ms)
+    clock.lap("align")
 
-@dataclass
-class PieceResult:
-    """Totals of one computed trajectory piece."""
-
-    index: int
-    trips: int
-    segments: int
-    fuel_l: float
-    co2_ttw_kg: float
-    matched_m: float
-    length_m: float
-    methods: dict[str, int]
+    rows = np.flatnonzero(trip >= 0)
+    target = index.piece[trip[rows]]
+    order = np.lexsort((ts_ms[rows], trip[rows], target))
+    rows, target = rows[order], target[order]
+    aligned = pa.table(
+        {
+            "trip_row": pa.array(index.row[trip[rows]].astype(np.int32)),
+            c.TS: table.column(c.TS).take(pa.array(rows)).cast(pa.timestamp("ms", tz="UTC")),
+            c.SPEED_KMH: table.column(c.SPEED_KMH).take(pa.array(rows)).cast(pa.float64()),
+            c.FUEL_ML: (table.column(c.FUEL_ML).take(pa.array(rows)).cast(pa.float64()) if c.FUEL_ML in present
+                        else pa.nulls(len(rows), pa.float64())),
+        }
+    )
+    out_path = f"{TACHO_ALIGNED}/{relative.rsplit('/', 1)[-1]}"
+    directory = _write_grouped(store, out_path, aligned, target)
+    clock.lap("write")
+    return AlignResult(table.num_rows, len(rows), table.num_rows - len(rows), out_path, directory, clock.seconds)
 
 
 def compute_piece(
     temp: StoreRef,
-    piece_index: int,
+    piece: Piece,
+    tacho_parts: list[TachoRowGroups],
     vehicles: pd.DataFrame,
     layers: spatial.GeoLayers,
     model: EmissionModel,
     link_max_distance_m: float,
     versions: dict[str, str],
 ) -> PieceResult:
-    """Segment, join and estimate one validated trajectory piece (task body)."""
+    """Segment, join and estimate one compute piece of validated trajectories (task body)."""
+    clock = _StageClock()
     store = temp.open()
-    name = f"part-{piece_index:05d}.parquet"
-    table = read_table(store, f"{VALIDATED}/trajectories/{name}")
-    trajectories = contract.to_frame("trajectories", table)
+    table = _read_row_groups(store, piece, list(segments.INPUT_COLUMNS))
+    clock.lap("read")
 
-    segs, trips = segments.build_segments(trajectories)
+    segs, trips = segments.build_segments_from_arrow(table)
+    del table
+    clock.lap("segments")
     segs = spatial.join_segments(segs, layers, link_max_distance_m)
-    tacho_table = read_folder(store, f"{TACHO_ALIGNED}/piece-{piece_index:05d}")
-    tacho = tacho_table.to_pandas() if tacho_table is not None else tachograph.align_to_trips(pd.DataFrame(columns=[c.VEHICLE_ID, c.TS, c.SPEED_KMH]), trips.iloc[:0])[0]
+    clock.lap("spatial")
+    tacho = _read_aligned_tacho(store, tacho_parts, trips)
+    clock.lap("tacho_read")
     result = estimate_trips(segs, trips, vehicles, tacho, model)
+    del segs, tacho
+    clock.lap("estimate")
 
     trips_out = metrics.add_join_metrics(result.trips, result.segments) if hasattr(metrics, "add_join_metrics") else _add_matched_share(result.trips, result.segments)
     breakdown = metrics.breakdown(result.segments) if hasattr(metrics, "breakdown") else pd.DataFrame()
-    write_table(store, f"{SEGMENTS}/{name}", pa.Table.from_pandas(result.segments, preserve_index=False), versions)
-    write_table(store, f"{TRIPS}/{name}", pa.Table.from_pandas(trips_out, preserve_index=False), versions)
-    write_table(store, f"{BREAKDOWN}/{name}", pa.Table.from_pandas(breakdown, preserve_index=False), versions)
-
+    clock.lap("metrics")
     seg_out = result.segments
+    # The segment intermediate is the largest object. lz4 writes it about twice as fast as zstd
+    # for 10 % more bytes (measured on the 300-vertex sample trips).
+    write_table(store, f"{SEGMENTS}/{piece.name}", pa.Table.from_pandas(seg_out, preserve_index=False), versions, compression="lz4")
+    write_table(store, f"{TRIPS}/{piece.name}", pa.Table.from_pandas(trips_out, preserve_index=False), versions)
+    write_table(store, f"{BREAKDOWN}/{piece.name}", pa.Table.from_pandas(breakdown, preserve_index=False), versions)
+    clock.lap("write")
+
+    matched = seg_out[c.MATCHED].to_numpy(dtype=bool) if len(seg_out) else np.zeros(0, bool)
+    length = seg_out[c.LENGTH_M].to_numpy(dtype=np.float64) if len(seg_out) else np.zeros(0)
     return PieceResult(
-        index=piece_index,
+        index=piece.index,
         trips=len(trips_out),
         segments=len(seg_out),
         fuel_l=float(np.nansum(trips_out.get(c.FUEL_L, pd.Series(dtype=float)))),
         co2_ttw_kg=float(np.nansum(trips_out.get(c.CO2_TTW_KG, pd.Series(dtype=float)))),
-        matched_m=float(seg_out.loc[seg_out[c.MATCHED], c.LENGTH_M].sum()) if len(seg_out) else 0.0,
-        length_m=float(seg_out[c.LENGTH_M].sum()) if len(seg_out) else 0.0,
+        matched_m=float(length[matched].sum()),
+        length_m=float(length.sum()),
         methods={str(k): int(v) for k, v in trips_out[c.METHOD].value_counts().items()} if len(trips_out) else {},
+        seconds=clock.seconds,
+        peak_rss_bytes=clock.max_rss_bytes,
     )
 
 
+def tacho_parts_by_piece(results: Iterable[AlignResult]) -> dict[int, list[TachoRowGroups]]:
+    """Invert the directories of the aligned files: per compute piece, where its rows are."""
+    parts: dict[int, list[TachoRowGroups]] = {}
+    for result in sorted(results, key=lambda r: r.path):
+        for piece, groups in sorted(result.row_groups_by_piece.items()):
+            parts.setdefault(piece, []).append(TachoRowGroups(result.path, tuple(groups)))
+    return parts
+
+
+def _read_row_groups(store: Store, piece: Piece, columns: list[str]) -> pa.Table:
+    with store.open(piece.path) as handle:
+        parquet = pq.ParquetFile(handle)
+        present = [name for name in columns if name in parquet.schema_arrow.names]
+        if not piece.row_groups:
+            return parquet.schema_arrow.empty_table().select(present)
+        return parquet.read_row_groups(list(piece.row_groups), columns=present)
+
+
+def _read_aligned_tacho(store: Store, parts: list[TachoRowGroups], trips: pd.DataFrame) -> pd.DataFrame:
+    """Aligned tachograph rows of one piece as the frame the emission model reads."""
+    tables = []
+    for part in parts:
+        with store.open(part.path) as handle:
+            tables.append(pq.ParquetFile(handle).read_row_groups(list(part.row_groups)))
+    table = pa.concat_tables(tables) if tables else None
+    trip_ids = pd.Index(trips[c.TRIP_ID].to_numpy(dtype=object))
+    if table is None or table.num_rows == 0:
+        return pd.DataFrame({
+            c.TRIP_ID: pd.Categorical.from_codes(np.zeros(0, np.int64), categories=trip_ids),
+            c.TS: pd.Series([], dtype="datetime64[ms, UTC]"),
+            c.SPEED_KMH: pd.Series([], dtype=np.float64),
+            c.FUEL_ML: pd.Series([], dtype=np.float64),
+        })
+    return pd.DataFrame({
+        c.TRIP_ID: pd.Categorical.from_codes(table.column("trip_row").to_numpy().astype(np.int64), categories=trip_ids),
+        c.TS: pd.DatetimeIndex(table.column(c.TS).cast(pa.int64()).to_numpy().astype("datetime64[ms]")).tz_localize("UTC"),
+        c.SPEED_KMH: table.column(c.SPEED_KMH).to_numpy(),
+        c.FUEL_ML: table.column(c.FUEL_ML).to_numpy(),
+    })
+
+
+def _write_grouped(store: Store, relative: str, table: pa.Table, group: np.ndarray) -> dict[int, list[int]]:
+    """Write ``table`` (sorted by ``group``) with one row group per group value; return the directory."""
+    buffer = io.BytesIO()
+    directory: dict[int, list[int]] = {}
+    bounds = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True]) if len(group) else np.array([0])
+    with pq.ParquetWriter(buffer, table.schema, compression="zstd") as writer:
+        for number, (first, stop) in enumerate(itertools.pairwise(bounds)):
+            writer.write_table(table.slice(int(first), int(stop - first)), row_group_size=int(stop - first))
+            directory[int(group[first])] = [number]
+    store.write_bytes(relative, buffer.getvalue())
+    return directory
+
+
+def _row_group_layout(store: Store, relative: str) -> tuple[list[int], list[int]]:
+    """Rows and vertices per row group: vertices from the metadata this module writes, else estimated."""
+    with store.open(relative) as handle:
+        meta = pq.ParquetFile(handle).metadata
+    rows = [meta.row_group(rg).num_rows for rg in range(meta.num_row_groups)]
+    stored = (meta.metadata or {}).get(VERTICES_KEY)
+    if stored is not None and len(json.loads(stored)) == len(rows):
+        return rows, [int(v) for v in json.loads(stored)]
+    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+    geometry = names.index(c.GEOMETRY) if c.GEOMETRY in names else None
+    counts = []
+    for rg in range(meta.num_row_groups):
+        group = meta.row_group(rg)
+        if geometry is None:
+            counts.append(group.num_rows)
+            continue
+        # A 2D WKB LineString is 9 header bytes plus 16 bytes per vertex.
+        counts.append(max(group.num_rows, (group.column(geometry).total_uncompressed_size - 9 * group.num_rows) // 16))
+    return rows, counts
+
+
+class _StageClock:
+    """Wall and CPU seconds of consecutive stages of one task, and the largest RSS seen at a lap."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.max_rss_bytes = _rss_bytes()
+        self._wall = time.perf_counter()
+        self._cpu = time.thread_time()
+
+    def lap(self, stage: str) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        self.seconds[f"{stage}_wall"] = self.seconds.get(f"{stage}_wall", 0.0) + wall - self._wall
+        self.seconds[f"{stage}_cpu"] = self.seconds.get(f"{stage}_cpu", 0.0) + cpu - self._cpu
+        self.max_rss_bytes = max(self.max_rss_bytes, _rss_bytes())
+        self._wall, self._cpu = wall, cpu
+
+
+def _rss_bytes() -> int:
+    """Resident memory of this worker process now.
+
+    ``getrusage`` high-water marks are not used: Linux keeps them across ``exec``, so a worker
+    started from a large parent process reports the parent's peak.
+    """
+    return int(psutil.Process().memory_info().rss)
+
+
+def _epoch_ms_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Epoch milliseconds of a timestamp column as float64, NaN where null."""
+    values = pc.cast(column.cast(pa.timestamp("ms", tz="UTC")), pa.int64()).cast(pa.float64())
+    return np.asarray(values.fill_null(np.nan).to_numpy(), dtype=np.float64)
+
+
 def _add_matched_share(trips: pd.DataFrame, segs: pd.DataFrame) -> pd.DataFrame:
-    matched = segs[c.LENGTH_M].where(segs[c.MATCHED], 0.0).groupby(segs[c.TRIP_ID]).sum()
-    total = segs.groupby(c.TRIP_ID)[c.LENGTH_M].sum()
+    matched = segs[c.LENGTH_M].where(segs[c.MATCHED], 0.0).groupby(segs[c.TRIP_ID], observed=True).sum()
+    total = segs.groupby(c.TRIP_ID, observed=True)[c.LENGTH_M].sum()
     share = (matched / total.where(total > 0)).rename(c.MATCHED_SHARE)
+    share.index = share.index.astype(object)
     return trips.merge(share, left_on=c.TRIP_ID, right_index=True, how="left")
 
 

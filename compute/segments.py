@@ -1,9 +1,20 @@
 """Trajectories -> segments: vectorised geometry and kinematics.
 
-A segment is the piece of a trip between two consecutive vertices. Its length is geodesic (WGS 84
-ellipsoid, through ``pyproj.Geod``), so no projection zone has to be chosen and a trip that
-crosses zones is measured the same way everywhere. All work is done on flat numpy arrays of every
-vertex of the partition at once: there is no Python loop per trip or per vertex.
+A segment is the piece of a trip between two consecutive vertices. Its length is the geodesic
+distance on the WGS 84 ellipsoid. Segments shorter than :data:`LOCAL_LENGTH_MAX_M` are measured
+with the mid-latitude radii of curvature, which stay within 0.01 mm of ``pyproj.Geod.inv`` below
+1 km (checked between 70 degrees south and north). Longer ones go through ``pyproj.Geod.inv``.
+No projection zone has to be chosen, so a trip that crosses zones is measured the same way
+everywhere. All work is done on flat numpy arrays of every vertex of the partition at once: there
+is no Python loop per trip or per vertex.
+
+Two entry points share one core:
+
+* :func:`build_segments_from_arrow` takes the validated Arrow table as read from Parquet. It
+  decodes little-endian WKB LineStrings with numpy and flattens the ``timestamps`` list column
+  through its Arrow offsets, so no shapely object and no per-trip array is created.
+* :func:`build_segments` takes a pandas frame with shapely geometry (as ``contract.to_frame``
+  returns it) and converts it to the same flat arrays.
 
 Invariants
 ----------
@@ -12,12 +23,19 @@ Invariants
 * Every input trip appears exactly once in the returned trip table, even when all its vertices
   coincide (length 0).
 * Segments keep the vertex order of the LineString; ``seg_index`` counts from 0 within each trip.
+* Both entry points return equal frames for the same rows.
+* ``trip_id`` and ``vehicle_id`` of the segments are pandas categoricals whose categories are
+  the partition's ids: one code per segment instead of one Python string.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyproj
 import shapely
 
@@ -25,6 +43,16 @@ from compute import columns as c
 
 _GEOD = pyproj.Geod(ellps="WGS84")
 _MS = "datetime64[ms, UTC]"
+_WGS84_A_M = 6_378_137.0
+_WGS84_F = 1.0 / 298.257223563
+_WGS84_E2 = _WGS84_F * (2.0 - _WGS84_F)
+
+#: Segments at least this long (by the local formula) are measured with ``pyproj.Geod.inv``.
+LOCAL_LENGTH_MAX_M = 1_000.0
+
+# WKB geometry type codes of a LineString: ISO 2D and 3D, and EWKB (PostGIS, shapely) with Z.
+_WKB_LINESTRING_2D = (2,)
+_WKB_LINESTRING_3D = (1002, 0x80000002)
 
 SEGMENT_COLUMNS: tuple[str, ...] = (
     c.TRIP_ID, c.VEHICLE_ID, c.SEG_INDEX, c.T_START, c.DURATION_S, c.LENGTH_M, c.SPEED_KMH,
@@ -33,6 +61,23 @@ SEGMENT_COLUMNS: tuple[str, ...] = (
 TRIP_COLUMNS: tuple[str, ...] = (
     c.TRIP_ID, c.VEHICLE_ID, c.START_TIME, c.END_TIME, c.LOAD_KG, c.N_VERTICES, c.TIME_SOURCE,
 )
+#: Columns of the validated trajectories that segmenting reads.
+INPUT_COLUMNS: tuple[str, ...] = (c.TRIP_ID, c.VEHICLE_ID, c.GEOMETRY, c.TIMESTAMPS, c.START_TIME, c.END_TIME, c.LOAD_KG)
+
+
+@dataclass(frozen=True)
+class _Vertices:
+    """Every vertex of a partition as flat arrays, with per-trip attributes."""
+
+    coords: np.ndarray  # (n_vertices, 3) lon, lat, z (NaN for 2D)
+    counts: np.ndarray  # vertices per trip
+    given_ms: np.ndarray | None  # epoch ms per vertex of the trips that have timestamps, in order
+    has_times: np.ndarray  # per trip
+    start_ms: np.ndarray  # per trip, NaN when missing
+    end_ms: np.ndarray
+    trip_ids: np.ndarray
+    vehicle_ids: np.ndarray
+    load_kg: np.ndarray
 
 
 def build_segments(trajectories: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -55,67 +100,103 @@ def build_segments(trajectories: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
         per-vertex timestamps were given and ``interpolated`` when times were spread along the
         line between ``start_time`` and ``end_time`` in proportion to distance.
 
+    Raises
+    ------
+    ValueError
+        If a trip has a different number of timestamps than vertices.
+
     Notes
     -----
     Cost is linear in the number of vertices; memory is about 150 bytes per vertex while running.
     """
-    n_trips = len(trajectories)
-    if n_trips == 0:
-        return empty_segments(), _trip_frame(trajectories, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
-
-    # Stage 1: every vertex of the partition as flat arrays.
-    geoms = np.asarray(trajectories[c.GEOMETRY].array if hasattr(trajectories[c.GEOMETRY], "array") else trajectories[c.GEOMETRY], dtype=object)
+    geometry = trajectories[c.GEOMETRY]
+    geoms = np.asarray(geometry.array if hasattr(geometry, "array") else geometry, dtype=object)
     coords, owner = shapely.get_coordinates(geoms, include_z=True, return_index=True)
-    counts = np.bincount(owner, minlength=n_trips)
-    first_vertex = np.cumsum(counts) - counts
-
-    # Stage 2: segments are consecutive vertex pairs of the same trip.
-    a = np.nonzero(owner[:-1] == owner[1:])[0]
-    b = a + 1
-    trip_of_segment = owner[a]
-    _, _, length_m = _GEOD.inv(coords[a, 0], coords[a, 1], coords[b, 0], coords[b, 1])
-    length_m = np.abs(np.asarray(length_m, dtype=np.float64))
-
-    # Stage 3: per-vertex times, given or interpolated along the line.
-    vertex_ms, has_times = _vertex_times(trajectories, counts, owner, a, length_m)
-    start_ms = vertex_ms[a]
-    duration_s = (vertex_ms[b] - start_ms) / 1000.0
-
-    # Stage 4: kinematics; acceleration is the change of segment speed across the shared vertex.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        speed_ms = np.where(duration_s > 0, length_m / duration_s, np.nan)
-        grade_pct = np.where(length_m > 0.5, 100.0 * (coords[b, 2] - coords[a, 2]) / length_m, np.nan)
-    seg_index = (a - first_vertex[trip_of_segment]).astype(np.int32)
-    accel = _acceleration(speed_ms, duration_s, seg_index)
-
-    trip_ids = trajectories[c.TRIP_ID].to_numpy()
-    vehicle_ids = trajectories[c.VEHICLE_ID].to_numpy()
-    segments = pd.DataFrame(
-        {
-            c.TRIP_ID: trip_ids[trip_of_segment],
-            c.VEHICLE_ID: vehicle_ids[trip_of_segment],
-            c.SEG_INDEX: seg_index,
-            c.T_START: pd.to_datetime(start_ms, unit="ms", utc=True).astype(_MS),
-            c.DURATION_S: duration_s,
-            c.LENGTH_M: length_m,
-            c.SPEED_KMH: speed_ms * 3.6,
-            c.ACCEL_M_S2: accel,
-            c.GRADE_PCT: grade_pct,
-            c.LON_MID: (coords[a, 0] + coords[b, 0]) / 2.0,
-            c.LAT_MID: (coords[a, 1] + coords[b, 1]) / 2.0,
-        }
+    counts = np.bincount(owner, minlength=len(trajectories))
+    timestamps = _timestamps_as_arrow(trajectories)
+    vertices = _flat_vertices(
+        coords, counts, timestamps, trajectories[c.TRIP_ID].to_numpy(dtype=object), trajectories[c.VEHICLE_ID].to_numpy(dtype=object),
+        _epoch_ms(trajectories[c.START_TIME]), _epoch_ms(trajectories[c.END_TIME]),
+        pd.to_numeric(trajectories[c.LOAD_KG], errors="coerce").to_numpy(dtype=np.float64) if c.LOAD_KG in trajectories.columns else None,
     )
-    last_vertex = first_vertex + counts - 1
-    trips = _trip_frame(trajectories, vertex_ms[first_vertex], vertex_ms[last_vertex], counts, has_times)
-    return segments, trips
+    return _segments_of(vertices)
+
+
+def build_segments_from_arrow(table: pa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split accepted trajectories, as an Arrow table of the contract, into ``(segments, trips)``.
+
+    Parameters
+    ----------
+    table
+        Validated trajectories with at least ``trip_id``, ``vehicle_id``, ``geometry`` (WKB
+        LineStrings in EPSG:4326) and ``start_time``/``end_time``; ``timestamps``
+        (``list<timestamp[ms, tz=UTC]>``) and ``load_kg`` are optional.
+
+    Returns
+    -------
+    segments, trips
+        As :func:`build_segments` returns them.
+
+    Raises
+    ------
+    ValueError
+        If a trip has a different number of timestamps than vertices.
+
+    Notes
+    -----
+    Little-endian WKB LineStrings (ISO 2D or 3D, or EWKB with Z and no SRID) are decoded with
+    numpy. Any other encoding in the table sends the whole table through ``shapely.from_wkb``.
+    """
+    geometry = _combined(table.column(c.GEOMETRY))
+    decoded = _decode_wkb_linestrings(geometry)
+    if decoded is None:
+        geoms = shapely.from_wkb(geometry.to_numpy(zero_copy_only=False))
+        coords, owner = shapely.get_coordinates(geoms, include_z=True, return_index=True)
+        counts = np.bincount(owner, minlength=table.num_rows)
+    else:
+        coords, counts = decoded
+    timestamps = _combined(table.column(c.TIMESTAMPS)) if c.TIMESTAMPS in table.column_names else None
+    load = (
+        table.column(c.LOAD_KG).cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        if c.LOAD_KG in table.column_names else None
+    )
+    vertices = _flat_vertices(
+        coords, counts, timestamps,
+        table.column(c.TRIP_ID).to_numpy(zero_copy_only=False).astype(object),
+        table.column(c.VEHICLE_ID).to_numpy(zero_copy_only=False).astype(object),
+        _arrow_epoch_ms(table.column(c.START_TIME)), _arrow_epoch_ms(table.column(c.END_TIME)), load,
+    )
+    return _segments_of(vertices)
+
+
+def geodesic_length_m(lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np.ndarray) -> np.ndarray:
+    """Return the WGS 84 geodesic distance in metres between point pairs given in degrees.
+
+    Pairs closer than :data:`LOCAL_LENGTH_MAX_M` use the mid-latitude radii of curvature (meridian
+    ``M`` and prime vertical ``N``): ``hypot(N cos(phi_m) dlambda, M dphi)``; the others use
+    ``pyproj.Geod.inv``.
+    """
+    lat_mid = np.radians(0.5 * (lat1 + lat2))
+    sin_mid = np.sin(lat_mid)
+    w = np.sqrt(1.0 - _WGS84_E2 * sin_mid * sin_mid)
+    meridian_m = _WGS84_A_M * (1.0 - _WGS84_E2) / (w * w * w)
+    prime_vertical_m = _WGS84_A_M / w
+    dlon = np.radians((lon2 - lon1 + 180.0) % 360.0 - 180.0)
+    length_m = np.hypot(prime_vertical_m * np.cos(lat_mid) * dlon, meridian_m * np.radians(lat2 - lat1))
+
+    far = ~(length_m < LOCAL_LENGTH_MAX_M)
+    if far.any():
+        _, _, exact = _GEOD.inv(lon1[far], lat1[far], lon2[far], lat2[far])
+        length_m[far] = np.abs(np.asarray(exact, dtype=np.float64))
+    return length_m
 
 
 def empty_segments() -> pd.DataFrame:
     """Return a 0-row segments frame with the right dtypes."""
     return pd.DataFrame(
         {
-            c.TRIP_ID: pd.Series([], dtype=object),
-            c.VEHICLE_ID: pd.Series([], dtype=object),
+            c.TRIP_ID: pd.Series(pd.Categorical([], categories=pd.Index([], dtype=object))),
+            c.VEHICLE_ID: pd.Series(pd.Categorical([], categories=pd.Index([], dtype=object))),
             c.SEG_INDEX: pd.Series([], dtype=np.int32),
             c.T_START: pd.Series([], dtype=_MS),
             c.DURATION_S: pd.Series([], dtype=np.float64),
@@ -129,59 +210,199 @@ def empty_segments() -> pd.DataFrame:
     )
 
 
-def _vertex_times(
-    trajectories: pd.DataFrame,
+# -- core --------------------------------------------------------------------------------------
+
+
+def _segments_of(v: _Vertices) -> tuple[pd.DataFrame, pd.DataFrame]:
+    n_trips = len(v.counts)
+    if n_trips == 0:
+        return empty_segments(), _trip_frame(v, np.zeros(0), np.zeros(0))
+    owner = np.repeat(np.arange(n_trips, dtype=np.int64), v.counts)
+    first_vertex = np.cumsum(v.counts) - v.counts
+    coords = v.coords
+
+    # Segments are consecutive vertex pairs of the same trip.
+    a = np.flatnonzero(owner[:-1] == owner[1:])
+    b = a + 1
+    trip_of_segment = owner[a]
+    length_m = geodesic_length_m(coords[a, 0], coords[a, 1], coords[b, 0], coords[b, 1])
+
+    # Per-vertex times, given or interpolated along the line.
+    vertex_ms = _vertex_times(v, owner, first_vertex, a, length_m)
+    start_ms = vertex_ms[a]
+    duration_s = (vertex_ms[b] - start_ms) / 1000.0
+
+    # Kinematics; acceleration is the change of segment speed across the shared vertex.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        speed_ms = np.where(duration_s > 0, length_m / duration_s, np.nan)
+        grade_pct = np.where(length_m > 0.5, 100.0 * (coords[b, 2] - coords[a, 2]) / length_m, np.nan)
+    seg_index = (a - first_vertex[trip_of_segment]).astype(np.int32)
+    accel = _acceleration(speed_ms, duration_s, seg_index)
+
+    segments = pd.DataFrame(
+        {
+            c.TRIP_ID: _categorical_take(v.trip_ids, trip_of_segment),
+            c.VEHICLE_ID: _categorical_take(v.vehicle_ids, trip_of_segment),
+            c.SEG_INDEX: seg_index,
+            c.T_START: _to_timestamps(start_ms),
+            c.DURATION_S: duration_s,
+            c.LENGTH_M: length_m,
+            c.SPEED_KMH: speed_ms * 3.6,
+            c.ACCEL_M_S2: accel,
+            c.GRADE_PCT: grade_pct,
+            c.LON_MID: (coords[a, 0] + coords[b, 0]) / 2.0,
+            c.LAT_MID: (coords[a, 1] + coords[b, 1]) / 2.0,
+        }
+    )
+    last_vertex = first_vertex + v.counts - 1
+    trips = _trip_frame(v, vertex_ms[first_vertex], vertex_ms[last_vertex])
+    return segments, trips
+
+
+def _flat_vertices(
+    coords: np.ndarray,
     counts: np.ndarray,
-    owner: np.ndarray,
-    seg_start: np.ndarray,
-    length_m: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return epoch milliseconds per vertex and, per trip, whether they were given."""
+    timestamps: pa.Array | None,
+    trip_ids: np.ndarray,
+    vehicle_ids: np.ndarray,
+    start_ms: np.ndarray,
+    end_ms: np.ndarray,
+    load_kg: np.ndarray | None,
+) -> _Vertices:
+    n_trips = len(counts)
+    given_ms, has_times = _given_timestamps(timestamps, counts, trip_ids)
+    return _Vertices(
+        coords=coords,
+        counts=counts.astype(np.int64),
+        given_ms=given_ms,
+        has_times=has_times,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        trip_ids=trip_ids,
+        vehicle_ids=vehicle_ids,
+        load_kg=load_kg if load_kg is not None else np.full(n_trips, np.nan),
+    )
+
+
+def _vertex_times(v: _Vertices, owner: np.ndarray, first_vertex: np.ndarray, seg_start: np.ndarray, length_m: np.ndarray) -> np.ndarray:
+    """Return epoch milliseconds per vertex: given timestamps, else spread along the trip."""
     n_vertices = len(owner)
     vertex_ms = np.empty(n_vertices, dtype=np.float64)
-    given = _given_timestamps(trajectories, counts)
-    has_times_per_trip = np.zeros(len(counts), dtype=bool)
-    if given is not None:
-        values_ms, has_times_per_trip = given
-        vertex_ms[has_times_per_trip[owner]] = values_ms
-    missing_trips = ~has_times_per_trip
+    if v.given_ms is not None:
+        vertex_ms[v.has_times[owner]] = v.given_ms
+    missing_trips = ~v.has_times
     if missing_trips.any():
         # Spread start..end along the cumulative length of each trip.
         cumulative = np.zeros(n_vertices, dtype=np.float64)
         cumulative[seg_start + 1] = length_m
         cumulative = np.cumsum(cumulative)
-        first = np.cumsum(counts) - counts
-        trip_start_cum = cumulative[first][owner]
-        along = cumulative - trip_start_cum
-        total = np.bincount(owner[seg_start], weights=length_m, minlength=len(counts))
-        start = _epoch_ms(trajectories[c.START_TIME])
-        end = _epoch_ms(trajectories[c.END_TIME])
+        along = cumulative - cumulative[first_vertex][owner]
+        total = np.bincount(owner[seg_start], weights=length_m, minlength=len(v.counts))
         with np.errstate(divide="ignore", invalid="ignore"):
             fraction = np.where(total[owner] > 0, along / total[owner], 0.0)
-        interpolated = start[owner] + fraction * (end - start)[owner]
+        interpolated = v.start_ms[owner] + fraction * (v.end_ms - v.start_ms)[owner]
         mask = missing_trips[owner]
         vertex_ms[mask] = interpolated[mask]
-    return vertex_ms, has_times_per_trip
+    return vertex_ms
 
 
-def _given_timestamps(trajectories: pd.DataFrame, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def _given_timestamps(timestamps: pa.Array | None, counts: np.ndarray, trip_ids: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """Flatten a list column of per-vertex times through its Arrow offsets (no per-trip loop).
+
+    Returns the epoch milliseconds of every vertex of the trips that have timestamps, in trip
+    order, and per trip whether it has them.
+    """
+    n_trips = len(counts)
+    if timestamps is None or len(timestamps) == 0 or timestamps.null_count == len(timestamps):
+        return None, np.zeros(n_trips, dtype=bool)
+    present = timestamps.is_valid().to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(timestamps).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    mismatch = present & (lengths != counts)
+    if mismatch.any():
+        bad = int(np.flatnonzero(mismatch)[0])
+        raise ValueError(
+            f"trip {trip_ids[bad]!r} has {lengths[bad]} timestamps for {counts[bad]} vertices; "
+            "validate trajectories before building segments (reason timestamps_count_mismatch)"
+        )
+    # flatten() skips the values behind null lists and honours the slice offset.
+    values = timestamps.flatten()
+    epoch_ms = pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    return epoch_ms, present
+
+
+def _timestamps_as_arrow(trajectories: pd.DataFrame) -> pa.Array | None:
+    """Return the ``timestamps`` column of a frame as an Arrow list array of epoch milliseconds."""
     if c.TIMESTAMPS not in trajectories.columns:
         return None
     column = trajectories[c.TIMESTAMPS]
-    present = column.map(lambda value: value is not None and not (isinstance(value, float) and np.isnan(value))).to_numpy(dtype=bool)
-    if not present.any():
+    if isinstance(column.dtype, pd.ArrowDtype):
+        return _combined(pa.chunked_array(column.array._pa_array))  # type: ignore[attr-defined]
+    values = column.to_numpy(dtype=object)
+    missing = pd.isna(column).to_numpy()
+    values = np.where(missing, None, values)
+    # pyarrow converts the numpy arrays inside the object column in C++, without a Python loop.
+    return pa.array(values, type=pa.list_(pa.timestamp("ms")), from_pandas=True)
+
+
+def _decode_wkb_linestrings(geometry: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """Decode little-endian WKB LineStrings with numpy into ``(coords, counts)``; None if unsupported."""
+    if len(geometry) == 0:
+        return np.zeros((0, 3)), np.zeros(0, np.int64)
+    header = _wkb_linestring_header(geometry)
+    if header is None:
         return None
-    arrays = [np.asarray(value, dtype="datetime64[ms]").astype(np.int64) for value in column[present]]
-    values = np.concatenate(arrays).astype(np.float64)
-    lengths = np.fromiter((len(x) for x in arrays), dtype=np.int64, count=len(arrays))
-    if not np.array_equal(lengths, counts[present]):
-        bad = np.nonzero(lengths != counts[present])[0][0]
-        trip = trajectories[c.TRIP_ID].to_numpy()[present][bad]
-        raise ValueError(
-            f"trip {trip!r} has {lengths[bad]} timestamps for {counts[present][bad]} vertices; "
-            "validate trajectories before building segments (reason timestamps_count_mismatch)"
-        )
-    return values, present
+    data, start, stop, counts, width = header
+
+    # Drop the 9-byte headers; the coordinates of all rows are then one float64 run.
+    keep = np.zeros(len(data), dtype=bool)
+    keep[start[0]: stop] = True
+    keep[(start[:, None] + np.arange(9)).ravel()] = False
+    flat = data[keep].view("<f8").reshape(-1, width)
+    if width == 3:
+        return np.ascontiguousarray(flat, dtype=np.float64), counts
+    coords = np.full((len(flat), 3), np.nan)
+    coords[:, :2] = flat
+    return coords, counts
+
+
+def vertex_counts(geometry: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Return the number of vertices of each WKB geometry (LineString headers read with numpy)."""
+    array = _combined(geometry)
+    if len(array) == 0:
+        return np.zeros(0, np.int64)
+    header = _wkb_linestring_header(array)
+    if header is not None:
+        return header[3]
+    geoms = shapely.from_wkb(array.to_numpy(zero_copy_only=False), on_invalid="ignore")
+    return np.asarray(shapely.get_num_coordinates(geoms), dtype=np.int64)
+
+
+def _wkb_linestring_header(geometry: pa.Array) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, int] | None:
+    """Return ``(bytes, row starts, end, vertex counts, dimensions)`` when every row is a plain LineString."""
+    n = len(geometry)
+    if geometry.null_count or not (pa.types.is_binary(geometry.type) or pa.types.is_large_binary(geometry.type)):
+        return None
+    offset_type = np.int64 if pa.types.is_large_binary(geometry.type) else np.int32
+    offsets = np.frombuffer(geometry.buffers()[1], dtype=offset_type)[geometry.offset: geometry.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(geometry.buffers()[2], dtype=np.uint8)
+    start = offsets[:-1]
+    size = offsets[1:] - start
+    if (size < 9).any() or (data[start] != 1).any():
+        return None
+    fields = data[start[:, None] + np.arange(1, 9)].copy().view("<u4")  # (n, 2): type, vertex count
+    kind, counts = fields[:, 0], fields[:, 1].astype(np.int64)
+    three_d = np.isin(kind, _WKB_LINESTRING_3D)
+    known = np.isin(kind, _WKB_LINESTRING_2D) | three_d
+    dims = np.where(three_d, 3, 2)
+    if not known.all() or (size != 9 + counts * dims * 8).any() or len(np.unique(dims)) != 1:
+        return None
+    return data, start, int(offsets[-1]), counts, int(dims[0])
+
+
+def _categorical_take(values: np.ndarray, positions: np.ndarray) -> pd.Categorical:
+    """Return ``values[positions]`` as a categorical, without one Python string per row."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return pd.Categorical.from_codes(codes[positions], categories=pd.Index(uniques, dtype=object))
 
 
 def _acceleration(speed_ms: np.ndarray, duration_s: np.ndarray, seg_index: np.ndarray) -> np.ndarray:
@@ -196,6 +417,16 @@ def _acceleration(speed_ms: np.ndarray, duration_s: np.ndarray, seg_index: np.nd
     return accel
 
 
+def _combined(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _arrow_epoch_ms(column: pa.ChunkedArray) -> np.ndarray:
+    """Epoch milliseconds of a timestamp column as float64, NaN where null."""
+    values = pc.cast(column.cast(pa.timestamp("ms", tz="UTC")), pa.int64()).cast(pa.float64())
+    return values.fill_null(np.nan).to_numpy()
+
+
 def _epoch_ms(series: pd.Series) -> np.ndarray:
     values = pd.to_datetime(series, utc=True)
     out = values.astype("datetime64[ms, UTC]").to_numpy(dtype="datetime64[ms]").astype(np.int64).astype(np.float64)
@@ -203,22 +434,23 @@ def _epoch_ms(series: pd.Series) -> np.ndarray:
     return out
 
 
-def _trip_frame(
-    trajectories: pd.DataFrame,
-    start_ms: np.ndarray,
-    end_ms: np.ndarray,
-    counts: np.ndarray,
-    has_times: np.ndarray,
-) -> pd.DataFrame:
-    load = trajectories[c.LOAD_KG] if c.LOAD_KG in trajectories.columns else pd.Series(np.nan, index=trajectories.index)
+def _to_timestamps(epoch_ms: np.ndarray) -> pd.DatetimeIndex:
+    """Float epoch milliseconds (NaN for missing) -> ``datetime64[ms, UTC]``, floored to the ms."""
+    values = np.full(len(epoch_ms), np.datetime64("NaT"), dtype="datetime64[ms]")
+    finite = np.isfinite(epoch_ms)
+    values[finite] = np.floor(epoch_ms[finite]).astype(np.int64).astype("datetime64[ms]")
+    return pd.DatetimeIndex(values).tz_localize("UTC")
+
+
+def _trip_frame(v: _Vertices, start_ms: np.ndarray, end_ms: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(
         {
-            c.TRIP_ID: trajectories[c.TRIP_ID].to_numpy(dtype=object),
-            c.VEHICLE_ID: trajectories[c.VEHICLE_ID].to_numpy(dtype=object),
-            c.START_TIME: pd.to_datetime(np.asarray(start_ms, dtype=np.float64), unit="ms", utc=True).astype(_MS),
-            c.END_TIME: pd.to_datetime(np.asarray(end_ms, dtype=np.float64), unit="ms", utc=True).astype(_MS),
-            c.LOAD_KG: pd.to_numeric(load, errors="coerce").to_numpy(dtype=np.float64),
-            c.N_VERTICES: np.asarray(counts, dtype=np.int64),
-            c.TIME_SOURCE: np.where(has_times, "vertex", "interpolated").astype(object),
+            c.TRIP_ID: v.trip_ids,
+            c.VEHICLE_ID: v.vehicle_ids,
+            c.START_TIME: _to_timestamps(np.asarray(start_ms, dtype=np.float64)),
+            c.END_TIME: _to_timestamps(np.asarray(end_ms, dtype=np.float64)),
+            c.LOAD_KG: v.load_kg,
+            c.N_VERTICES: np.asarray(v.counts, dtype=np.int64),
+            c.TIME_SOURCE: np.where(v.has_times, "vertex", "interpolated").astype(object),
         }
     )

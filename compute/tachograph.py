@@ -2,8 +2,12 @@
 
 A record belongs to the trip of the same vehicle whose ``[start_time, end_time]`` interval contains
 its timestamp. When a vehicle's trips overlap in time, the record goes to the trip that started
-last before it (the as-of rule), so each record belongs to at most one trip. Records outside every
-trip of their vehicle are returned separately: they are valid data that no trip explains.
+last at or before it (the as-of rule), so each record belongs to at most one trip. Among trips
+with the same start, the last one in trip order wins. Records outside every trip of their vehicle
+are returned separately: they are valid data that no trip explains.
+
+The alignment is one ``numpy.searchsorted`` over a combined (vehicle, time) key: vehicles are
+turned into integer codes through the trips' vehicle ids, so no string is compared per record.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from compute import columns as c
 
 ALIGNED_COLUMNS: tuple[str, ...] = (c.TRIP_ID, c.VEHICLE_ID, c.TS, c.SPEED_KMH, c.ENGINE_RPM, c.FUEL_ML)
 _MS = "datetime64[ms, UTC]"
+# Bits of the combined key left for the time offset in ms: about 34 years from the earliest time.
+_TIME_BITS = 40
 
 
 def align_to_trips(tacho: pd.DataFrame, trips: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -39,24 +45,99 @@ def align_to_trips(tacho: pd.DataFrame, trips: pd.DataFrame) -> tuple[pd.DataFra
     if len(tacho) == 0 or len(trips) == 0:
         return _empty_aligned(), tacho.reset_index(drop=True)
 
-    left = tacho.assign(_row=np.arange(len(tacho)))
-    left[c.VEHICLE_ID] = left[c.VEHICLE_ID].astype(object)  # merge_asof needs identical key dtypes
-    left[c.TS] = left[c.TS].astype(_MS)
-    left = left.sort_values([c.TS], kind="mergesort")
-    right = trips[[c.TRIP_ID, c.VEHICLE_ID, c.START_TIME, c.END_TIME]].copy()
-    right[c.VEHICLE_ID] = right[c.VEHICLE_ID].astype(object)
-    right[c.START_TIME] = right[c.START_TIME].astype(_MS)
-    right[c.END_TIME] = right[c.END_TIME].astype(_MS)
-    right = right.dropna(subset=[c.START_TIME]).sort_values([c.START_TIME], kind="mergesort")
-
-    joined = pd.merge_asof(
-        left, right, left_on=c.TS, right_on=c.START_TIME, by=c.VEHICLE_ID, direction="backward", allow_exact_matches=True
+    vehicle_codes, trip_vehicle_codes = encode_vehicles(tacho[c.VEHICLE_ID].to_numpy(dtype=object), trips[c.VEHICLE_ID].to_numpy(dtype=object))
+    trip = assign_trips(
+        vehicle_codes, _epoch_ms(tacho[c.TS]),
+        trip_vehicle_codes, _epoch_ms(trips[c.START_TIME]), _epoch_ms(trips[c.END_TIME]),
     )
-    inside = joined[c.TRIP_ID].notna().to_numpy() & (joined[c.TS] <= joined[c.END_TIME]).fillna(False).to_numpy()
-    aligned = joined.loc[inside, list(ALIGNED_COLUMNS)].sort_values([c.TRIP_ID, c.TS], kind="mergesort").reset_index(drop=True)
-    outside_rows = np.sort(joined.loc[~inside, "_row"].to_numpy())
-    outside = tacho.iloc[outside_rows].reset_index(drop=True)
+    inside = trip >= 0
+    rows = np.flatnonzero(inside)
+    order = np.lexsort((_epoch_ms(tacho[c.TS])[rows], trip[rows]))
+    rows = rows[order]
+
+    trip_ids = trips[c.TRIP_ID].to_numpy(dtype=object)
+    picked = tacho.iloc[rows]
+    aligned = pd.DataFrame(
+        {
+            c.TRIP_ID: trip_ids[trip[rows]],
+            c.VEHICLE_ID: picked[c.VEHICLE_ID].to_numpy(dtype=object),
+            c.TS: pd.to_datetime(picked[c.TS], utc=True).astype(_MS).to_numpy(),
+            c.SPEED_KMH: pd.to_numeric(picked[c.SPEED_KMH], errors="coerce").to_numpy(dtype=np.float64),
+            c.ENGINE_RPM: pd.to_numeric(picked[c.ENGINE_RPM], errors="coerce").to_numpy(dtype=np.float64),
+            c.FUEL_ML: pd.to_numeric(picked[c.FUEL_ML], errors="coerce").to_numpy(dtype=np.float64),
+        }
+    )
+    aligned[c.TS] = aligned[c.TS].astype(_MS)
+    outside = tacho.iloc[np.flatnonzero(~inside)].reset_index(drop=True)
     return aligned, outside
+
+
+def assign_trips(
+    vehicle_codes: np.ndarray,
+    ts_ms: np.ndarray,
+    trip_vehicle_codes: np.ndarray,
+    trip_start_ms: np.ndarray,
+    trip_end_ms: np.ndarray,
+) -> np.ndarray:
+    """Return, per record, the row of its trip in the trip arrays, or -1 (the as-of rule).
+
+    Parameters
+    ----------
+    vehicle_codes
+        Integer vehicle code per record; -1 for a vehicle without trips.
+    ts_ms
+        Record time, epoch milliseconds (float; NaN never matches).
+    trip_vehicle_codes, trip_start_ms, trip_end_ms
+        Per trip: vehicle code, start and end in epoch milliseconds (NaN start never matches).
+
+    Notes
+    -----
+    Cost is a sort of the trips and one binary search per record.
+    """
+    n_records = len(ts_ms)
+    out = np.full(n_records, -1, dtype=np.int64)
+    usable_trip = (trip_vehicle_codes >= 0) & np.isfinite(trip_start_ms)
+    if n_records == 0 or not usable_trip.any():
+        return out
+    trip_rows = np.flatnonzero(usable_trip)
+    origin = float(min(np.nanmin(trip_start_ms[trip_rows]), np.nanmin(ts_ms) if np.isfinite(ts_ms).any() else np.inf))
+
+    trip_key = _combined_key(trip_vehicle_codes[trip_rows], trip_start_ms[trip_rows], origin)
+    order = np.lexsort((trip_rows, trip_key))  # equal starts keep trip order, so the last one wins
+    trip_rows, trip_key = trip_rows[order], trip_key[order]
+
+    usable = (vehicle_codes >= 0) & np.isfinite(ts_ms)
+    record_key = _combined_key(np.where(usable, vehicle_codes, 0), np.where(usable, ts_ms, origin), origin)
+    position = np.searchsorted(trip_key, record_key, side="right") - 1
+    candidate = trip_rows[np.maximum(position, 0)]
+    same_vehicle = (position >= 0) & (trip_vehicle_codes[candidate] == vehicle_codes)
+    with np.errstate(invalid="ignore"):
+        before_end = ts_ms <= trip_end_ms[candidate]
+    match = usable & same_vehicle & before_end
+    out[match] = candidate[match]
+    return out
+
+
+def encode_vehicles(record_vehicles: np.ndarray, trip_vehicles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return integer codes for the vehicle ids of records and of trips, from one shared table.
+
+    A record whose vehicle has no trip gets -1.
+    """
+    codes, uniques = pd.factorize(trip_vehicles)
+    index = pd.Index(uniques)
+    return index.get_indexer(record_vehicles).astype(np.int64), codes.astype(np.int64)
+
+
+def _combined_key(vehicle_codes: np.ndarray, times_ms: np.ndarray, origin_ms: float) -> np.ndarray:
+    offset = np.clip(np.floor(times_ms - origin_ms), 0, (1 << _TIME_BITS) - 1).astype(np.int64)
+    return (vehicle_codes.astype(np.int64) << _TIME_BITS) | offset
+
+
+def _epoch_ms(series: pd.Series) -> np.ndarray:
+    values = pd.to_datetime(series, utc=True)
+    out = values.astype(_MS).to_numpy(dtype="datetime64[ms]").astype(np.int64).astype(np.float64)
+    out[values.isna().to_numpy()] = np.nan
+    return out
 
 
 def _with_optional_columns(tacho: pd.DataFrame) -> pd.DataFrame:

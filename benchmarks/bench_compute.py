@@ -1,0 +1,251 @@
+"""Benchmark of the compute phase against a pyarrow read floor and a DuckDB-spatial comparison.
+
+For each day size the script prepares a sample day once (generate, fetch, validate; cached in
+``--bench-dir``), then for each worker count and run:
+
+* floor: read and decode the columns the compute phase reads (validated trajectories and
+  tachograph) with pyarrow alone, in as many processes as workers;
+* compute: ``compute.phases.compute`` on a fresh LocalCluster (cluster start timed apart);
+* duckdb: segments, area containment, nearest link within the search distance and per-trip sums
+  in DuckDB with the spatial extension, with as many threads as workers.
+
+It prints medians over ``--runs`` runs: wall and CPU seconds per stage, peak worker memory,
+vertices per second per core, and ratios to the floor. Never run by the tests.
+
+Example::
+
+    .venv/bin/python benchmarks/bench_compute.py --sizes 10k,100k --workers 1,2 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import json
+import os
+import resource
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+for _name, _value in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "AWS_EC2_METADATA_DISABLED": "true",
+                      "NO_GCE_CHECK": "True", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}.items():
+    os.environ.setdefault(_name, _value)
+
+import pyarrow.parquet as pq  # noqa: E402 - the environment above must be set first
+
+from compute import columns as c  # noqa: E402 - the environment above must be set first
+from compute import phases, segments  # noqa: E402 - the environment above must be set first
+from compute.cluster import open_cluster  # noqa: E402 - the environment above must be set first
+from compute.sample import SampleSpec, write_sample_day  # noqa: E402 - the environment above must be set first
+from compute.settings import Settings, load_settings  # noqa: E402 - the environment above must be set first
+from compute.storage import Store  # noqa: E402 - the environment above must be set first
+
+RUN_DATE = dt.date(2026, 12, 1)
+SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
+TACHO_COLUMNS = (c.VEHICLE_ID, c.TS, c.SPEED_KMH, c.FUEL_ML)
+LINK_MAX_DISTANCE_M = 25.0
+
+
+def main() -> None:
+    args = _parse()
+    bench_dir = Path(args.bench_dir)
+    rows: list[dict[str, Any]] = []
+    for size in args.sizes.split(","):
+        settings = _prepare(bench_dir, size.strip().lower(), args.memory_limit)
+        for workers in [int(w) for w in args.workers.split(",")]:
+            runs = [_measure(settings, workers, with_duckdb=not args.no_duckdb) for _ in range(args.runs)]
+            row = _median_row(size, workers, runs)
+            rows.append(row)
+            print(json.dumps(row, sort_keys=True), flush=True)
+    _print_table(rows)
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Benchmark the compute phase on sample days.")
+    parser.add_argument("--sizes", default="10k,100k", help="Day sizes in trips: 10k, 100k, 1m (comma-separated).")
+    parser.add_argument("--workers", default="1,2", help="Worker counts of the LocalCluster (comma-separated).")
+    parser.add_argument("--runs", type=int, default=3, help="Runs per size and worker count; medians are printed.")
+    parser.add_argument("--memory-limit", default="8GiB", help="Memory limit per worker (Dask size string).")
+    parser.add_argument("--no-duckdb", action="store_true", help="Skip the DuckDB-spatial comparison.")
+    parser.add_argument("--bench-dir", default=os.environ.get("LMCO2_BENCH_DIR", "/tmp/lmco2-bench"),
+                        help="Folder for the generated days (reused between runs); outside the repository.")
+    return parser.parse_args()
+
+
+# -- data --------------------------------------------------------------------------------------
+
+
+def _prepare(bench_dir: Path, size: str, memory_limit: str) -> Settings:
+    """Generate, fetch and validate a sample day once; later calls reuse it."""
+    trips = SIZES[size]
+    settings = load_settings("local", environ={}, overrides={"data_dir": str(bench_dir / size), "cluster": {"memory_limit": memory_limit}})
+    run = phases.DailyRun.create(settings, RUN_DATE)
+    temp = Store(settings.url("temp", RUN_DATE))
+    if run.completed("validate") is not None or (temp.list("validated/trajectories") and temp.list("validated/tachometer")):
+        return settings
+    started = time.perf_counter()
+    spec = SampleSpec(trips=trips, vertices_per_trip=300, grid_cells=120, trips_per_file=2_500)
+    write_sample_day(Store(settings.url("input", RUN_DATE)), RUN_DATE, spec)
+    phases.fetch(run)
+    with open_cluster(settings.cluster) as client:
+        phases.validate(run, client)
+    print(json.dumps({"prepared": size, "seconds": round(time.perf_counter() - started, 1)}), flush=True)
+    return settings
+
+
+# -- measurements ------------------------------------------------------------------------------
+
+
+def _measure(settings: Settings, workers: int, *, with_duckdb: bool) -> dict[str, Any]:
+    temp = Store(settings.url("temp", RUN_DATE))
+    out: dict[str, Any] = {}
+    out.update(_floor(temp, workers))
+
+    cluster_settings = settings.cluster.model_copy(update={"n_workers": workers, "threads_per_worker": 1})
+    run_settings = settings.model_copy(update={"cluster": cluster_settings})
+    run = phases.DailyRun.create(run_settings, RUN_DATE, force=True)
+    started = time.perf_counter()
+    with open_cluster(cluster_settings) as client:
+        out["cluster_start_wall"] = time.perf_counter() - started
+        result = phases.compute(run, client)
+    counts = result.counts
+    out["compute_wall"] = result.seconds
+    out["end_to_end_wall"] = time.perf_counter() - started
+    out["vertices"] = counts["segments"] + counts["trips"]
+    out["tacho_rows"] = counts["tachometer"]["rows"]
+    out["pieces"] = counts["pieces"]
+    out["worker_peak_rss_gib"] = counts["worker_peak_rss_bytes"] / 2**30
+    stage_cpu = {k: v for k, v in counts["stage_seconds"].items() if k.endswith("_cpu")}
+    out["compute_cpu"] = sum(stage_cpu.values())
+    out.update({f"stage_{k}": v for k, v in counts["stage_seconds"].items()})
+    if with_duckdb:
+        out.update(_duckdb(temp, workers))
+    return out
+
+
+def _floor(temp: Store, workers: int) -> dict[str, float]:
+    """Read and decode the compute phase's input columns with pyarrow alone, in ``workers`` processes."""
+    jobs = [(temp.path(name), list(segments.INPUT_COLUMNS)) for name in temp.list("validated/trajectories") if name.endswith(".parquet")]
+    jobs += [(temp.path(name), list(TACHO_COLUMNS)) for name in temp.list("validated/tachometer") if name.endswith(".parquet")]
+    started = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+        pool.submit(_cpu_seconds).result()  # start the processes before timing the reads
+        started = time.perf_counter()
+        cpu = sum(pool.map(_read_columns, jobs))
+    return {"floor_wall": time.perf_counter() - started, "floor_cpu": cpu}
+
+
+def _read_columns(job: tuple[str, list[str]]) -> float:
+    path, columns = job
+    before = _cpu_seconds()
+    parquet = pq.ParquetFile(path)
+    present = [name for name in columns if name in parquet.schema_arrow.names]
+    table = parquet.read(columns=present, use_threads=False)
+    table.combine_chunks()
+    return _cpu_seconds() - before
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _duckdb(temp: Store, workers: int) -> dict[str, float]:
+    """Segments, area containment, nearest link and per-trip sums in DuckDB-spatial."""
+    import duckdb
+
+    extension = Path(duckdb.__file__).parent.parent / "duckdb_ext" / "extensions" / f"v{duckdb.__version__}" / "linux_amd64" / "spatial.duckdb_extension"
+    traj = temp.path("validated/trajectories/*.parquet")
+    geo = temp.path("validated/geo_attributes/*.parquet")
+    con = duckdb.connect()
+    con.execute(f"SET threads = {workers}")
+    con.execute("SET enable_progress_bar = false")
+    con.execute(f"LOAD '{extension}'")
+    before = _cpu_seconds()
+    started = time.perf_counter()
+    con.execute(f"""
+        CREATE TEMP TABLE links AS
+        SELECT feature_id, ST_Transform(g, 'EPSG:4326', 'EPSG:32654', always_xy := true) AS g
+        FROM (SELECT feature_id, ST_GeomFromWKB(geometry) AS g FROM read_parquet('{geo}'))
+        WHERE ST_GeometryType(g) = 'LINESTRING';
+        CREATE TEMP TABLE areas AS
+        SELECT feature_id, area_type, g, ST_Area(ST_Transform(g, 'EPSG:4326', 'EPSG:32654', always_xy := true)) AS size_m2
+        FROM (SELECT feature_id, area_type, ST_GeomFromWKB(geometry) AS g FROM read_parquet('{geo}'))
+        WHERE ST_GeometryType(g) = 'POLYGON';
+        CREATE TEMP TABLE segs AS
+        WITH v AS (
+            SELECT trip_id, i, ST_X(ST_PointN(g, i::INTEGER)) AS x1, ST_Y(ST_PointN(g, i::INTEGER)) AS y1,
+                   ST_X(ST_PointN(g, (i + 1)::INTEGER)) AS x2, ST_Y(ST_PointN(g, (i + 1)::INTEGER)) AS y2
+            FROM (SELECT trip_id, geometry AS g FROM read_parquet('{traj}')) t,
+                 range(1, ST_NPoints(g)) r(i)
+        )
+        SELECT trip_id, i, ST_Distance_Spheroid(ST_Point(y1, x1), ST_Point(y2, x2)) AS length_m,
+               ST_Point((x1 + x2) / 2, (y1 + y2) / 2) AS mid
+        FROM v;
+    """)
+    segments_done = time.perf_counter()
+    con.execute(f"""
+        CREATE TEMP TABLE area_pick AS
+        SELECT s.trip_id, s.i, arg_min(a.area_type, (a.size_m2, a.feature_id)) AS area_type
+        FROM segs s JOIN areas a ON ST_Within(s.mid, a.g) GROUP BY s.trip_id, s.i;
+        CREATE TEMP TABLE link_pick AS
+        WITH p AS (SELECT trip_id, i, ST_Transform(mid, 'EPSG:4326', 'EPSG:32654', always_xy := true) AS m FROM segs)
+        SELECT p.trip_id, p.i, min(ST_Distance(p.m, l.g)) AS d
+        FROM p JOIN links l ON ST_DWithin(p.m, l.g, {LINK_MAX_DISTANCE_M}) GROUP BY p.trip_id, p.i;
+        CREATE TEMP TABLE per_trip AS
+        SELECT s.trip_id, sum(s.length_m) AS length_m,
+               sum(CASE WHEN l.d IS NOT NULL THEN s.length_m ELSE 0 END) / nullif(sum(s.length_m), 0) AS matched_share,
+               sum(CASE WHEN a.area_type = 'urban' THEN s.length_m ELSE 0 END) / nullif(sum(s.length_m), 0) AS urban_share
+        FROM segs s LEFT JOIN area_pick a USING (trip_id, i) LEFT JOIN link_pick l USING (trip_id, i)
+        GROUP BY s.trip_id;
+    """)
+    n_trips = con.execute("SELECT count(*) FROM per_trip").fetchone()
+    wall = time.perf_counter() - started
+    con.close()
+    return {
+        "duckdb_wall": wall,
+        "duckdb_segments_wall": segments_done - started,
+        "duckdb_cpu": _cpu_seconds() - before,
+        "duckdb_trips": float(n_trips[0]) if n_trips else 0.0,
+    }
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def _median_row(size: str, workers: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = sorted({k for r in runs for k in r})
+    row: dict[str, Any] = {"size": size, "workers": workers, "runs": len(runs)}
+    for key in keys:
+        values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+        if values:
+            row[key] = round(statistics.median(values), 3)
+    row["vertices_per_s_per_core"] = round(row["vertices"] / row["compute_wall"] / workers) if row.get("compute_wall") else None
+    row["compute_to_floor_wall"] = round(row["compute_wall"] / row["floor_wall"], 2)
+    row["compute_to_floor_cpu"] = round(row["compute_cpu"] / row["floor_cpu"], 2)
+    if "duckdb_wall" in row:
+        row["duckdb_to_compute_wall"] = round(row["duckdb_wall"] / row["compute_wall"], 2)
+    return row
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    stages = sorted({k[len("stage_"):-len("_wall")] for r in rows for k in r if k.startswith("stage_") and k.endswith("_wall")})
+    header = ["size", "workers", "floor_wall", "compute_wall", "compute_to_floor_wall", "cluster_start_wall", "duckdb_wall",
+              "compute_cpu", "floor_cpu", "worker_peak_rss_gib", "vertices_per_s_per_core", "pieces"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(str(r.get(h, "")) for h in header) + " |")
+    print()
+    print("| size | workers | " + " | ".join(f"{s} wall / cpu" for s in stages) + " |")
+    print("|" + "---|" * (len(stages) + 2))
+    for r in rows:
+        cells = [f"{r.get(f'stage_{s}_wall', '')} / {r.get(f'stage_{s}_cpu', '')}" for s in stages]
+        print(f"| {r['size']} | {r['workers']} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
