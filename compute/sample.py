@@ -305,9 +305,14 @@ def _tachometer(
     trip_of = np.repeat(np.arange(chosen.size), seconds)
     offset = np.arange(seconds.sum()) - np.repeat(np.cumsum(seconds) - seconds, seconds)
     ts = np.repeat(t_ms[chosen, 0], seconds) + offset * 1000
-    # Segment index of every second: position of ts among the trip's vertex times.
+    # Segment index of every second: how many of the trip's later vertex times it has passed.
+    # Keys trip * span + seconds keep all trips in one sorted array, so one searchsorted does it
+    # in memory linear in the number of seconds (no seconds x vertices matrix).
     rel = (t_ms[chosen] - t_ms[chosen, :1]) // 1000
-    seg = (rel[trip_of, 1:] <= offset[:, None]).sum(axis=1)
+    span = int(rel.max()) + 2
+    n_later = rel.shape[1] - 1
+    vertex_keys = (np.arange(chosen.size)[:, None] * span + rel[:, 1:]).ravel()
+    seg = np.searchsorted(vertex_keys, trip_of * span + offset, side="right") - trip_of * n_later
     seg = np.minimum(seg, seg_speed.shape[1] - 1)
     speed = seg_speed[trip_of, seg] * 3.6
     speed = np.clip(speed + rng.normal(0.0, 1.5, speed.shape) * (speed > 0), 0.0, None)
