@@ -13,8 +13,9 @@ import datetime as dt
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,15 +24,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from distributed import Client
 
-from compute import columns as c
 from compute import charts, contract, pipeline, plausibility, spatial, transfer
+from compute import columns as c
 from compute.settings import Settings, parse_run_date
 from compute.storage import (
     MANIFEST_NAME,
     Manifest,
     ObjectRecord,
-    Store,
     StorageError,
+    Store,
     manifest_of,
     read_phase_marker,
     write_phase_marker,
@@ -101,6 +102,12 @@ def skipped(run: DailyRun, phase: str) -> PhaseResult:
         raise RuntimeError(f"phase {phase!r} has no completion marker for {run.day}; run it instead of skipping it")
     run.on_event("phase_skipped", {"phase": phase, "run_date": run.day})
     return PhaseResult(phase, True, 0.0, done)
+
+
+def _deadline(run: DailyRun) -> Callable[[], float]:
+    """Seconds left of the phase's client-side deadline (``cluster.compute_timeout_s``), at least 1."""
+    end = time.monotonic() + run.settings.cluster.compute_timeout_s
+    return lambda: max(1.0, end - time.monotonic())
 
 
 def run_phase(run: DailyRun, phase: str, body: Callable[[], Manifest]) -> PhaseResult:
@@ -187,6 +194,7 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
     """
 
     def body() -> Manifest:
+        time_left = _deadline(run)
         raw, temp = run.store("raw"), run.store("temp")
         temp.remove(pipeline.VALIDATED)
         temp.remove(pipeline.REJECTS)
@@ -224,14 +232,13 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
             target = pipeline.target_rows_for(store, dataset, n_workers=n_workers, rows_per_piece_max=bounds[1], rows_per_piece_min=bounds[0])
             pieces = pipeline.plan_pieces(store, dataset, target_rows=target)
             n = len(pieces)
-            keys = pipeline.gather(client, client.map(pipeline.collect_keys, [raw_ref] * n, pieces, [csettings] * n, pure=False))
             context = contract.ValidationContext(
-                settings=csettings, known_vehicle_ids=known, duplicated_keys={dataset: contract.find_duplicate_keys(dataset, keys)}
+                settings=csettings, known_vehicle_ids=known, duplicated_keys={dataset: pipeline.duplicate_keys(client, raw_ref, pieces, csettings, time_left())}
             )
             context_future = pipeline.scatter_broadcast(client, context)
             for part in pipeline.gather(client, client.map(
                 pipeline.validate_piece, [raw_ref] * n, [temp_ref] * n, pieces, [csettings] * n, [context_future] * n, pure=False,
-            )):
+            ), timeout_s=time_left()):
                 summary.add(part)
 
         contract.check_balance(summary)
@@ -303,6 +310,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
     """
 
     def body() -> Manifest:
+        time_left = _deadline(run)
         temp = run.store("temp")
         for folder in (pipeline.SEGMENTS, pipeline.TRIPS, pipeline.BREAKDOWN, pipeline.TACHO_ALIGNED):
             temp.remove(folder)
@@ -321,7 +329,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
         bounds = _PIECE_ROWS["segments"]
         pieces = pipeline.plan_compute_pieces(temp, n_workers=n_workers, vertices_min=bounds[0], vertices_max=bounds[1])
         n = len(pieces)
-        indexes = pipeline.gather(client, client.map(pipeline.trip_index_of_piece, [temp_ref] * n, pieces, pure=False))
+        indexes = pipeline.gather(client, client.map(pipeline.trip_index_of_piece, [temp_ref] * n, pieces, pure=False), timeout_s=time_left())
         trip_index = pipeline.build_trip_index(indexes)
 
         # Stage 2: tachograph records aligned to trips, one sorted file per tachograph file.
@@ -331,7 +339,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
             index_future = pipeline.scatter_broadcast(client, trip_index)
             aligned = pipeline.gather(client, client.map(
                 pipeline.align_tacho_piece, [temp_ref] * len(tacho_files), tacho_files, [index_future] * len(tacho_files), pure=False,
-            ))
+            ), timeout_s=time_left())
         tacho_counts = {key: sum(getattr(r, key) for r in aligned) for key in ("rows", "aligned", "outside_trips")}
         tacho_parts = pipeline.tacho_parts_by_piece(aligned)
 
@@ -341,7 +349,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
         results = pipeline.gather(client, client.map(
             pipeline.compute_piece, [temp_ref] * n, pieces, [tacho_parts.get(p.index, []) for p in pieces],
             *[[s] * n for s in shared], [max_distance_m] * n, [versions] * n, pure=False,
-        ))
+        ), timeout_s=time_left())
 
         methods: dict[str, int] = {}
         stage_seconds: dict[str, float] = {}

@@ -28,6 +28,7 @@ import io
 import itertools
 import json
 import math
+import operator
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
-from distributed import Client
+from distributed import Client, wait
 
 from compute import columns as c
 from compute import contract, metrics, segments, spatial, tachograph
@@ -235,6 +236,59 @@ def collect_keys(raw: StoreRef, piece: Piece, settings: contract.ContractSetting
     table = read_piece(raw.open(), piece, settings, columns=None)
     keys = list(contract.KEY_COLUMNS[piece.dataset])
     return contract.row_keys(piece.dataset, table.select(keys).to_pandas())
+
+
+def duplicate_keys(
+    client: Client, raw: StoreRef, pieces: list[Piece], settings: contract.ContractSettings, timeout_s: float | None = None
+) -> np.ndarray:
+    """Keys that occur more than once anywhere in the day, found without gathering every key.
+
+    Pass 1 hashes the keys of each piece into buckets that stay on the workers; one task per
+    bucket finds the hashes seen twice. Pass 2 returns only the keys whose hash repeats, and
+    :func:`contract.find_duplicate_keys` confirms them on the real key text, so a hash collision
+    cannot reject a row. The client holds the repeated keys only, not the day's keys.
+    """
+    if not pieces:
+        return np.array([], dtype=object)
+    dataset = pieces[0].dataset
+    n = len(pieces)
+    n_buckets = max(1, min(n, 64))
+    hashed = client.map(_key_hash_buckets, [raw] * n, pieces, [settings] * n, [n_buckets] * n, pure=False)
+    repeated = [
+        client.submit(_repeated_hashes, *[client.submit(operator.getitem, part, bucket, pure=False) for part in hashed], pure=False)
+        for bucket in range(n_buckets)
+    ]
+    suspects = np.concatenate(gather(client, repeated, timeout_s)) if repeated else np.array([], dtype=np.uint64)
+    del hashed
+    if suspects.size == 0:
+        return np.array([], dtype=object)
+    suspects_future = scatter_broadcast(client, suspects)
+    candidates = gather(client, client.map(_keys_with_hashes, [raw] * n, pieces, [settings] * n, [suspects_future] * n, pure=False), timeout_s)
+    return contract.find_duplicate_keys(dataset, candidates)
+
+
+def _hashed_keys(raw: StoreRef, piece: Piece, settings: contract.ContractSettings) -> tuple[pd.Series, np.ndarray]:
+    keys = collect_keys(raw, piece, settings)
+    keys = keys[keys.notna()]
+    return keys, pd.util.hash_array(keys.astype(str).to_numpy(dtype=object))
+
+
+def _key_hash_buckets(raw: StoreRef, piece: Piece, settings: contract.ContractSettings, n_buckets: int) -> list[np.ndarray]:
+    _, hashes = _hashed_keys(raw, piece, settings)
+    bucket = (hashes % np.uint64(n_buckets)).astype(np.int64)
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.cumsum(np.bincount(bucket, minlength=n_buckets))[:-1]
+    return np.split(hashes[order], bounds)
+
+
+def _repeated_hashes(*parts: np.ndarray) -> np.ndarray:
+    values, counts = np.unique(np.concatenate(parts) if parts else np.array([], dtype=np.uint64), return_counts=True)
+    return values[counts > 1]
+
+
+def _keys_with_hashes(raw: StoreRef, piece: Piece, settings: contract.ContractSettings, suspects: np.ndarray) -> pd.Series:
+    keys, hashes = _hashed_keys(raw, piece, settings)
+    return keys[np.isin(hashes, suspects)]
 
 
 # -- compute -----------------------------------------------------------------------------------
@@ -603,9 +657,25 @@ def _list_at(chunk: pa.ListArray, *, first: bool) -> pa.Array:
 # -- orchestration helpers used by compute.phases ----------------------------------------------
 
 
-def gather(client: Client, futures: Iterable[Any]) -> list[Any]:
-    """Wait for ``futures`` and return their results in order (raises the first task error)."""
-    return list(client.gather(list(futures)))
+def gather(client: Client, futures: Iterable[Any], timeout_s: float | None = None) -> list[Any]:
+    """Wait for ``futures`` and return their results in order (raises the first task error).
+
+    Raises
+    ------
+    TimeoutError
+        If the tasks have not finished after ``timeout_s`` seconds; the tasks are cancelled.
+    """
+    futures = list(futures)
+    if timeout_s is not None:
+        try:
+            wait(futures, timeout=timeout_s)
+        except TimeoutError as error:
+            client.cancel(futures)
+            raise TimeoutError(
+                f"{len(futures)} Dask tasks did not finish within {timeout_s:.0f} s; the cluster is too small for the day "
+                "or a worker is stuck: add workers or raise cluster.compute_timeout_s, then rerun the phase"
+            ) from error
+    return list(client.gather(futures))
 
 
 def scatter_broadcast(client: Client, value: Any) -> Any:
