@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from compute import columns as c
@@ -71,8 +72,11 @@ def _read_day(store: Store, settings: Settings, summary: contract.ValidationSumm
             continue
         frames[dataset] = []
         for name in files:
-            with store.open(name) as handle:
-                table = pq.read_table(handle)
+            try:
+                with store.open(name) as handle:
+                    table = pq.ParquetFile(handle).read()
+            except (pa.ArrowInvalid, OSError) as error:
+                raise contract.file_unreadable(dataset, name, error) from error
             conformed = contract.conform_table(dataset, table, settings.contract)
             frames[dataset].append(contract.to_frame(dataset, conformed))
     return frames

@@ -212,8 +212,11 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
                 summary.mark_absent(dataset)
                 continue
             for name in files:
-                with store.open(name) as handle:
-                    schema = pq.read_schema(handle)
+                try:
+                    with store.open(name) as handle:
+                        schema = pq.read_schema(handle)
+                except (pa.ArrowInvalid, OSError) as error:
+                    raise contract.file_unreadable(dataset, name, error) from error
                 contract.conform_table(dataset, schema.empty_table(), csettings)
 
         # Small datasets on the client: vehicles first, their ids feed the trip and tacho rules.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from compute.contract import messages as _messages  # noqa: F401  (registers ja/en texts)
 from compute.contract.conform import conform_table
-from compute.contract.errors import BalanceError, ContractError
+from compute.contract.errors import BalanceError, ContractError, file_unreadable
 from compute.contract.frames import WKB_UNREADABLE, find_duplicate_keys, row_keys, to_frame
 from compute.contract.reasons import REJECT_COLUMNS, RULE_ORDER, ErrorCode, FlagCode, ReasonCode
 from compute.contract.report import render_report
@@ -68,6 +68,7 @@ __all__ = [
     "check_balance",
     "conform_table",
     "empty_rejects",
+    "file_unreadable",
     "find_duplicate_keys",
     "render_report",
     "row_keys",

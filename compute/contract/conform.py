@@ -62,7 +62,9 @@ def conform_table(dataset: str, table: pa.Table, settings: ContractSettings) -> 
     source_names = {target: source for source, target in mapping.rename.items()}
 
     # Stage 1: names.
+    _check_unique_columns(dataset, table.column_names, "")
     table = _rename_columns(table, mapping)
+    _check_unique_columns(dataset, table.column_names, f"contract.{dataset}.rename")
     _check_required_columns(dataset, table, source_names)
 
     # Stage 2: one canonical column at a time.
@@ -106,12 +108,21 @@ def _rename_columns(table: pa.Table, mapping: ColumnMapping) -> pa.Table:
     return renamed.select(kept).replace_schema_metadata(table.schema.metadata)
 
 
+def _check_unique_columns(dataset: str, names: list[str], after: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            expected = "each column name once" + (f" after {after}" if after else "")
+            raise ContractError(ErrorCode.COLUMN_DUPLICATED, dataset, name, expected, str(names))
+        seen.add(name)
+
+
 def _check_required_columns(dataset: str, table: pa.Table, source_names: dict[str, str]) -> None:
     present = table.column_names
     for spec in COLUMN_SPECS[dataset]:
         if spec.required and spec.name not in present:
             expected = _describe_expected(spec, source_names)
-            raise ContractError(ErrorCode.COLUMN_MISSING, dataset, spec.name, expected, str(present))
+            raise ContractError(ErrorCode.COLUMN_MISSING, dataset, spec.name, expected, _describe_present(spec.name, present))
     if dataset == "trajectories":
         has_vertex_times = c.TIMESTAMPS in present
         has_trip_times = c.START_TIME in present and c.END_TIME in present
@@ -123,6 +134,15 @@ def _check_required_columns(dataset: str, table: pa.Table, source_names: dict[st
                 f"{c.TIMESTAMPS} ({TIMESTAMPS_TYPE}) or {c.START_TIME} and {c.END_TIME} ({TIMESTAMP_TYPE})",
                 str(present),
             )
+
+
+def _describe_present(wanted: str, present: list[str]) -> str:
+    """Return the column list, naming a column that matches ``wanted`` apart from case or spaces."""
+    text = str(present)
+    near = [name for name in present if name.strip().lower() == wanted]
+    if near:
+        text += f"; column {near[0]!r} differs only in case or spaces (names are case-sensitive)"
+    return text
 
 
 def _describe_expected(spec: ColumnSpec, source_names: dict[str, str]) -> str:
@@ -170,10 +190,14 @@ def _cast(dataset: str, spec: ColumnSpec, column: pa.Array, target: pa.DataType,
         return pa.nulls(len(column), target)
     if pa.types.is_boolean(column.type) and not pa.types.is_boolean(target):
         raise _type_error(dataset, spec, column.type, source)
+    source_type = column.type
+    if pa.types.is_floating(source_type):
+        # NaN is read as null: pandas writes a missing number (also in an integer column) as NaN.
+        column = pc.if_else(pc.is_nan(column), pa.scalar(None, source_type), column)
     try:
         return column.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-        raise _type_error(dataset, spec, column.type, source, str(error)) from error
+        raise _type_error(dataset, spec, source_type, source, str(error)) from error
 
 
 def _type_error(dataset: str, spec: ColumnSpec, actual: pa.DataType, source: str, reason: str = "") -> ContractError:
@@ -224,9 +248,21 @@ def _convert_time(dataset: str, spec: ColumnSpec, column: pa.Array, unit: str | 
     raise _type_error(dataset, spec, kind, source, "declare an epoch unit in the mapping for numeric times")
 
 
+# Largest epoch, in milliseconds, that an int64 holds with room to spare (about 146 million years).
+_MAX_ABS_EPOCH_MS = float(2**62)
+
+
 def _epoch_to_timestamp(column: pa.Array, arrow_unit: str) -> pa.Array:
+    """Return epochs as timestamps; NaN, infinite and out-of-range epochs become null.
+
+    The row rules then reject those rows (``key_missing`` for a tachometer ``ts``,
+    ``timestamp_count_mismatch`` for a null vertex time, ``time_missing`` for a trip time).
+    """
     per_ms = {"s": 1e-3, "ms": 1.0, "us": 1e3, "ns": 1e6}[arrow_unit]
-    as_ms = pc.round(pc.divide(column.cast(pa.float64()), pa.scalar(per_ms)))
+    # safe=False: int64 epochs above 2**53 (every epoch in ns) lose sub-millisecond digits only.
+    as_ms = pc.round(pc.divide(column.cast(pa.float64(), safe=False), pa.scalar(per_ms)))
+    representable = pc.less_equal(pc.abs(as_ms), pa.scalar(_MAX_ABS_EPOCH_MS))
+    as_ms = pc.if_else(representable, as_ms, pa.scalar(None, pa.float64()))
     return as_ms.cast(pa.int64()).cast(TIMESTAMP_TYPE)
 
 
@@ -257,7 +293,12 @@ def _convert_time_list(
         column = column.cast(pa.list_(kind.value_type))
 
     # Convert the flat values once, then put the list offsets and nulls back.
-    values = _convert_time(dataset, spec, column.values, unit, time_zone, source)
+    try:
+        values = _convert_time(dataset, spec, column.values, unit, time_zone, source)
+    except ContractError as error:
+        # Report the list type of the column, not the type of its items.
+        error_text = error.actual.replace(str(column.type.value_type), str(kind), 1)
+        raise ContractError(error.code, dataset, spec.name, error.expected, error_text) from error
     offsets = column.offsets
     if column.null_count:
         mask = column.is_null()

@@ -61,3 +61,23 @@ class ContractError(ValueError):
 
 class BalanceError(RuntimeError):
     """Rows were lost or counted twice: rows in differ from rows accepted plus rows rejected."""
+
+
+def file_unreadable(dataset: str, path: str, error: Exception) -> ContractError:
+    """Return the dataset-level error for a file of ``dataset`` that is not readable Parquet.
+
+    Readers call this when ``pyarrow.parquet`` fails on a file footer or body (truncated upload,
+    a text file named ``*.parquet``), so the run stops with the file's name in place of an Arrow
+    traceback.
+
+    Parameters
+    ----------
+    dataset : str
+        Dataset whose folder holds the file.
+    path : str
+        Path of the file, as listed in the day's folder.
+    error : Exception
+        The reader's error; its first line goes into ``actual``.
+    """
+    first_line = (str(error).splitlines() or [type(error).__name__])[0][:200]
+    return ContractError(ErrorCode.FILE_UNREADABLE, dataset, "", "a Parquet file", f"{path}: {first_line}")

@@ -35,10 +35,19 @@ def to_frame(dataset: str, table: pa.Table) -> pd.DataFrame:
 
 
 def decode_geometry(frame: pd.DataFrame) -> pd.DataFrame:
-    """Return ``frame`` with WKB bytes in ``geometry`` decoded; frames with shapely geometry pass as they are."""
+    """Return ``frame`` as a GeoDataFrame (EPSG:4326) with WKB bytes in ``geometry`` decoded.
+
+    A GeoDataFrame without WKB bytes is returned as it is. A frame with no rows, or with only
+    nulls or shapely objects in ``geometry``, becomes a GeoDataFrame without decoding, so callers
+    get the ``crs`` and ``geometry`` attributes on every partition.
+    """
     raw = np.asarray(frame[c.GEOMETRY], dtype=object)
     if not any(isinstance(value, (bytes, bytearray)) for value in raw):
-        return frame
+        if isinstance(frame, gpd.GeoDataFrame):
+            return frame
+        frame = frame.copy()
+        frame[c.GEOMETRY] = gpd.GeoSeries(raw, index=frame.index, crs="EPSG:4326")
+        return gpd.GeoDataFrame(frame, geometry=c.GEOMETRY, crs="EPSG:4326")
     geometries = shapely.from_wkb(raw, on_invalid="ignore")
     unreadable = shapely.is_missing(geometries) & pd.notna(raw)
     frame = frame.copy()

@@ -33,11 +33,10 @@ def resolve_source_crs(
     if not (pa.types.is_null(arrow_type) or pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type)):
         raise ContractError(ErrorCode.GEOMETRY_ENCODING_UNSUPPORTED, dataset, "geometry", "WKB (Arrow binary)", str(arrow_type))
 
-    column_meta = _geo_column_metadata(schema, source_column)
+    column_meta, found = _geo_column_metadata(schema, source_column)
     if column_meta is None:
         if mapping.geometry_encoding == "WKB" and mapping.crs is not None:
             return _parse_crs(dataset, mapping.crs)
-        found = "no 'geo' key in the schema metadata" if not _has_geo(schema) else f"no entry for column {source_column!r}"
         raise ContractError(
             ErrorCode.GEO_METADATA_MISSING,
             dataset,
@@ -72,15 +71,21 @@ def _has_geo(schema: pa.Schema) -> bool:
     return bool(schema.metadata) and b"geo" in schema.metadata
 
 
-def _geo_column_metadata(schema: pa.Schema, column: str) -> dict | None:
+def _geo_column_metadata(schema: pa.Schema, column: str) -> tuple[dict | None, str]:
+    """Return the GeoParquet entry of ``column``, or ``None`` and what was found in its place."""
     if not _has_geo(schema):
-        return None
+        return None, "no 'geo' key in the schema metadata"
     try:
         geo = json.loads(schema.metadata[b"geo"])
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    entry = geo.get("columns", {}).get(column)
-    return entry if isinstance(entry, dict) else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return None, f"'geo' metadata that is not valid JSON ({error})"
+    columns = geo.get("columns") if isinstance(geo, dict) else None
+    if not isinstance(columns, dict):
+        return None, f"'geo' metadata without a 'columns' object: {schema.metadata[b'geo'][:120]!r}"
+    entry = columns.get(column)
+    if not isinstance(entry, dict):
+        return None, f"no entry for column {column!r} in 'geo' columns {sorted(columns)[:10]}"
+    return entry, ""
 
 
 def _parse_crs(dataset: str, value: object) -> pyproj.CRS:

@@ -90,6 +90,12 @@ _REASONS: dict[str, tuple[str, str, str, str]] = {
         "頂点ごとに 1 つずつ timestamps を出力してください。",
         "Write exactly one timestamp per vertex.",
     ),
+    "timestamp_out_of_range": (
+        "時刻が min_time から max_time の範囲の外です (単位や基準時刻の誤りの可能性があります)。",
+        "A time is outside min_time to max_time (often a wrong epoch unit or origin).",
+        "時刻の単位 (秒、ミリ秒、マイクロ秒、ナノ秒) と基準時刻を確認してください。",
+        "Check the unit (s, ms, us, ns) and origin of the times.",
+    ),
     "timestamp_backwards": (
         "時刻が前に戻っています (timestamps が減少、または end_time が start_time より前)。",
         "Time goes backwards (a timestamp decreases, or end_time is before start_time).",
@@ -168,6 +174,18 @@ _ERRORS: dict[str, tuple[str, str, str, str]] = {
         "Dataset {dataset} is missing: expected {expected}, found {actual}.",
         "その日のフォルダに {dataset}/ を Parquet ファイルで置いてください。",
         "Put a {dataset}/ folder of Parquet files in the day's folder.",
+    ),
+    "file_unreadable": (
+        "データセット {dataset} のファイルを Parquet として読めません (想定: {expected}、実際: {actual})。",
+        "A file of dataset {dataset} cannot be read as Parquet: expected {expected}, found {actual}.",
+        "ファイルを送り直すか、Parquet 以外のファイルは拡張子を .parquet にしないでください。",
+        "Send the file again, or do not name files that are not Parquet with the .parquet extension.",
+    ),
+    "column_duplicated": (
+        "データセット {dataset} の列 {column} が複数あります (想定: {expected}、実際の列: {actual})。",
+        "Dataset {dataset} has column {column} more than once: expected {expected}, found columns {actual}.",
+        "列名を一意にし、設定 contract.{dataset}.rename で 2 つの列を同じ名前に対応付けないでください。",
+        "Make the column names unique, and do not map two columns to the same name in the setting contract.{dataset}.rename.",
     ),
     "column_missing": (
         "データセット {dataset} に必須の列 {column} がありません (想定: {expected}、実際の列: {actual})。",

@@ -31,6 +31,7 @@ class ReasonCode(str, Enum):
     COORDINATE_NULL_ISLAND = "coordinate_null_island"
     TIME_MISSING = "time_missing"
     TIMESTAMP_COUNT_MISMATCH = "timestamp_count_mismatch"
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     TIMESTAMP_BACKWARDS = "timestamp_backwards"
     SPEED_IMPLAUSIBLE = "speed_implausible"
     VALUE_NEGATIVE = "value_negative"
@@ -53,7 +54,9 @@ class ErrorCode(str, Enum):
     """Why a whole dataset failed before any compute."""
 
     DATASET_MISSING = "dataset_missing"
+    FILE_UNREADABLE = "file_unreadable"
     COLUMN_MISSING = "column_missing"
+    COLUMN_DUPLICATED = "column_duplicated"
     TYPE_MISMATCH = "type_mismatch"
     GEO_METADATA_MISSING = "geo_metadata_missing"
     GEOMETRY_ENCODING_UNSUPPORTED = "geometry_encoding_unsupported"
@@ -80,6 +83,7 @@ RULE_ORDER: dict[str, tuple[ReasonCode, ...]] = {
         ReasonCode.COORDINATE_NULL_ISLAND,
         ReasonCode.TIME_MISSING,
         ReasonCode.TIMESTAMP_COUNT_MISMATCH,
+        ReasonCode.TIMESTAMP_OUT_OF_RANGE,
         ReasonCode.TIMESTAMP_BACKWARDS,
         ReasonCode.SPEED_IMPLAUSIBLE,
         ReasonCode.VALUE_NEGATIVE,
@@ -98,6 +102,7 @@ RULE_ORDER: dict[str, tuple[ReasonCode, ...]] = {
         ReasonCode.KEY_MISSING,
         ReasonCode.KEY_DUPLICATED,
         ReasonCode.VEHICLE_NOT_IN_MASTER,
+        ReasonCode.TIMESTAMP_OUT_OF_RANGE,
         ReasonCode.VALUE_MISSING,
         ReasonCode.VALUE_NEGATIVE,
         ReasonCode.SPEED_IMPLAUSIBLE,

@@ -36,8 +36,8 @@ def check_geometry(dataset: str, frame: pd.DataFrame, geometries: np.ndarray, st
 
     Rules in order: missing, unreadable WKB, wrong type, empty, single point, then invalid. A
     one-vertex LineString WKB cannot be decoded and counts as single point, like a line whose
-    vertices are all the same point. Invalid lines are rejected. Invalid polygons are repaired
-    and flagged, unless no area is left. Last come coordinates out of range and at (0, 0).
+    vertices are all the same point. Invalid lines, and any geometry with an infinite Z, are
+    rejected. Invalid polygons are repaired and flagged, unless no area is left. Last come coordinates out of range and at (0, 0).
     """
     missing = shapely.is_missing(geometries)
     raw = frame[WKB_UNREADABLE].to_numpy(dtype=object) if WKB_UNREADABLE in frame else np.full(len(frame), None, dtype=object)
@@ -85,10 +85,37 @@ def check_geometry(dataset: str, frame: pd.DataFrame, geometries: np.ndarray, st
         value=geometries,
         detail=lambda hit: [shapely.is_valid_reason(geometries[i]) for i in hit],
     )
+    _reject_infinite_elevation(geometries, state)
     geometries = _repair_polygons(geometries, state.open & ~is_line & ~valid, state)
 
     _check_coordinates(geometries, state)
     return geometries
+
+
+def _reject_infinite_elevation(geometries: np.ndarray, state: RuleState) -> None:
+    """Reject geometries with an infinite Z; a NaN Z stays, as an unknown elevation of that vertex.
+
+    GEOS validity looks at x and y only, so an infinite elevation would pass it and turn into an
+    infinite road gradient later.
+    """
+    candidates = objects_where(state.open & shapely.has_z(geometries), geometries)
+    coords, owner = shapely.get_coordinates(candidates, include_z=True, return_index=True)
+    if coords.size == 0:
+        return
+    bad = np.isinf(coords[:, 2])
+    if not bad.any():
+        return
+    rows, first = np.unique(owner[bad], return_index=True)
+    positions = np.flatnonzero(bad)[first]
+    starts = np.searchsorted(owner, rows)
+    value = np.full(geometries.size, None, dtype=object)
+    detail = np.full(geometries.size, None, dtype=object)
+    for row, position, start in zip(rows, positions, starts, strict=True):
+        value[row] = f"z = {coords[position, 2]}"
+        detail[row] = f"vertex {position - start}: elevation is infinite"
+    mask = np.zeros(geometries.size, dtype=bool)
+    mask[rows] = True
+    state.reject(ReasonCode.GEOMETRY_INVALID, mask, value=value, detail=detail)
 
 
 def _is_short_linestring(raw: object) -> bool:

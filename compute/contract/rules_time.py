@@ -42,7 +42,9 @@ def _is_null_item(value: object) -> bool:
     return bool(isinstance(value, float) and np.isnan(value))
 
 
-def check_times(frame: pd.DataFrame, geometries: np.ndarray, state: RuleState) -> tuple[pa.ListArray, np.ndarray]:
+def check_times(
+    frame: pd.DataFrame, geometries: np.ndarray, thresholds: ContractThresholds, state: RuleState
+) -> tuple[pa.ListArray, np.ndarray]:
     """Apply the time rules and return the timestamps (int64 ms) and which rows have them."""
     n_rows = len(frame)
     times = timestamps_as_int_ms(frame[c.TIMESTAMPS]) if c.TIMESTAMPS in frame else pa.nulls(n_rows, pa.list_(pa.int64()))
@@ -67,6 +69,8 @@ def check_times(frame: pd.DataFrame, geometries: np.ndarray, state: RuleState) -
         detail=lambda hit: [f"{n_vertices[i]} vertices" + ("; a timestamp is null" if null_inside[i] else "") for i in hit],
     )
 
+    _check_time_window(times, has_times, start, end, thresholds, state)
+
     backwards, where = _first_decrease(times, n_rows)
     flat = _flat_values(times)
     state.reject(
@@ -85,6 +89,46 @@ def check_times(frame: pd.DataFrame, geometries: np.ndarray, state: RuleState) -
         detail=lambda hit: ["end_time is before start_time"] * len(hit),
     )
     return times, has_times
+
+
+def _check_time_window(
+    times: pa.ListArray, has_times: np.ndarray, start: pd.Series, end: pd.Series, thresholds: ContractThresholds, state: RuleState
+) -> None:
+    """Reject trips with a vertex time, or a trip time, outside ``min_time`` to ``max_time``."""
+    earliest_ms, latest_ms = thresholds.time_window_ms()
+    n_rows = len(times)
+    flat = _flat_values(times)
+    owner = np.repeat(np.arange(n_rows), np.diff(_offsets(times))) if n_rows else np.zeros(0, dtype=np.int64)
+    # Null vertex times were filled with the int64 minimum; their rows already failed the count rule.
+    outside = (flat < earliest_ms) | (flat > latest_ms)
+    first = np.full(n_rows, -1, dtype=np.int64)
+    rows, positions = np.unique(owner[outside], return_index=True)
+    first[rows] = np.flatnonzero(outside)[positions]
+    vertex_outside = has_times & (first >= 0)
+
+    trip_ms = [_epoch_ms(series) for series in (start, end)]
+    trip_outside = ~has_times & np.logical_or.reduce([(ms < earliest_ms) | (ms > latest_ms) for ms in trip_ms])
+    window = f"min_time {thresholds.min_time.isoformat()}, max_time {thresholds.max_time.isoformat()}"
+    state.reject(
+        ReasonCode.TIMESTAMP_OUT_OF_RANGE,
+        vertex_outside,
+        value=lambda hit: [_iso(flat[first[i]]) for i in hit],
+        detail=lambda hit: [f"vertex {first[i] - _start_offset(times, i)}; {window}" for i in hit],
+    )
+    state.reject(
+        ReasonCode.TIMESTAMP_OUT_OF_RANGE,
+        trip_outside,
+        value=lambda hit: [f"start_time={start.iloc[i]}, end_time={end.iloc[i]}" for i in hit],
+        detail=lambda hit: [window] * len(hit),
+    )
+
+
+def _epoch_ms(times: pd.Series) -> np.ndarray:
+    """Return times as float epoch milliseconds, NaN where null (NaN compares false, so nulls pass)."""
+    values = pd.to_datetime(times, utc=True).to_numpy(dtype="datetime64[ms]")
+    ms = values.astype(np.int64).astype(float)
+    ms[np.isnat(values)] = np.nan
+    return ms
 
 
 def _flat_values(times: pa.ListArray) -> np.ndarray:

@@ -14,6 +14,7 @@ named, typed or projected differently be read without code changes, for example:
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
 
 import pyproj
@@ -106,8 +107,31 @@ class ContractThresholds(_Section):
     max_speed_limit_kmh: float = Field(default=200.0, gt=0, description="Highest plausible posted speed limit.")
     max_abs_gradient_pct: float = Field(default=40.0, gt=0, description="Highest plausible absolute road gradient.")
     max_load_kg: float = Field(default=60000.0, gt=0, description="Highest plausible load of one trip.")
+    min_time: dt.datetime = Field(
+        default=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+        description="Earliest plausible time of a vertex or tachometer record (a time without zone is UTC).",
+    )
+    max_time: dt.datetime = Field(
+        default=dt.datetime(2100, 1, 1, tzinfo=dt.UTC),
+        description="Latest plausible time of a vertex or tachometer record (a time without zone is UTC).",
+    )
     min_model_year: int = Field(default=1950, description="Oldest plausible model year.")
     max_model_year: int = Field(default=2100, description="Newest plausible model year.")
+
+    @field_validator("min_time", "max_time")
+    @classmethod
+    def _naive_time_is_utc(cls, value: dt.datetime) -> dt.datetime:
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+    @model_validator(mode="after")
+    def _time_window_ordered(self) -> ContractThresholds:
+        if self.min_time >= self.max_time:
+            raise ValueError(f"thresholds.min_time {self.min_time} is not before max_time {self.max_time}")
+        return self
+
+    def time_window_ms(self) -> tuple[int, int]:
+        """Return ``(min_time, max_time)`` as epoch milliseconds."""
+        return int(self.min_time.timestamp() * 1000), int(self.max_time.timestamp() * 1000)
 
 
 class ContractSettings(_Section):
@@ -135,6 +159,14 @@ class ContractSettings(_Section):
     @staticmethod
     def _check_mapping(dataset: str, mapping: ColumnMapping) -> None:
         specs = {spec.name: spec for spec in COLUMN_SPECS[dataset]}
+        sources_of: dict[str, list[str]] = {}
+        for source, target in mapping.rename.items():
+            sources_of.setdefault(target, []).append(source)
+        for target, sources in sources_of.items():
+            if len(sources) > 1:
+                raise ValueError(
+                    f"contract.{dataset}.rename maps {sorted(sources)} to the same column {target!r}; map one source column to it"
+                )
         for source, target in mapping.rename.items():
             if target not in specs:
                 raise ValueError(

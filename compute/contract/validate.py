@@ -157,7 +157,7 @@ def _check_trajectories(
 
     geometries = np.asarray(frame[c.GEOMETRY], dtype=object)
     geometries = check_geometry("trajectories", frame, geometries, state)
-    times, has_times = check_times(frame, geometries, state)
+    times, has_times = check_times(frame, geometries, thresholds, state)
     check_speeds(frame, geometries, times, has_times, thresholds, state)
 
     load_kg = _numbers(frame, c.LOAD_KG)
@@ -220,6 +220,7 @@ def _check_tachometer(frame: pd.DataFrame, context: ValidationContext, threshold
     speed = _numbers(frame, c.SPEED_KMH)
     rpm = _numbers(frame, c.ENGINE_RPM)
     fuel_ml = _numbers(frame, c.FUEL_ML)
+    _check_record_times(frame, thresholds, state)
     state.reject(ReasonCode.VALUE_MISSING, np.isnan(speed), value=lambda hit: ["speed_kmh"] * len(hit))
     state.reject(ReasonCode.VALUE_NEGATIVE, speed < 0, value=speed, detail=_same(c.SPEED_KMH))
     state.reject(ReasonCode.VALUE_NEGATIVE, rpm < 0, value=rpm, detail=_same(c.ENGINE_RPM))
@@ -245,6 +246,20 @@ def _check_tachometer(frame: pd.DataFrame, context: ValidationContext, threshold
         detail=lambda hit: [
             f"{rate_l_per_h[i]:.0f} l/h over {interval_s[i]:.1f} s, limit {thresholds.max_fuel_rate_l_per_h:g} l/h" for i in hit
         ],
+    )
+
+
+def _check_record_times(frame: pd.DataFrame, thresholds: ContractThresholds, state: RuleState) -> None:
+    earliest_ms, latest_ms = thresholds.time_window_ms()
+    ts = pd.to_datetime(frame[c.TS], utc=True).to_numpy(dtype="datetime64[ms]")
+    ts_ms = ts.astype(np.int64)
+    outside = ~np.isnat(ts) & ((ts_ms < earliest_ms) | (ts_ms > latest_ms))
+    window = f"min_time {thresholds.min_time.isoformat()}, max_time {thresholds.max_time.isoformat()}"
+    state.reject(
+        ReasonCode.TIMESTAMP_OUT_OF_RANGE,
+        outside,
+        value=lambda hit: [str(ts[i]) + "Z" for i in hit],
+        detail=_same(window),
     )
 
 

@@ -268,6 +268,7 @@ TACHOMETER_CASES = [
     ("null time", {"s": None, "speed": 5.0}, ReasonCode.KEY_MISSING, None),
     ("duplicated record", {"s": 1, "speed": 5.0}, ReasonCode.KEY_DUPLICATED, "V1@"),
     ("vehicle not in master", {"vehicle_id": "V404", "s": 5, "speed": 5.0}, ReasonCode.VEHICLE_NOT_IN_MASTER, "V404"),
+    ("time before min_time", {"s": -1_000_000_000, "speed": 5.0}, ReasonCode.TIMESTAMP_OUT_OF_RANGE, "1994-"),
     ("null speed", {"s": 5, "speed": None}, ReasonCode.VALUE_MISSING, "speed_kmh"),
     ("negative speed", {"s": 5, "speed": -4.0}, ReasonCode.VALUE_NEGATIVE, "-4"),
     ("speed above limit", {"s": 5, "speed": 250.0}, ReasonCode.SPEED_IMPLAUSIBLE, "250"),
