@@ -85,14 +85,14 @@ output "secret_ids" {
 output "flow_environment" {
   description = "Environment variables that point the gke profile at these resources. Set them in the deployment's job_variables.env (docs/deploy.md). LMCO2_CREDENTIALS__AWS_SECRET names the secret, not its value."
   value = {
-    LMCO2_STORAGE__INPUT       = "s3://${var.client_s3.input_bucket}/${var.client_s3.input_prefix}{yyyymmdd}/"
-    LMCO2_STORAGE__RAW         = "${google_storage_bucket.main.url}/raw/{yyyymmdd}/"
-    LMCO2_STORAGE__TEMP        = "${google_storage_bucket.main.url}/temp/{yyyymmdd}/"
-    LMCO2_STORAGE__PROCESSED   = "${google_storage_bucket.main.url}/processed/{yyyymmdd}/"
-    LMCO2_STORAGE__OUTPUT      = "s3://${var.client_s3.output_bucket}/${var.client_s3.output_prefix}{yyyymmdd}/"
-    LMCO2_TRANSFER__PROJECT_ID = var.project_id
-    LMCO2_TRANSFER__JOB_NAME   = var.create_transfer_job ? google_storage_transfer_job.main[0].name : ""
-    LMCO2_CREDENTIALS__AWS_SECRET          = google_secret_manager_secret.main["aws_flow_credentials"].id
+    LMCO2_STORAGE__INPUT          = "s3://${var.client_s3.input_bucket}/${var.client_s3.input_prefix}{yyyymmdd}/"
+    LMCO2_STORAGE__RAW            = "${google_storage_bucket.main.url}/raw/{yyyymmdd}/"
+    LMCO2_STORAGE__TEMP           = "${google_storage_bucket.main.url}/temp/{yyyymmdd}/"
+    LMCO2_STORAGE__PROCESSED      = "${google_storage_bucket.main.url}/processed/{yyyymmdd}/"
+    LMCO2_STORAGE__OUTPUT         = "s3://${var.client_s3.output_bucket}/${var.client_s3.output_prefix}{yyyymmdd}/"
+    LMCO2_TRANSFER__PROJECT_ID    = var.project_id
+    LMCO2_TRANSFER__JOB_NAME      = var.create_transfer_job ? google_storage_transfer_job.main[0].name : ""
+    LMCO2_CREDENTIALS__AWS_SECRET = google_secret_manager_secret.main["aws_flow_credentials"].id
   }
 }
 
