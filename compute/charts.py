@@ -18,8 +18,8 @@ otherwise, so that no label is drawn as empty boxes.
 from __future__ import annotations
 
 import base64
-import json
 import io
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field

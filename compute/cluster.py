@@ -17,9 +17,10 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import yaml
 from dask.utils import key_split

@@ -89,7 +89,7 @@ def write_sample_day(store: Store, run_date: dt.date, spec: SampleSpec = SampleS
     tacho_vehicles = rng.random(n_vehicles) < spec.tacho_share
     counts["trajectories"] = 0
     counts["tachometer"] = 0
-    day_start_ms = int(dt.datetime.combine(run_date, dt.time(23, 0), dt.timezone.utc).timestamp() * 1000) - 86_400_000
+    day_start_ms = int(dt.datetime.combine(run_date, dt.time(23, 0), dt.UTC).timestamp() * 1000) - 86_400_000
     for part, first in enumerate(range(0, spec.trips, spec.trips_per_file)):
         n = min(spec.trips_per_file, spec.trips - first)
         chunk_rng = np.random.default_rng([spec.seed, part])

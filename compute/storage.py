@@ -21,8 +21,9 @@ import hashlib
 import json
 import posixpath
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -65,7 +66,7 @@ class Manifest:
     objects: list[ObjectRecord] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
-    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -31,6 +31,7 @@ from pydantic import SecretStr
 from compute.logs import register_secret
 from compute.settings import Settings
 
+
 def with_credentials(settings: Settings) -> Settings:
     """Return a copy of ``settings`` whose S3 roots carry the AWS credentials of the run."""
     aws = _aws_credentials(settings)

@@ -21,7 +21,7 @@ def client() -> Client:
 
 
 def _tacho(path: Path, vehicle: str, seconds: list[int]) -> None:
-    start = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
     table = pa.table(
         {
             "vehicle_id": pa.array([vehicle] * len(seconds), pa.string()),

@@ -9,8 +9,8 @@ import pytest
 
 from compute.storage import (
     Manifest,
-    Store,
     StorageError,
+    Store,
     VerificationError,
     copy_tree,
     manifest_of,
@@ -80,7 +80,7 @@ class TestCopyTree:
         failures = {"vehicles/part-0.parquet": 1}
 
         def flaky(store: Store, record: object) -> None:
-            path = getattr(record, "path")
+            path = record.path
             if failures.get(path, 0) > 0:
                 failures[path] -= 1
                 raise OSError("connection reset")
