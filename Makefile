@@ -43,7 +43,7 @@ sample: env
 	$(BIN)/lm-co2 sample --date $(RUN_DATE) --trips $(TRIPS)
 
 run: sample
-	$(BIN)/lm-co2 run --date $(RUN_DATE)
+	$(BIN)/lm-co2 run --date $(RUN_DATE) --force
 
 test: env infra-env
 	$(BIN)/python -m pytest -q

@@ -160,24 +160,74 @@ def breakdown(segments: pd.DataFrame, dimensions: Iterable[str] = DEFAULT_DIMENS
     if unknown:
         raise ValueError(f"unknown breakdown dimensions {unknown}; registered: {sorted(BREAKDOWN_DIMENSIONS)}")
 
-    parts = []
-    for name in dimensions:
-        category = BREAKDOWN_DIMENSIONS[name](segments).astype(object)
-        frame = pd.DataFrame(
-            {
-                c.TRIP_ID: segments[c.TRIP_ID].to_numpy(),
-                c.CATEGORY: category.where(category.notna(), UNMATCHED).to_numpy(),
-                c.DISTANCE_KM: segments[c.LENGTH_M].to_numpy(dtype="float64") / 1000.0,
-                c.CO2_TTW_KG: segments[c.CO2_TTW_KG].to_numpy(dtype="float64"),
-            }
-        )
-        summed = frame.groupby([c.TRIP_ID, c.CATEGORY], sort=True, dropna=False).sum().reset_index()
-        summed.insert(1, c.DIMENSION, name)
-        parts.append(summed)
+    trip_codes, trip_labels = _sorted_codes(segments[c.TRIP_ID])
+    distance_km = segments[c.LENGTH_M].to_numpy(dtype="float64") / 1000.0
+    co2_kg = segments[c.CO2_TTW_KG].to_numpy(dtype="float64")
+    parts = [_sum_by_trip_and_category(name, BREAKDOWN_DIMENSIONS[name](segments), trip_codes, trip_labels, distance_km, co2_kg)
+             for name in dimensions]
     if not parts:
         return _empty_frame(BREAKDOWN_DTYPES)
     result = pd.concat(parts, ignore_index=True)
     return result[list(BREAKDOWN_DTYPES)].astype(BREAKDOWN_DTYPES)
+
+
+def _sum_by_trip_and_category(
+    name: str, category: pd.Series, trip_codes: np.ndarray, trip_labels: np.ndarray, distance_km: np.ndarray, co2_kg: np.ndarray
+) -> pd.DataFrame:
+    """Sum distance and CO2 per observed (trip, category) pair, sorted by trip id then category.
+
+    Groups are integer codes summed with ``np.bincount``. Missing values are skipped, as in
+    ``DataFrame.groupby(...).sum()``, and a missing category is reported as ``"unmatched"``.
+    """
+    category_codes, category_labels = _sorted_codes(_fill_unmatched(category))
+    n_categories = max(len(category_labels), 1)
+    key = trip_codes.astype(np.int64) * n_categories + category_codes
+    groups, group_of_row = np.unique(key, return_inverse=True)
+    distance_sum = np.bincount(group_of_row, weights=np.nan_to_num(distance_km, nan=0.0), minlength=groups.size)
+    co2_sum = np.bincount(group_of_row, weights=np.nan_to_num(co2_kg, nan=0.0), minlength=groups.size)
+    return pd.DataFrame(
+        {
+            c.TRIP_ID: trip_labels[groups // n_categories],
+            c.DIMENSION: name,
+            c.CATEGORY: category_labels[groups % n_categories],
+            c.DISTANCE_KM: distance_sum,
+            c.CO2_TTW_KG: co2_sum,
+        }
+    )
+
+
+def _fill_unmatched(category: pd.Series) -> pd.Series:
+    """Replace missing categories by ``"unmatched"``, on the categories alone when categorical."""
+    if isinstance(category.dtype, pd.CategoricalDtype):
+        if UNMATCHED not in category.cat.categories:
+            category = category.cat.add_categories([UNMATCHED])
+        return category.fillna(UNMATCHED)
+    return category.astype(object).where(category.notna(), UNMATCHED)
+
+
+def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Return integer codes that sort like ``values`` and the value of each code.
+
+    A missing value gets the last code, as ``groupby(sort=True, dropna=False)`` places it.
+    A categorical column is factorised once per category, not once per row.
+
+    NOTE: values are ordered by their ``str`` form. That is the groupby order for the string trip
+    ids and categories of the contract, but not for numeric values (``"10" < "9"``).
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        row_codes = values.cat.codes.to_numpy().astype(np.int64)
+        uniques = values.cat.categories.to_numpy(dtype=object)
+    else:
+        row_codes, uniques_index = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
+        row_codes = row_codes.astype(np.int64)
+        uniques = np.asarray(uniques_index, dtype=object)
+    order = np.argsort(uniques.astype(str), kind="stable") if uniques.size else np.zeros(0, np.int64)
+    rank = np.empty(uniques.size, dtype=np.int64)
+    rank[order] = np.arange(uniques.size)
+    labels = np.empty(uniques.size + 1, dtype=object)
+    labels[:-1] = uniques[order]
+    codes = np.where(row_codes >= 0, rank[np.maximum(row_codes, 0)] if uniques.size else 0, uniques.size)
+    return codes, labels
 
 
 def summarise_t1_t2(trips_out: pd.DataFrame, vehicles: pd.DataFrame) -> pd.DataFrame:

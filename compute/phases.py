@@ -29,6 +29,7 @@ from compute import columns as c
 from compute.settings import Settings, parse_run_date
 from compute.storage import (
     MANIFEST_NAME,
+    DeliveryError,
     Manifest,
     ObjectRecord,
     StorageError,
@@ -139,6 +140,8 @@ def fetch(run: DailyRun, transfer_client: Any = None) -> PhaseResult:
         when omitted.
     """
 
+    _check_input_unchanged(run)
+
     def body() -> Manifest:
         source, destination = run.store("input"), run.store("raw")
         if run.force:
@@ -149,6 +152,22 @@ def fetch(run: DailyRun, transfer_client: Any = None) -> PhaseResult:
         )
 
     return run_phase(run, "fetch", body)
+
+
+def _check_input_unchanged(run: DailyRun) -> None:
+    """Raise if the day was fetched before and its input objects changed since (names or sizes)."""
+    done = run.completed("fetch")
+    if done is None:
+        return
+    fetched = {o.path: o.size for o in done.objects}
+    current = run.store("input").list()
+    if current == fetched:
+        return
+    added = sorted(set(current) - set(fetched))
+    removed = sorted(set(fetched) - set(current))
+    resized = sorted(p for p in set(current) & set(fetched) if current[p] != fetched[p])
+    detail = ", ".join(f"{label} {len(paths)}: {paths[0]}" for label, paths in (("new", added), ("gone", removed), ("resized", resized)) if paths)
+    raise DeliveryError("input_changed", run.store("input").url, run.day, detail)
 
 
 def _transfer_runner(run: DailyRun, client: Any) -> Callable[[], dict[str, Any]] | None:
@@ -455,7 +474,7 @@ def _build_report(run: DailyRun, trips_table: pa.Table | None) -> tuple[charts.R
     thresholds = run.settings.plausibility
     segments = _aggregate_segment_parts(temp)
     geo = _read_columns(temp, f"{pipeline.VALIDATED}/geo_attributes", charts.GEO_REPORT_COLUMNS)
-    vehicles = _read_columns(temp, f"{pipeline.VALIDATED}/vehicles", (c.VEHICLE_ID, c.VEHICLE_CLASS))
+    vehicles = _read_columns(temp, f"{pipeline.VALIDATED}/vehicles", (c.VEHICLE_ID, c.VEHICLE_CLASS, c.FUEL_TYPE))
     rejects = _read_columns(temp, pipeline.REJECTS, (c.DATASET, c.REASON))
     trips = _trip_report_frame(trips_table)
     vehicles_frame = vehicles.to_pandas() if vehicles is not None else pd.DataFrame(columns=[c.VEHICLE_ID, c.VEHICLE_CLASS])

@@ -251,8 +251,12 @@ def _check_intensity(trips: pd.DataFrame, vehicles: pd.DataFrame, settings: Plau
             PlausibilityWarning("trip_too_short", "day", "", {"count": int(short.sum()), "min_km": settings.min_trip_distance_km})
         )
 
+    # The ranges are tank-to-wheel CO2 of combustion vehicles; electric ones have 0 g/km by definition.
+    fuel = trips[c.VEHICLE_ID].map(vehicles.drop_duplicates(c.VEHICLE_ID).set_index(c.VEHICLE_ID)[c.FUEL_TYPE]) if c.FUEL_TYPE in vehicles else None
+    electric = (fuel == "electric").to_numpy(dtype=bool) if fuel is not None else np.zeros(len(trips), dtype=bool)
+
     factor = settings.far_outside_factor
-    for position in np.flatnonzero(~short & np.isfinite(intensity)):
+    for position in np.flatnonzero(~short & ~electric & np.isfinite(intensity)):
         bounds = settings.intensity_ranges_g_per_km.get(str(vehicle_class.iloc[position]))
         if bounds is None:
             continue

@@ -63,6 +63,8 @@ class SampleSpec:
 def write_sample_day(store: Store, run_date: dt.date, spec: SampleSpec = SampleSpec()) -> dict[str, int]:
     """Write all four input datasets of one sample day below ``store`` and return row counts.
 
+    Any earlier files of the four datasets below ``store`` are removed first.
+
     Parameters
     ----------
     store
@@ -73,6 +75,8 @@ def write_sample_day(store: Store, run_date: dt.date, spec: SampleSpec = SampleS
         Sizes; equal specs give identical files.
     """
     rng = np.random.default_rng(spec.seed)
+    for dataset in ("trajectories", "vehicles", "tachometer", "geo_attributes"):
+        store.remove(dataset)  # a smaller day written over a larger one must not keep its extra files
     store.makedirs()
     counts: dict[str, int] = {}
 

@@ -28,6 +28,8 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
+from compute.i18n import message, register
+
 CHUNK_BYTES = 8 * 1024 * 1024
 MANIFEST_NAME = "manifest.json"
 SUCCESS_NAME = "_SUCCESS"
@@ -36,6 +38,38 @@ PHASES_DIR = "_phases"
 
 class StorageError(RuntimeError):
     """A storage operation failed after its retries; the message names the object and the fix."""
+
+
+class DeliveryError(StorageError):
+    """The client's day is missing, or it changed after we fetched it; retrying does not help.
+
+    ``code`` is ``delivery_missing`` or ``input_changed``; :meth:`message` gives the text in
+    Japanese or English, and ``str()`` the English one.
+    """
+
+    def __init__(self, code: str, url: str, run_date: str, detail: str = "") -> None:
+        self.code, self.url, self.run_date, self.detail = code, url, run_date, detail
+        super().__init__(self.message("en"))
+
+    def message(self, lang: str = "ja") -> str:
+        return message(f"storage.{self.code}", lang, url=self.url, run_date=self.run_date, detail=self.detail)
+
+    def __reduce__(self) -> tuple[type[DeliveryError], tuple[str, str, str, str]]:
+        return (type(self), (self.code, self.url, self.run_date, self.detail))
+
+
+register(
+    {
+        "storage.delivery_missing": {
+            "ja": "{run_date} の納品が見つかりません。{url} にオブジェクトがありません。クライアントがその日を納品したか、プロファイルの input ルートが正しいかを確認してください。",
+            "en": "No delivery found for {run_date}: there are no objects in {url}. Check that the client delivered the day and that the input root of the profile is right.",
+        },
+        "storage.input_changed": {
+            "ja": "{run_date} の入力 {url} が前回の取得（fetch）の後に変わりました（{detail}）。新しい入力で作り直すには --force で再実行してください。",
+            "en": "The input of {run_date} in {url} changed after it was fetched ({detail}). Rerun with --force to rebuild the day from the new input.",
+        },
+    }
+)
 
 
 class VerificationError(StorageError):

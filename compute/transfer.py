@@ -41,6 +41,7 @@ from pydantic import SecretStr
 from compute.storage import (
     MANIFEST_NAME,
     SUCCESS_NAME,
+    DeliveryError,
     Manifest,
     ObjectRecord,
     StorageError,
@@ -288,10 +289,7 @@ def fetch_day(
     """
     listing = source.list()
     if not listing:
-        raise StorageError(
-            f"no objects found in {source.url} for run date {run_date}; check that the client delivered the day "
-            "or that the input root of the profile is right"
-        )
+        raise DeliveryError("delivery_missing", source.url, run_date)
     names = list(listing)
     destination.makedirs()
     transfer_summary: dict[str, Any] = {"mode": mode}

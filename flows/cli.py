@@ -7,6 +7,7 @@ English.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -40,6 +41,15 @@ register(
         "cli.validate.path": {"ja": "1 日分のフォルダ（ローカルパスまたは URL）。", "en": "Folder of one day (local path or URL)."},
         "cli.validate.rejects": {"ja": "除外行を書き出す Parquet ファイル。", "en": "Parquet file to write the rejects to."},
         "cli.error": {"ja": "エラー: {error}", "en": "Error: {error}"},
+        "cli.bad_date": {
+            "ja": "日付 {value!r} が不正です。YYYY-MM-DD または YYYYMMDD で指定してください（例: 2026-12-01）。",
+            "en": "Invalid date {value!r}; write it as YYYY-MM-DD or YYYYMMDD, for example 2026-12-01.",
+        },
+        "cli.bad_phase": {
+            "ja": "フェーズ {value!r} は存在しません。次から選んでください: {choices}",
+            "en": "Unknown phase {value!r}; choose from: {choices}",
+        },
+        "cli.sample.counts": {"ja": "書き出した行数: {counts}", "en": "Rows written: {counts}"},
     }
 )
 
@@ -113,6 +123,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _date_argument(value: str, lang: str) -> dt.date:
+    """Parse a --date value before anything starts, with the error in the operator's language."""
+    from compute.settings import parse_run_date
+
+    try:
+        return parse_run_date(value)
+    except ValueError as error:
+        raise ValueError(message("cli.bad_date", lang, value=value)) from error
+
+
 def _describe(error: Exception, lang: str) -> str:
     """Text of ``error`` in ``lang`` when the error can give one (contract errors), else its English text."""
     localised = getattr(error, "message", None)
@@ -128,8 +148,12 @@ def _run(args: argparse.Namespace, lang: str) -> int:
     from compute.report import RunSummary, render_text
     from flows.daily import co2_daily
 
-    phases = [p.strip() for p in args.phases.split(",")] if args.phases else None
-    result = co2_daily(run_date=args.date, force=args.force, phases=phases, profile=args.profile)
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()] if args.phases else None
+    for phase in phases or []:
+        if phase not in PHASE_NAMES:
+            raise ValueError(message("cli.bad_phase", lang, value=phase, choices=", ".join(PHASE_NAMES)))
+    run_date = _date_argument(args.date, lang) if args.date else None
+    result = co2_daily(run_date=run_date, force=args.force, phases=phases, profile=args.profile)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     else:
@@ -140,16 +164,16 @@ def _run(args: argparse.Namespace, lang: str) -> int:
 
 def _sample(args: argparse.Namespace, lang: str) -> int:
     from compute.sample import SampleSpec, write_sample_day
-    from compute.settings import load_settings, parse_run_date
+    from compute.settings import load_settings
     from compute.storage import Store
 
     settings = load_settings(args.profile)
-    day = parse_run_date(args.date)
+    day = _date_argument(args.date, lang)
     url = args.out or settings.url("input", day)
     options = {} if args.out else settings.storage.options_for("input")
     counts = write_sample_day(Store(url, options), day, SampleSpec(trips=args.trips, vertices_per_trip=args.vertices))
     print(message("cli.sample.done", lang, url=url))
-    print(json.dumps(counts, ensure_ascii=False))
+    print(message("cli.sample.counts", lang, counts=", ".join(f"{name} {rows:,}" for name, rows in counts.items())))
     return 0
 
 

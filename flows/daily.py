@@ -31,6 +31,7 @@ from compute import phases as ph
 from compute.cluster import delete_leftover_clusters, open_cluster, run_labels
 from compute.report import RunSummary
 from compute.settings import Settings, load_settings, parse_run_date
+from compute.storage import DeliveryError
 from compute.transfer import send_webhook
 from flows.artifacts import ProgressArtifact, publish_summary
 from flows.credentials import with_credentials
@@ -52,7 +53,12 @@ def previous_day_tokyo(now: dt.datetime | None = None) -> dt.date:
     return current.date() - dt.timedelta(days=1)
 
 
-@task(name="fetch", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
+def _retry_unless_delivery_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry fetch after storage faults, but not when the delivery is missing or changed."""
+    return not isinstance(state.result(raise_on_failure=False), DeliveryError)
+
+
+@task(name="fetch", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10, retry_condition_fn=_retry_unless_delivery_error)
 def fetch_task(run: ph.DailyRun) -> ph.PhaseResult:
     with logs.log_context(phase="fetch"):
         return ph.fetch(run)
@@ -191,11 +197,16 @@ def _date_lock(day: dt.date) -> Iterator[None]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     name = f"lm-co2-date-{day:%Y%m%d}"
-    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    with get_client(sync_client=True) as client:
+        # Read first: creating an existing limit makes the server log an integrity error on every rerun.
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # another run of the same date created it meanwhile
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
     with concurrency(name, occupy=1, timeout_seconds=DATE_LOCK_TIMEOUT_S, strict=True):
         yield
 

@@ -121,7 +121,9 @@ def cycle_fuel_per_km(
 
 
 def _stats_per_km(params: pd.DataFrame, kin: Kinematics, mass_kg: np.ndarray) -> dict[str, np.ndarray]:
-    column = lambda name: params[name].to_numpy(dtype="float64")[:, None]
+    def column(name: str) -> np.ndarray:
+        return params[name].to_numpy(dtype="float64")[:, None]
+
     power = wheel_power_kw(
         kin.speed_m_s[None, :],
         kin.accel_m_s2[None, :],

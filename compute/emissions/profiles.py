@@ -71,15 +71,17 @@ def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: Emi
     """Compute fuel per segment with the T3 physics model and the T4/T5 distance model."""
     settings = model.settings
     n_trips = len(trip_frame)
-    position = pd.Index(trip_frame[c.TRIP_ID]).get_indexer(segments[c.TRIP_ID]) if len(segments) else np.zeros(0, int)
+    position = _trip_positions(trip_frame, segments[c.TRIP_ID]) if len(segments) else np.zeros(0, int)
     valid = position >= 0
     safe = np.where(valid, position, 0)
-    trip = trip_frame.iloc[safe] if n_trips else trip_frame
+    # Trip values reach the segments as float arrays indexed by trip position. Indexing the
+    # whole trip frame instead would copy every trip column, strings included, per segment.
+    trip_values = _per_trip_arrays(trip_frame)
 
     def per_trip(name: str) -> np.ndarray:
         if not n_trips:
             return np.zeros(len(segments))
-        return trip[name].to_numpy(dtype="float64")
+        return trip_values(name)[safe]
 
     duration = segments[c.DURATION_S].to_numpy(dtype="float64")
     length = segments[c.LENGTH_M].to_numpy(dtype="float64")
@@ -94,7 +96,8 @@ def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: Emi
     grade_pct = np.clip(grade_raw, -settings.max_abs_grade_pct, settings.max_abs_grade_pct)
     clipped = grade_pct != grade_raw
 
-    cold = _cold_start_multiplier(segments[c.T_START], trip, settings) if len(segments) else np.ones(0)
+    trip_start_s = _epoch_seconds(trip_frame[c.START_TIME])[safe] if n_trips else np.full(len(segments), np.nan)
+    cold = _cold_start_multiplier(segments[c.T_START], trip_start_s, settings) if len(segments) else np.ones(0)
 
     # T3 physics: the trip's vertex interval sets the acceleration-loss factor.
     timed_trip = (trip_frame[c.TIME_SOURCE] == "vertex").to_numpy() if n_trips else np.zeros(0, bool)
@@ -183,14 +186,15 @@ def tacho_profile(tacho: pd.DataFrame, segments: pd.DataFrame, trip_frame: pd.Da
     if tacho.empty or not n_trips:
         return TachoProfile(empty, none, empty, none, empty.copy(), empty.copy(), none, none)
 
-    position = pd.Index(trip_frame[c.TRIP_ID]).get_indexer(tacho[c.TRIP_ID])
+    position = _trip_positions(trip_frame, tacho[c.TRIP_ID])
     keep = position >= 0
     seconds = _epoch_seconds(tacho[c.TS])[keep]
     position = position[keep]
     speed_kmh = tacho[c.SPEED_KMH].to_numpy(dtype="float64")[keep]
     fuel_ml = tacho[c.FUEL_ML].to_numpy(dtype="float64")[keep]
-    order = np.lexsort((seconds, position))
-    seconds, position, speed_kmh, fuel_ml = seconds[order], position[order], speed_kmh[order], fuel_ml[order]
+    if not _is_sorted_by_trip_and_time(position, seconds):
+        order = np.lexsort((seconds, position))
+        seconds, position, speed_kmh, fuel_ml = seconds[order], position[order], speed_kmh[order], fuel_ml[order]
 
     rows = np.bincount(position, minlength=n_trips)
     fuel_rows = np.bincount(position, weights=np.isfinite(fuel_ml).astype(float), minlength=n_trips)
@@ -225,27 +229,29 @@ def tacho_profile(tacho: pd.DataFrame, segments: pd.DataFrame, trip_frame: pd.Da
     # T2 physics on the intervals.
     usable = np.isfinite(v0) & np.isfinite(v1) & (dt > 0)
     interval_trip, dt, v0, v1, start_s = interval_trip[usable], dt[usable], v0[usable], v1[usable], start_s[usable]
-    trip = trip_frame.iloc[interval_trip]
+    trip_values = _per_trip_arrays(trip_frame)
+
+    def per_interval(name: str) -> np.ndarray:
+        return trip_values(name)[interval_trip]
+
     mean_speed = 0.5 * (v0 + v1)
     grade_pct = _grade_at(start_s, interval_trip, segments, trip_frame, model)
     power = wheel_power_kw(
         mean_speed,
         (v1 - v0) / dt,
         grade_pct,
-        trip["mass_kg"].to_numpy(dtype="float64"),
-        trip["rolling_kw_s_per_m_per_t"].to_numpy(dtype="float64"),
-        trip["road_load_b_kw_s2_per_m2"].to_numpy(dtype="float64"),
-        trip["aero_kw_s3_per_m3"].to_numpy(dtype="float64"),
-        trip["inertia_factor"].to_numpy(dtype="float64"),
+        per_interval("mass_kg"),
+        per_interval("rolling_kw_s_per_m_per_t"),
+        per_interval("road_load_b_kw_s2_per_m2"),
+        per_interval("aero_kw_s3_per_m3"),
+        per_interval("inertia_factor"),
     )
-    work = effective_work_kj(power, dt, trip["regen_share"].to_numpy(dtype="float64"))
-    elapsed = start_s - _epoch_seconds(trip[c.START_TIME])
+    work = effective_work_kj(power, dt, per_interval("regen_share"))
+    elapsed = start_s - _epoch_seconds(trip_frame[c.START_TIME])[interval_trip]
     cold = np.where(
         settings.cold_start & (elapsed < settings.cold_start_duration_s), 1.0 + settings.cold_start_excess_pct / 100.0, 1.0
     )
-    fuel = (
-        trip["idle_rate_per_s"].to_numpy(dtype="float64") * dt + trip["profile_fuel_per_kj"].to_numpy(dtype="float64") * work
-    ) * cold
+    fuel = (per_interval("idle_rate_per_s") * dt + per_interval("profile_fuel_per_kj") * work) * cold
     idle = mean_speed * 3.6 < settings.idle_speed_kmh
 
     return TachoProfile(
@@ -287,10 +293,22 @@ def _distance_model_fuel(
     return np.where(idle, idling, moving) * cold
 
 
-def _cold_start_multiplier(t_start: pd.Series, trip: pd.DataFrame, settings: EmissionSettings) -> np.ndarray:
+def _per_trip_arrays(trip_frame: pd.DataFrame) -> Callable[[str], np.ndarray]:
+    """Return a lookup of trip columns as float64 arrays, each converted once."""
+    cache: dict[str, np.ndarray] = {}
+
+    def values(name: str) -> np.ndarray:
+        if name not in cache:
+            cache[name] = trip_frame[name].to_numpy(dtype="float64")
+        return cache[name]
+
+    return values
+
+
+def _cold_start_multiplier(t_start: pd.Series, trip_start_s: np.ndarray, settings: EmissionSettings) -> np.ndarray:
     if not settings.cold_start:
         return np.ones(len(t_start))
-    elapsed = _epoch_seconds(t_start) - _epoch_seconds(trip[c.START_TIME])
+    elapsed = _epoch_seconds(t_start) - trip_start_s
     excess = 1.0 + settings.cold_start_excess_pct / 100.0
     return np.where(elapsed < settings.cold_start_duration_s, excess, 1.0)
 
@@ -298,19 +316,59 @@ def _cold_start_multiplier(t_start: pd.Series, trip: pd.DataFrame, settings: Emi
 def _grade_at(
     start_s: np.ndarray, interval_trip: np.ndarray, segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel
 ) -> np.ndarray:
-    """Return the grade of the segment each tachograph interval starts in (0 without segments)."""
+    """Return the grade of the segment each tachograph interval starts in (0 without segments).
+
+    The segment is the last one of the same trip that starts at or before the interval. Of
+    segments with equal start times the last in segment order wins. Both are the rules of a
+    backward ``pandas.merge_asof`` by trip. The search runs on one integer key per row,
+    ``trip * (m + 1) + rank of the start time among the m distinct segment start times``, so
+    start times are compared exactly.
+    """
     if segments.empty or start_s.size == 0:
         return np.zeros(start_s.size)
     settings = model.settings
-    seg_position = pd.Index(trip_frame[c.TRIP_ID]).get_indexer(segments[c.TRIP_ID])
+    seg_position = _trip_positions(trip_frame, segments[c.TRIP_ID])
     grade = segments[c.LINK_GRADIENT_PCT].astype("float64").fillna(segments[c.GRADE_PCT].astype("float64"))
-    right = pd.DataFrame({"trip": seg_position, "t": _epoch_seconds(segments[c.T_START]), "grade": grade.fillna(0.0).to_numpy()})
-    right = right[right["trip"] >= 0].sort_values("t", kind="stable")
-    left = pd.DataFrame({"trip": interval_trip, "t": start_s, "order": np.arange(start_s.size)}).sort_values("t", kind="stable")
-    joined = pd.merge_asof(left, right, on="t", by="trip", direction="backward")
-    joined = joined.sort_values("order")
-    values = joined["grade"].fillna(0.0).to_numpy()
+    known = seg_position >= 0
+    seg_trip = seg_position[known].astype(np.int64)
+    seg_start_s = _epoch_seconds(segments[c.T_START])[known]
+    seg_grade = grade.fillna(0.0).to_numpy()[known]
+    if seg_trip.size == 0:
+        return np.zeros(start_s.size)
+
+    distinct_s = np.unique(seg_start_s)
+    stride = distinct_s.size + 1
+    seg_key = seg_trip * stride + np.searchsorted(distinct_s, seg_start_s)
+    # Rank of the latest segment start at or before the interval start; -1 lands in the previous
+    # trip's key range and is rejected by the trip check below.
+    interval_rank = np.searchsorted(distinct_s, start_s, side="right") - 1
+    interval_key = interval_trip.astype(np.int64) * stride + interval_rank
+
+    order = np.argsort(seg_key, kind="stable")
+    found = np.searchsorted(seg_key[order], interval_key, side="right") - 1
+    chosen = order[np.maximum(found, 0)]
+    matched = (found >= 0) & (seg_trip[chosen] == interval_trip)
+    values = np.where(matched, seg_grade[chosen], 0.0)
     return np.clip(values, -settings.max_abs_grade_pct, settings.max_abs_grade_pct)
+
+
+def _trip_positions(trip_frame: pd.DataFrame, trip_ids: pd.Series) -> np.ndarray:
+    """Return the row of ``trip_frame`` of every trip id (-1 when absent).
+
+    A categorical column is looked up once per category instead of once per row.
+    """
+    index = pd.Index(trip_frame[c.TRIP_ID])
+    if isinstance(trip_ids.dtype, pd.CategoricalDtype):
+        codes = trip_ids.cat.codes.to_numpy()
+        by_category = index.get_indexer(trip_ids.cat.categories)
+        return np.where(codes >= 0, by_category[np.maximum(codes, 0)] if by_category.size else -1, -1)
+    return index.get_indexer(trip_ids)
+
+
+def _is_sorted_by_trip_and_time(position: np.ndarray, seconds: np.ndarray) -> bool:
+    """Tell whether rows are already in (trip, time) order, as the aligned tachograph files store them."""
+    step_trip = np.diff(position)
+    return bool(np.all((step_trip > 0) | ((step_trip == 0) & (np.diff(seconds) >= 0))))
 
 
 def _group_median(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
