@@ -25,6 +25,11 @@ register(
         "summary.phases": {"ja": "フェーズ別所要時間", "en": "Time per phase"},
         "summary.skipped": {"ja": "スキップ（実行済み）", "en": "skipped (already done)"},
         "summary.output": {"ja": "出力先", "en": "Output"},
+        "summary.not_run": {"ja": "未実行", "en": "not run"},
+        "summary.warnings": {
+            "ja": "妥当性の警告: {count} 件（詳細は report/report.ja.md）",
+            "en": "Plausibility warnings: {count} (details in report/report.en.md)",
+        },
         "summary.dataset": {"ja": "データセット", "en": "Dataset"},
         "summary.accepted": {"ja": "受理", "en": "Accepted"},
         "summary.rejected": {"ja": "除外", "en": "Rejected"},
@@ -41,6 +46,9 @@ register(
 )
 
 
+PHASE_ORDER = ("fetch", "validate", "compute", "output", "publish")
+
+
 @dataclass
 class RunSummary:
     """Figures of one run, gathered from the phase manifests."""
@@ -54,6 +62,7 @@ class RunSummary:
     co2_ttw_kg: float = 0.0
     matched_share: float | None = None
     methods: dict[str, int] = field(default_factory=dict)
+    warnings: dict[str, int] = field(default_factory=dict)
     phases: list[dict[str, Any]] = field(default_factory=list)
     output_url: str = ""
 
@@ -72,7 +81,13 @@ class RunSummary:
                 summary.co2_ttw_kg = float(record.get("co2_ttw_kg", 0.0))
                 summary.matched_share = record.get("matched_share")
                 summary.methods = dict(record.get("methods", {}))
+            if record["phase"] == "output":
+                summary.warnings = {str(k): int(v) for k, v in dict(record.get("warnings") or {}).items()}
         return summary
+
+    def ran(self, phase: str) -> bool:
+        """True when ``phase`` ran now or completed on an earlier run."""
+        return any(p["phase"] == phase for p in self.phases)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSummary:
@@ -83,7 +98,7 @@ class RunSummary:
         return {
             "run_date": self.run_date, "rows_in": self.rows_in, "rejected": self.rejected, "trips_out": self.trips_out,
             "distance_km": self.distance_km, "fuel_l": self.fuel_l, "co2_ttw_kg": self.co2_ttw_kg,
-            "matched_share": self.matched_share, "methods": self.methods, "output_url": self.output_url,
+            "matched_share": self.matched_share, "methods": self.methods, "warnings": self.warnings, "output_url": self.output_url,
             "phases": [{k: p[k] for k in ("phase", "skipped", "seconds")} for p in self.phases],
         }
 
@@ -95,19 +110,29 @@ def render_text(summary: RunSummary, lang: str = "ja") -> str:
     rejected = sum(summary.rejected.values())
     lines.append(f"  {message('summary.rows_in', lang)}: {rows_in:,}  ({_by_dataset(summary.rows_in)})")
     lines.append(f"  {message('summary.rejects', lang)}: {rejected:,}  ({_by_dataset(summary.rejected)})")
-    lines.append(f"  {message('summary.trips_out', lang)}: {summary.trips_out:,}")
-    lines.append(f"  {message('summary.distance', lang)}: {summary.distance_km:,.1f} km")
-    lines.append(f"  {message('summary.fuel', lang)}: {summary.fuel_l:,.1f} L")
-    lines.append(f"  {message('summary.co2', lang)}: {summary.co2_ttw_kg:,.1f} kg")
-    if summary.matched_share is not None:
-        lines.append(f"  {message('summary.matched', lang)}: {summary.matched_share:.1%}")
-    if summary.methods:
-        lines.append(f"  {message('summary.methods', lang)}: " + ", ".join(f"{k} {v:,}" for k, v in summary.methods.items()))
+    if summary.ran("compute"):
+        lines.append(f"  {message('summary.trips_out', lang)}: {summary.trips_out:,}")
+        lines.append(f"  {message('summary.distance', lang)}: {summary.distance_km:,.1f} km")
+        lines.append(f"  {message('summary.fuel', lang)}: {summary.fuel_l:,.1f} L")
+        lines.append(f"  {message('summary.co2', lang)}: {summary.co2_ttw_kg:,.1f} kg")
+        if summary.matched_share is not None:
+            lines.append(f"  {message('summary.matched', lang)}: {summary.matched_share:.1%}")
+        if summary.methods:
+            lines.append(f"  {message('summary.methods', lang)}: " + ", ".join(f"{k} {v:,}" for k, v in summary.methods.items()))
+    if summary.warnings:
+        lines.append(f"  {message('summary.warnings', lang, count=sum(summary.warnings.values()))}")
     lines.append(f"  {message('summary.phases', lang)}:")
-    for p in summary.phases:
-        state = message("summary.skipped", lang) if p.get("skipped") else f"{p.get('seconds', 0.0):.1f} s"
-        lines.append(f"    {message('phase.' + p['phase'], lang)}: {state}")
-    lines.append(f"  {message('summary.output', lang)}: {summary.output_url}")
+    for phase in PHASE_ORDER:
+        record = next((p for p in summary.phases if p["phase"] == phase), None)
+        if record is None:
+            state = message("summary.not_run", lang)
+        elif record.get("skipped"):
+            state = message("summary.skipped", lang)
+        else:
+            state = f"{record.get('seconds', 0.0):.1f} s"
+        lines.append(f"    {message('phase.' + phase, lang)}: {state}")
+    if summary.ran("publish"):
+        lines.append(f"  {message('summary.output', lang)}: {summary.output_url}")
     return "\n".join(lines)
 
 

@@ -100,3 +100,23 @@ class TestSampleGenerator:
         assert set(vehicles["fuel_type"]) == {"gasoline", "diesel", "hybrid", "lpg", "cng", "electric"}
         tacho = pq.read_table(tmp_path / "tachometer").to_pandas()
         assert 0 < tacho["vehicle_id"].nunique() < len(vehicles)
+
+
+class TestArgumentChecks:
+    @pytest.mark.parametrize("value", ["2026-13-40", "yesterday"])
+    def test_bad_date_fails_before_prefect(self, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+        assert cli.main(["--lang", "ja", "run", "--date", value]) == 1
+        err = capsys.readouterr().err
+        assert value in err
+        assert "YYYY-MM-DD" in err
+        assert "不正" in err
+
+    def test_bad_phase_names_the_choices(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert cli.main(["--lang", "en", "run", "--date", "2026-12-01", "--phases", "fetch,compte"]) == 1
+        err = capsys.readouterr().err
+        assert "'compte'" in err
+        assert "fetch, validate, compute, output, publish" in err
+
+    def test_backfill_checks_dates(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert cli.main(["--lang", "en", "backfill", "--start", "2026-12-01", "--end", "2026-12-32"]) == 1
+        assert "2026-12-32" in capsys.readouterr().err
