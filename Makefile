@@ -45,7 +45,7 @@ sample: env
 run: sample
 	$(BIN)/lm-co2 run --date $(RUN_DATE) --force
 
-test: env infra-env
+test: env infra-env lint typecheck
 	$(BIN)/python -m pytest -q
 
 lint: env

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Literal, cast
 
 from compute.i18n import message, register
 
@@ -57,7 +58,8 @@ register(
     }
 )
 
-PHASE_NAMES = ("fetch", "validate", "compute", "output", "publish")
+Phase = Literal["fetch", "validate", "compute", "output", "publish"]
+PHASE_NAMES: tuple[Phase, ...] = ("fetch", "validate", "compute", "output", "publish")
 
 # Defaults for the process before Prefect or gcsfs are imported: no telemetry, no cloud metadata
 # probes, and time for the ephemeral Prefect server to migrate its database on first use.
@@ -145,14 +147,15 @@ def _backfill(args: argparse.Namespace, lang: str) -> int:
     return 0
 
 
-def _phases_argument(value: str | None, lang: str) -> list[str] | None:
+def _phases_argument(value: str | None, lang: str) -> list[Phase] | None:
     """Split and check a --phases value before anything starts."""
     if not value:
         return None
-    phases = [p.strip() for p in value.split(",") if p.strip()]
-    for phase in phases:
+    phases: list[Phase] = []
+    for phase in (p.strip() for p in value.split(",") if p.strip()):
         if phase not in PHASE_NAMES:
             raise ValueError(message("cli.bad_phase", lang, value=phase, choices=", ".join(PHASE_NAMES)))
+        phases.append(cast(Phase, phase))
     return phases
 
 
