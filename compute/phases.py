@@ -1,8 +1,8 @@
 """The five phases of the daily batch as plain functions: fetch, validate, compute, output, publish.
 
-Each phase reads and writes only through :mod:`compute.storage`, records a manifest with counts
+Each phase reads and writes only through :mod:`compute.storage` and :mod:`compute.transfer`, records a manifest with counts
 and checksums, and writes its phase marker last. A phase whose marker exists is skipped unless
-``force`` is set; a forced phase first removes what it wrote before, so a rerun never duplicates
+``force`` is set. A forced phase first removes what it wrote before, so a rerun never duplicates
 or mixes rows. The Prefect flow in ``flows/daily.py`` calls these functions, one task each.
 """
 

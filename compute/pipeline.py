@@ -246,7 +246,7 @@ def duplicate_keys(
     Pass 1 hashes the keys of each piece into buckets that stay on the workers; one task per
     bucket finds the hashes seen twice. Pass 2 returns only the keys whose hash repeats, and
     :func:`contract.find_duplicate_keys` confirms them on the real key text, so a hash collision
-    cannot reject a row. The client holds the repeated keys only, not the day's keys.
+    cannot reject a row. The client receives only the repeated keys, never all keys of the day.
     """
     if not pieces:
         return np.array([], dtype=object)

@@ -92,7 +92,7 @@ class ObjectRecord:
 
 @dataclass
 class Manifest:
-    """What one phase wrote for one run date."""
+    """Record of the objects one phase wrote for one run date, with counts and versions."""
 
     phase: str
     run_date: str
@@ -276,7 +276,7 @@ def copy_object(
     record = ObjectRecord(path=relative, size=size, sha256=sha.hexdigest(), md5=base64.b64encode(md5.digest()).decode("ascii"))
     if expected is not None and (expected.size, expected.sha256) != (record.size, record.sha256):
         raise VerificationError(
-            f"source object {source.child_url(relative)} changed while copying: manifest says "
+            f"source object {source.child_url(relative)} changed while copying: the manifest has "
             f"{expected.size} bytes sha256={expected.sha256[:12]}…, read {record.size} bytes sha256={record.sha256[:12]}…; "
             "ask the sender whether the day is complete, then rerun with force"
         )

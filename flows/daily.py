@@ -1,6 +1,6 @@
 """The daily flow ``co2_daily``: fetch, validate, compute, output, publish, one task per phase.
 
-The flow holds no domain logic: each task calls one function of :mod:`compute.phases`. The Dask
+The flow contains no domain logic: each task calls one function of :mod:`compute.phases`. The Dask
 cluster is opened only when validate or compute has work to do, in a ``with`` block, so it closes
 on success, failure, timeout and cancellation alike (Prefect raises inside the flow on SIGTERM,
 which unwinds the block). If the process dies before the block unwinds, the ``on_crashed`` and
@@ -252,7 +252,11 @@ def _event_logger(
     logger: logging.LoggerAdapter[Any] | logging.Logger, day: dt.date, progress: ProgressArtifact
 ) -> Callable[[str, dict[str, Any]], None]:
     def emit(event: str, fields: dict[str, Any]) -> None:
-        level = logging.ERROR if event in _ERROR_EVENTS else logging.WARNING if event in _WARNING_EVENTS else logging.INFO
+        level = logging.INFO
+        if event in _WARNING_EVENTS:
+            level = logging.WARNING
+        if event in _ERROR_EVENTS:
+            level = logging.ERROR
         rendered = " ".join(f"{k}={v}" for k, v in fields.items())
         extra = {"event": event, "run_date": day.isoformat(), **{f"lmco2_{k}": v for k, v in fields.items()}}
         if "phase" in fields:
