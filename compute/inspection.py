@@ -15,16 +15,19 @@ import pyarrow.parquet as pq
 from compute import columns as c
 from compute import contract, pipeline
 from compute.settings import Settings
-from compute.storage import Store, open_url
+from compute.storage import DeliveryError, Store, open_url
 
 
 def validate_path(url: str, settings: Settings, *, lang: str = "ja", rejects_path: str | None = None) -> tuple[str, bool]:
     """Validate the day folder at ``url`` and return ``(Markdown report, balance holds)``.
 
     A dataset-level error does not raise here: it is part of the report, and the result is
-    reported as not balanced so the command exits non-zero.
+    reported as not balanced so the command exits non-zero. An empty or missing folder raises
+    :class:`~compute.storage.DeliveryError`.
     """
     store = Store(url, {})
+    if not store.list():
+        raise DeliveryError("delivery_missing", store.url, url.rstrip("/").rsplit("/", 1)[-1])
     summary = contract.ValidationSummary()
     rejects: list[pd.DataFrame] = []
     try:

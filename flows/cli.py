@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Literal, cast
+from typing import Any, Literal, NoReturn, cast
 
 from compute.i18n import message, register
 
@@ -46,6 +46,12 @@ register(
         "cli.validate.path": {"ja": "1 日分のフォルダ（ローカルパスまたは URL）。", "en": "Folder of one day (local path or URL)."},
         "cli.validate.rejects": {"ja": "除外行を書き出す Parquet ファイル。", "en": "Parquet file to write the rejects to."},
         "cli.error": {"ja": "エラー: {error}", "en": "Error: {error}"},
+        "cli.usage": {"ja": "使い方: ", "en": "usage: "},
+        "cli.positionals": {"ja": "位置引数", "en": "positional arguments"},
+        "cli.options": {"ja": "オプション", "en": "options"},
+        "cli.commands": {"ja": "コマンド", "en": "commands"},
+        "cli.help": {"ja": "このヘルプを表示して終了する。", "en": "Show this help message and exit."},
+        "cli.usage_error": {"ja": "{prog}: 引数が不正です: {detail}", "en": "{prog}: invalid arguments: {detail}"},
         "cli.bad_date": {
             "ja": "日付 {value!r} が不正です。YYYY-MM-DD または YYYYMMDD で指定してください（例: 2026-12-01）。",
             "en": "Invalid date {value!r}; write it as YYYY-MM-DD or YYYYMMDD, for example 2026-12-01.",
@@ -85,12 +91,44 @@ def _language(argv: Sequence[str]) -> str:
     return os.environ.get("LMCO2_LANGUAGE", "ja")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose fixed headings, help option and usage errors follow ``lang``."""
+
+    def __init__(self, *args: object, lang: str = "ja", **kwargs: object) -> None:
+        self.lang = lang
+        kwargs.setdefault("add_help", False)
+        kwargs.setdefault("formatter_class", _formatter(lang))
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._positionals.title = message("cli.positionals", lang)
+        self._optionals.title = message("cli.options", lang)
+        self.add_argument("-h", "--help", action="help", help=message("cli.help", lang))
+
+    def error(self, message_text: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, message("cli.usage_error", self.lang, prog=self.prog, detail=message_text) + "\n")
+
+
+def _SubParser(lang: str) -> Any:  # noqa: N802 - used as a class by argparse
+    def make(*args: Any, **kwargs: Any) -> _Parser:
+        return _Parser(*args, lang=lang, **kwargs)
+
+    return make
+
+
+def _formatter(lang: str) -> type[argparse.HelpFormatter]:
+    class Formatter(argparse.HelpFormatter):
+        def add_usage(self, usage: str | None, actions: Any, groups: Any, prefix: str | None = None) -> None:
+            super().add_usage(usage, actions, groups, prefix if prefix is not None else message("cli.usage", lang))
+
+    return Formatter
+
+
 def build_parser(lang: str) -> argparse.ArgumentParser:
     """Build the argument parser with help texts in ``lang``."""
-    parser = argparse.ArgumentParser(prog="lm-co2", description=message("cli.description", lang))
+    parser = _Parser(prog="lm-co2", description=message("cli.description", lang), lang=lang)
     parser.add_argument("--lang", choices=("ja", "en"), default=lang, help=message("cli.lang", lang))
     parser.add_argument("--profile", default=None, help=message("cli.profile", lang))
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, title=message("cli.commands", lang), parser_class=_SubParser(lang))
 
     run = commands.add_parser("run", help=message("cli.run", lang), description=message("cli.run", lang))
     run.add_argument("--date", default=None, help=message("cli.run.date", lang))

@@ -120,3 +120,25 @@ class TestArgumentChecks:
     def test_backfill_checks_dates(self, capsys: pytest.CaptureFixture[str]) -> None:
         assert cli.main(["--lang", "en", "backfill", "--start", "2026-12-01", "--end", "2026-12-32"]) == 1
         assert "2026-12-32" in capsys.readouterr().err
+
+
+class TestJapaneseFraming:
+    def test_help_headings_in_japanese(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit):
+            cli.main(["--lang", "ja", "--help"])
+        out = capsys.readouterr().out
+        assert out.startswith("使い方: lm-co2")
+        assert "オプション:" in out
+        assert "このヘルプを表示して終了する。" in out
+
+    def test_usage_error_in_japanese(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["--lang", "ja", "frobnicate"])
+        assert stop.value.code == 2
+        assert "引数が不正です" in capsys.readouterr().err
+
+    def test_validate_missing_folder(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        assert cli.main(["--lang", "ja", "validate", str(tmp_path / "20260101")]) == 1
+        err = capsys.readouterr().err
+        assert "納品が見つかりません" in err
+        assert "20260101" in err
