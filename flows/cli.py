@@ -123,6 +123,12 @@ def _formatter(lang: str) -> type[argparse.HelpFormatter]:
     return Formatter
 
 
+def apply_process_defaults() -> None:
+    """Set the offline process defaults that the operator's environment does not set already."""
+    for key, value in _PROCESS_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 def build_parser(lang: str) -> argparse.ArgumentParser:
     """Build the argument parser with help texts in ``lang``."""
     parser = _Parser(prog="lm-co2", description=message("cli.description", lang), lang=lang)
@@ -156,8 +162,7 @@ def build_parser(lang: str) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``lm-co2`` command and return the process exit code."""
-    for key, value in _PROCESS_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    apply_process_defaults()
     args_list = list(sys.argv[1:] if argv is None else argv)
     lang = _language(args_list)
     lang = lang if lang in ("ja", "en") else "ja"

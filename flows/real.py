@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from compute.i18n import message, register
+from flows.cli import apply_process_defaults
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "data" / "real"
@@ -59,16 +60,6 @@ register(
     }
 )
 
-# Same process defaults as the lm-co2 command: no telemetry and no cloud metadata probes.
-_PROCESS_DEFAULTS = {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "NO_GCE_CHECK": "True",
-    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "DASK_LOGGING__DISTRIBUTED": "warning",
-}
 
 
 @dataclass(frozen=True)
@@ -143,8 +134,7 @@ def format_row(day: RealDay, outcome: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every real day; return 0 when all ran (or there is nothing to run), 1 when a day failed."""
-    for key, value in _PROCESS_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    apply_process_defaults()
     args_list = list(sys.argv[1:] if argv is None else argv)
     # The help text is in the requested language, so --lang is read before the full parser exists.
     environment_lang = os.environ.get("LMCO2_LANGUAGE", "ja")
