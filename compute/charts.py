@@ -39,6 +39,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from compute import columns as c
+from compute import report as _report  # noqa: F401 - registers the phase names used in the pages
 from compute.i18n import message, register
 from compute.plausibility import PlausibilitySettings, PlausibilityWarning
 
@@ -700,7 +701,7 @@ def _markdown(inputs: ReportInputs, figures: dict[str, Any], charts: dict[str, C
             state = message("report.pending", lang)
         else:
             state = f"{float(record['seconds']):.1f}"
-        out.append(f"| {record['phase']} | {state} |")
+        out.append(f"| {message('phase.' + str(record['phase']), lang)} | {state} |")
     return "\n".join(out) + "\n"
 
 
