@@ -21,7 +21,7 @@ from compute.contract import (
     validate_rows,
 )
 
-REAL = Path("/work/shared/data/real")
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"  # ../shared next to the clone
 DAYS = sorted(p.name for p in REAL.iterdir()) if REAL.is_dir() else []
 
 pytestmark = pytest.mark.skipif(not DAYS, reason=f"real days not found under {REAL}")
