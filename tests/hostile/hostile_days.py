@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pyproj
 import shapely
 
@@ -27,6 +25,10 @@ from compute.contract import (
     to_frame,
     validate_rows,
 )
+from tests.contract.contract_corpus import vehicles, write_day
+
+# Builders shared with the contract corpus and re-exported for the hostile tests.
+__all__ = ["vehicles", "write_day"]
 
 T0_MS = 1_785_000_000_000  # 2026-07-25T17:20:00Z
 TS = pa.timestamp("ms", tz="UTC")
@@ -74,25 +76,6 @@ def trajectories(
     ).replace_schema_metadata({b"geo": geo_metadata()})
 
 
-def vehicles(rows: Sequence[dict] | None = None) -> pa.Table:
-    """Return a vehicles master; by default a diesel light truck ``V1`` and a hybrid car ``V2``."""
-    rows = rows or [
-        {"vehicle_id": "V1", "vehicle_class": "light_truck", "fuel_type": "diesel"},
-        {"vehicle_id": "V2", "vehicle_class": "passenger", "fuel_type": "hybrid"},
-    ]
-    return pa.table(
-        {
-            "vehicle_id": pa.array([r.get("vehicle_id") for r in rows], pa.string()),
-            "vehicle_class": pa.array([r.get("vehicle_class") for r in rows], pa.string()),
-            "fuel_type": pa.array([r.get("fuel_type") for r in rows], pa.string()),
-            "catalog_fuel_economy_km_per_l": pa.array([r.get("fe", 12.5) for r in rows], pa.float64()),
-            "test_cycle": pa.array([r.get("test_cycle", "WLTC") for r in rows], pa.string()),
-            "max_payload_kg": pa.array([r.get("payload", 2000.0) for r in rows], pa.float64()),
-            "model_year": pa.array([r.get("model_year", 2020) for r in rows], pa.int64()),
-        }
-    )
-
-
 def tachometer(rows: Sequence[dict] | None = None) -> pa.Table:
     """Return tachometer records; ``s`` is seconds after ``T0_MS``, vehicle ``V1`` by default."""
     rows = rows or [{"s": 0, "speed": 0.0, "fuel": 0.5}, {"s": 1, "speed": 10.0, "fuel": 1.0}]
@@ -131,15 +114,6 @@ def good_day() -> dict[str, pa.Table]:
         "tachometer": tachometer(),
         "geo_attributes": geo_attributes(),
     }
-
-
-def write_day(root: Path, tables: dict[str, pa.Table]) -> Path:
-    """Write each table as ``root/<dataset>/part-0.parquet`` and return ``root``."""
-    for dataset, table in tables.items():
-        folder = root / dataset
-        folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, folder / "part-0.parquet")
-    return root
 
 
 def validate(
