@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import shapely
 
 from compute import columns as c
+from compute.contract.schema import VEHICLE_CLASSES
 from compute.storage import Store
 
 CENTRE_LON = 139.767  # Tokyo Station
@@ -29,8 +30,6 @@ CENTRE_LAT = 35.681
 _M_PER_DEG_LAT = 111_320.0
 _M_PER_DEG_LON = _M_PER_DEG_LAT * np.cos(np.radians(CENTRE_LAT))
 
-VEHICLE_CLASSES = ("kei_passenger", "passenger", "bus", "kei_truck", "light_truck", "medium_truck", "heavy_truck")
-FUEL_TYPES = ("gasoline", "diesel", "hybrid", "lpg", "cng", "electric")
 
 # Plausible (class -> fuels, catalog km/L range, test cycle, payload kg, cruise km/h) for the sample.
 _CLASS_TABLE: dict[str, tuple[tuple[str, ...], tuple[float, float], str, float, float]] = {

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from compute.contract.schema import FUEL_TYPES, VEHICLE_CLASSES
 from compute.emissions.cycles import Kinematics, kinematics_from_samples, select_cycle
 from compute.emissions.physics import effective_work_kj, wheel_power_kw
 from compute.emissions.settings import EmissionSettings
-from compute.emissions.tables import CONFIRMED_TAGS, FUEL_TYPES, VEHICLE_CLASSES, DataTables
+from compute.emissions.tables import CONFIRMED_TAGS, DataTables
 
 CERTIFICATION_CYCLES = ("WLTC", "JC08", "JH25")
 _INTERURBAN_DURATION_S = 600

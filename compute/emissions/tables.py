@@ -14,16 +14,6 @@ import numpy as np
 import pandas as pd
 import yaml
 
-VEHICLE_CLASSES = (
-    "kei_passenger",
-    "passenger",
-    "bus",
-    "kei_truck",
-    "light_truck",
-    "medium_truck",
-    "heavy_truck",
-)
-FUEL_TYPES = ("gasoline", "diesel", "hybrid", "lpg", "cng", "electric")
 CYCLE_FILES = ("wltc_3b", "udds", "hwfet", "us06")
 
 # Status tags of the data files: C confirmed, S secondary source, D derived from C/S values,
