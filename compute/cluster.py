@@ -185,7 +185,7 @@ def build_cluster_spec(
 ) -> dict[str, Any]:
     """Fill the DaskCluster template of ``settings.spec_path`` for one run.
 
-    The template (``k8s/daskcluster.yaml``) holds sizes, node selectors and the service account; this
+    The template (``k8s/daskcluster.yaml``) contains sizes, node selectors and the service account; this
     sets the name, labels, image, worker count, idle timeout and the worker environment.
     """
     path = Path(settings.spec_path)

@@ -95,7 +95,7 @@ class ContextFilter(logging.Filter):
 
 
 class RedactingFilter(logging.Filter):
-    """Replace registered secrets in a record's message and arguments before any handler sees it."""
+    """Replace registered secrets in a record's message and arguments before any handler receives it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if _secrets:

@@ -1,9 +1,9 @@
 """The Dask graph of the validate and compute phases: pure functions mapped over partitions.
 
-A partition ("piece") is a run of row groups of one Parquet file. Every piece is processed by one
-task that reads it with pyarrow (only the columns the stage needs), runs the pure domain functions
-and writes its own outputs under ``temp/`` with a deterministic name, so a retried or repeated
-task overwrites rather than duplicates.
+A partition ("piece") is a run of row groups of one Parquet file. One task processes each piece:
+it reads the piece with pyarrow (only the columns the stage needs) and runs the pure domain
+functions. It writes its own outputs under ``temp/`` with a deterministic name, so a retried or
+repeated task overwrites rather than duplicates.
 
 Stages
 ------

@@ -110,6 +110,7 @@ def render_text(summary: RunSummary, lang: str = "ja") -> str:
     rejected = sum(summary.rejected.values())
     lines.append(f"  {message('summary.rows_in', lang)}: {rows_in:,}  ({_by_dataset(summary.rows_in)})")
     lines.append(f"  {message('summary.rejects', lang)}: {rejected:,}  ({_by_dataset(summary.rejected)})")
+
     if summary.ran("compute"):
         lines.append(f"  {message('summary.trips_out', lang)}: {summary.trips_out:,}")
         lines.append(f"  {message('summary.distance', lang)}: {summary.distance_km:,.1f} km")
@@ -121,6 +122,7 @@ def render_text(summary: RunSummary, lang: str = "ja") -> str:
             lines.append(f"  {message('summary.methods', lang)}: " + ", ".join(f"{k} {v:,}" for k, v in summary.methods.items()))
     if summary.warnings:
         lines.append(f"  {message('summary.warnings', lang, count=sum(summary.warnings.values()))}")
+
     lines.append(f"  {message('summary.phases', lang)}:")
     for phase in PHASE_ORDER:
         record = next((p for p in summary.phases if p["phase"] == phase), None)
@@ -131,6 +133,7 @@ def render_text(summary: RunSummary, lang: str = "ja") -> str:
         else:
             state = f"{record.get('seconds', 0.0):.1f} s"
         lines.append(f"    {message('phase.' + phase, lang)}: {state}")
+
     if summary.ran("publish"):
         lines.append(f"  {message('summary.output', lang)}: {summary.output_url}")
     return "\n".join(lines)

@@ -109,7 +109,7 @@ class OutputSettings(_Section):
 
 
 class TransferSettings(_Section):
-    """How the day is copied from input to raw."""
+    """Copy method from input to raw: Storage Transfer Service or object copy."""
 
     mode: Literal["fsspec", "sts"] = Field("fsspec", description="Object copy through fsspec, or Storage Transfer Service.")
     project_id: str | None = Field(None, description="GCP project of the transfer job (sts).")
@@ -132,7 +132,7 @@ class LoggingSettings(_Section):
 
 
 class CredentialSettings(_Section):
-    """Where the run finds its secrets; these are names of blocks and secrets, never their values."""
+    """Locations of the run's secrets: names of blocks and secrets, never their values."""
 
     aws_block: str | None = Field(None, description="Prefect block (prefect_aws.AwsCredentials) with the client's AWS keys or role.")
     aws_secret: str | None = Field(

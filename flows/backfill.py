@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 
 from flows.daily import Phase, co2_daily
 
-#: Longest range one backfill run accepts; split longer ranges so a run stays reviewable.
+#: Maximum range one backfill run accepts; split longer ranges so a run stays reviewable.
 MAX_BACKFILL_DAYS = 92
 
 

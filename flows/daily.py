@@ -6,7 +6,7 @@ on success, failure, timeout and cancellation alike (Prefect raises inside the f
 which unwinds the block). If the process dies before the block unwinds, the ``on_crashed`` and
 ``on_cancellation`` hooks delete the run's DaskCluster by its labels.
 
-Only one run per run date executes at a time: the flow holds the global concurrency limit
+Only one run per run date executes at a time: the flow takes the global concurrency limit
 ``lm-co2-date-YYYYMMDD`` (one slot, created on first use) for its whole body. A second run of the
 same date (a manual rerun, a backfill) waits for it; runs of other dates do not.
 """

@@ -31,7 +31,7 @@ from compute.contract.units import EPOCH_UNITS, INVERSE_UNITS, UNIT_FACTORS, can
 def conform_table(dataset: str, table: pa.Table, settings: ContractSettings) -> pa.Table:
     """Return ``table`` in the canonical schema of ``dataset``.
 
-    Columns are renamed and converted as the dataset's :class:`ColumnMapping` says, cast to the
+    Columns are renamed and converted as the dataset's :class:`ColumnMapping` specifies, cast to the
     canonical types, and geometry is reprojected to EPSG:4326 when its CRS is another one.
     Optional columns that are absent are added as nulls. The output carries GeoParquet
     metadata for EPSG:4326 when the dataset has geometry.
@@ -248,7 +248,7 @@ def _convert_time(dataset: str, spec: ColumnSpec, column: pa.Array, unit: str | 
     raise _type_error(dataset, spec, kind, source, "declare an epoch unit in the mapping for numeric times")
 
 
-# Largest epoch, in milliseconds, that an int64 holds with room to spare (about 146 million years).
+# Largest epoch, in milliseconds, that an int64 stores with room to spare (about 146 million years).
 _MAX_ABS_EPOCH_MS = float(2**62)
 
 

@@ -73,7 +73,7 @@ def file_unreadable(dataset: str, path: str, error: Exception) -> ContractError:
     Parameters
     ----------
     dataset : str
-        Dataset whose folder holds the file.
+        Dataset whose folder contains the file.
     path : str
         Path of the file, as listed in the day's folder.
     error : Exception

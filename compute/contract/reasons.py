@@ -15,7 +15,7 @@ REJECT_COLUMNS: tuple[str, ...] = (c.DATASET, c.ROW_KEY, c.REASON, c.VALUE, c.DE
 
 
 class ReasonCode(str, Enum):
-    """Why a row was rejected. Each rejected row carries exactly one code."""
+    """Reason a row was rejected. Each rejected row carries exactly one code."""
 
     KEY_MISSING = "key_missing"
     KEY_DUPLICATED = "key_duplicated"
@@ -51,7 +51,7 @@ class FlagCode(str, Enum):
 
 
 class ErrorCode(str, Enum):
-    """Why a whole dataset failed before any compute."""
+    """Reason a whole dataset failed before any compute."""
 
     DATASET_MISSING = "dataset_missing"
     FILE_UNREADABLE = "file_unreadable"

@@ -127,7 +127,7 @@ def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: Emi
     distance = _distance_model_fuel(length, duration, idle, grade_pct, per_trip, cold)
 
     # A speed change no vehicle can make comes from a GPS jump or a missing fix under a synthetic
-    # timestamp; the physics would turn it into acceleration work, so the distance model stands in.
+    # timestamp; the physics would turn it into acceleration work, so the distance model is used instead.
     jump = _find_gps_jumps(accel, duration, settings)
     physics = np.where(jump, distance, physics)
 

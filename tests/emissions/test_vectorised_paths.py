@@ -1,6 +1,6 @@
 """The vectorised per-piece paths give the results of their row-expanding formulations.
 
-``data/estimate_sample_piece.json`` holds ``estimate_trips`` and ``metrics.breakdown`` of the
+``data/estimate_sample_piece.json`` contains ``estimate_trips`` and ``metrics.breakdown`` of the
 first piece of a ``compute.sample`` day (see ``GOLDEN_SPEC``), computed by the formulation that
 copied every trip column onto every segment and tachograph interval and grouped the breakdown on
 strings. Regenerate it only when a change of the model is meant to change results, with

@@ -60,7 +60,7 @@ class MotoS3:
                             aws_access_key_id=key["key"], aws_secret_access_key=key["secret"])
 
     def fail(self, method: str, contains: str, count: int) -> None:
-        """Answer the next ``count`` matching requests with HTTP 500 (``-1``: until :meth:`heal`)."""
+        """Respond to the next ``count`` matching requests with HTTP 500 (``-1``: until :meth:`heal`)."""
         body = json.dumps({"method": method, "contains": contains, "count": count}).encode()
         urllib.request.urlopen(urllib.request.Request(f"{self.endpoint_url}/__faults__", data=body, method="POST"), timeout=10).read()
 

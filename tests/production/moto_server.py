@@ -3,7 +3,7 @@
 Run as a subprocess by the ``moto_s3`` fixture, so that moto's process-wide IAM enforcement
 (``INITIAL_NO_AUTH_ACTION_COUNT``) cannot leak into other tests. The script:
 
-1. starts a threaded moto server on a free port, wrapped in a WSGI middleware that can answer
+1. starts a threaded moto server on a free port, wrapped in a WSGI middleware that can respond to
    chosen requests with HTTP 500 (a transient storage error from a real server);
 2. creates the buckets and three IAM users while authentication is still off: ``admin``
    (everything), ``reader`` (list and read the input bucket) and ``writer`` (``s3:PutObject``
@@ -32,7 +32,7 @@ OUTPUT_BUCKET = "client-out"
 
 
 class FaultInjector:
-    """WSGI middleware that answers matching requests with 500 InternalError while a rule has count left."""
+    """WSGI middleware that responds to matching requests with 500 InternalError while a rule has count left."""
 
     def __init__(self, app):
         self.app = app

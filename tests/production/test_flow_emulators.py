@@ -55,7 +55,7 @@ class _JsonRecords(logging.Handler):
 
 @pytest.fixture
 def run_records(prefect_harness: None) -> Iterator[_JsonRecords]:
-    """Capture info records of the flow and task run loggers, whatever PREFECT_LOGGING_LEVEL says."""
+    """Capture info records of the flow and task run loggers, whatever PREFECT_LOGGING_LEVEL is set to."""
     from prefect import flow
 
     # Prefect configures logging when it runs its first flow in a process; change the loggers after that.
