@@ -87,7 +87,7 @@ def _prepare(bench_dir: Path, size: str, memory_limit: str) -> Settings:
     if run.completed("validate") is not None or (temp.list("validated/trajectories") and temp.list("validated/tachometer")):
         return settings
     started = time.perf_counter()
-    spec = SampleSpec(trips=trips, vertices_per_trip=300, grid_cells=120, trips_per_file=2_500)
+    spec = SampleSpec(trips=trips, vertices_per_trip=300, grid_cells=120, trips_per_file=2_500, moves_per_link=8)
     write_sample_day(Store(settings.url("input", RUN_DATE)), RUN_DATE, spec)
     phases.fetch(run)
     with open_cluster(settings.cluster) as client:

@@ -54,6 +54,7 @@ class SampleSpec:
     no_timestamp_share: float = 0.05
     grid_cells: int = 40
     grid_spacing_m: float = 250.0
+    moves_per_link: int = 3
     trips_per_file: int = 20_000
     defects: bool = True
     seed: int = 20261201
@@ -239,17 +240,17 @@ def _trajectories(
     vehicle_index = trip_numbers % n_vehicles
     cruise = np.array([_CLASS_TABLE[k][4] for k in classes[vehicle_index]])
 
-    # Walk along grid lines: each move is a third of a grid cell, and turns happen only at grid
-    # nodes (every third move), so vehicles stay on the road links. Stops are moves of length 0.
+    # Walk along grid lines: each move is 1/moves_per_link of a grid cell, and turns happen only at
+    # grid nodes, so vehicles stay on the road links. Stops are moves of length 0.
     half = spec.grid_cells // 2
     origin = rng.integers(-half + 4, half - 4, size=(n, 2)) * spec.grid_spacing_m
     stop = rng.random((n, v - 1)) < 0.06
     moves = np.cumsum(~stop, axis=1) - 1
-    at_node = (~stop) & (moves % 3 == 0)
+    at_node = (~stop) & (moves % spec.moves_per_link == 0)
     turn = at_node & (rng.random((n, v - 1)) < 0.35)
     direction = np.cumsum(np.where(turn, rng.choice([1, 3], (n, v - 1)), 0), axis=1) + rng.integers(0, 4, (n, 1))
     unit = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=float)[direction % 4]
-    step_m = np.where(stop, 0.0, spec.grid_spacing_m / 3.0)
+    step_m = np.where(stop, 0.0, spec.grid_spacing_m / spec.moves_per_link)
     xy = np.concatenate([origin[:, None, :], origin[:, None, :] + np.cumsum(unit * step_m[..., None], axis=1)], axis=1)
     xy += rng.normal(0.0, 3.0, xy.shape) * (np.arange(v) > 0)[None, :, None]  # GPS noise, metres
 
