@@ -34,6 +34,7 @@ from compute.storage import (
     ObjectRecord,
     StorageError,
     Store,
+    manifest_from_records,
     manifest_of,
     read_phase_marker,
     write_phase_marker,
@@ -382,8 +383,9 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
             for k, v in timed.seconds.items():
                 stage_seconds[k] = round(stage_seconds.get(k, 0.0) + v, 3)
         length_m = sum(r.length_m for r in results)
-        manifest = manifest_of(temp, phase="compute", run_date=run.day)
-        manifest.objects = [o for o in manifest.objects if o.path.startswith((pipeline.SEGMENTS + "/", pipeline.TRIPS + "/", pipeline.BREAKDOWN + "/"))]
+        # The tasks returned the records of what they wrote; reading the objects back to hash them
+        # would cost a second pass over every segment byte on the client.
+        manifest = manifest_from_records(temp, [o for r in results for o in r.objects], phase="compute", run_date=run.day)
         manifest.versions = versions
         manifest.counts = {
             "trips": sum(r.trips for r in results),

@@ -48,7 +48,7 @@ from compute import columns as c
 from compute import contract, metrics, segments, spatial, tachograph
 from compute.emissions import EmissionModel, estimate_trips, load_model
 from compute.settings import Settings
-from compute.storage import Store
+from compute.storage import ObjectRecord, Store
 
 VALIDATED = "validated"
 REJECTS = "rejects"
@@ -162,8 +162,11 @@ def write_table(
     metadata: dict[str, str] | None = None,
     compression: str = "zstd",
     statistics: bool = True,
-) -> None:
+) -> ObjectRecord:
     """Write ``table`` as one Parquet object in one PUT, with optional ``lmco2`` metadata.
+
+    Returns the object's record (size and checksums of the bytes written), so a manifest can be
+    built without reading the object back.
 
     Only text and dictionary columns are dictionary-encoded: trying it on float columns costs
     more CPU than it saves bytes. ``statistics=False`` skips column min/max for intermediates
@@ -176,7 +179,7 @@ def write_table(
     textual = [f.name for f in table.schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression=compression, use_dictionary=textual, write_statistics=statistics)
-    store.write_bytes(relative, buffer.getvalue())
+    return store.write_bytes(relative, buffer.getvalue())
 
 
 def from_frame(frame: pd.DataFrame) -> pa.Table:
@@ -361,6 +364,7 @@ class PieceResult:
     methods: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_bytes: int = 0  # largest resident memory of the worker seen between stages
+    objects: list[ObjectRecord] = field(default_factory=list)  # what the task wrote, for the manifest
 
 
 def plan_compute_pieces(store: Store, *, n_workers: int, vertices_min: int, vertices_max: int, pieces_per_worker: int = 4) -> list[Piece]:
@@ -515,9 +519,11 @@ def compute_piece(
     seg_out = result.segments
     # The segment intermediate is the largest object. lz4 writes it about twice as fast as zstd
     # for 10 % more bytes (measured on the 300-vertex sample trips).
-    write_table(store, f"{SEGMENTS}/{piece.name}", _segment_intermediate(seg_out), versions, compression="lz4", statistics=False)
-    write_table(store, f"{TRIPS}/{piece.name}", pa.Table.from_pandas(trips_out, preserve_index=False), versions)
-    write_table(store, f"{BREAKDOWN}/{piece.name}", pa.Table.from_pandas(breakdown, preserve_index=False), versions)
+    objects = [
+        write_table(store, f"{SEGMENTS}/{piece.name}", _segment_intermediate(seg_out), versions, compression="lz4", statistics=False),
+        write_table(store, f"{TRIPS}/{piece.name}", pa.Table.from_pandas(trips_out, preserve_index=False), versions),
+        write_table(store, f"{BREAKDOWN}/{piece.name}", pa.Table.from_pandas(breakdown, preserve_index=False), versions),
+    ]
     clock.lap("write")
 
     matched = seg_out[c.MATCHED].to_numpy(dtype=bool) if len(seg_out) else np.zeros(0, bool)
@@ -533,6 +539,7 @@ def compute_piece(
         methods={str(k): int(v) for k, v in trips_out[c.METHOD].value_counts().items()} if len(trips_out) else {},
         seconds=clock.seconds,
         peak_rss_bytes=clock.max_rss_bytes,
+        objects=objects,
     )
 
 

@@ -23,10 +23,11 @@ How the joins run
 -----------------
 Both joins use a uniform grid in degrees with a sorted cell table (CSR): every feature, or every
 straight edge of a link, is registered in the cells it can matter for, and a midpoint reads only
-its own cell. Candidate pairs are then tested with numpy: an interior test for polygons that are
-axis-aligned rectangles (mesh cells), ``shapely.contains_xy`` for other polygons, and the
-point-to-edge distance for links. Nothing runs per segment in Python, and no shapely geometry is
-created per segment.
+its own cell. A compiled loop (numba) walks each midpoint's cell: the point-to-edge distance for
+links, and a strict interior test for polygons that are axis-aligned rectangles (mesh cells). It
+keeps the best candidate as it goes, so no candidate-pair arrays are built. Other polygons go
+through ``shapely.contains_xy`` on their candidate pairs only. No shapely geometry is created
+per segment.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import geopandas as gpd
+import numba
 import numpy as np
 import pandas as pd
 import pyproj
@@ -250,22 +252,28 @@ def locate_areas(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers) -> np.ndar
     pick = np.full(len(lon), -1, dtype=np.int64)
     if layers._area_grid is None or len(lon) == 0:
         return pick
-    point, area = layers._area_grid.pairs(lon, lat)
-    if len(point) == 0:
+    grid = layers._area_grid
+    lon = np.ascontiguousarray(lon, dtype=np.float64)
+    lat = np.ascontiguousarray(lat, dtype=np.float64)
+    # Rectangles: a strict interior test on the bounds is exact, done in the compiled loop.
+    # Areas are sorted by size then feature_id, so the smallest row inside wins.
+    bounds = np.ascontiguousarray(layers._area_bounds, dtype=np.float64)
+    pick, needs_geos = _locate_boxes(lon, lat, grid.x0, grid.y0, grid.width_deg, grid.height_deg, grid.n_columns,
+                                     grid.keys, grid.starts, grid.members, layers._area_is_box, bounds)
+    if not needs_geos.any():
         return pick
 
-    # Rectangles: a strict interior test on the bounds is exact. Other polygons: GEOS.
-    x, y = lon[point], lat[point]
-    box = layers._area_is_box[area]
-    b = layers._area_bounds[area]
-    inside = box & (b[:, 0] < x) & (x < b[:, 2]) & (b[:, 1] < y) & (y < b[:, 3])
-    other = ~box
-    if other.any():
-        geoms = np.asarray(layers.areas.geometry.array, dtype=object)
-        inside[other] = shapely.contains_xy(geoms[area[other]], x[other], y[other])
-
-    # Areas are sorted by size then feature_id, so the smallest row inside wins.
-    return _min_per_point(point, np.where(inside, area, _NO_MEMBER), len(lon))
+    # Other polygons: GEOS on the candidate pairs of the points that have any.
+    chosen = np.flatnonzero(needs_geos)
+    point, area = grid.pairs(lon[chosen], lat[chosen])
+    other = ~layers._area_is_box[area]
+    point, area = point[other], area[other]
+    geoms = np.asarray(layers.areas.geometry.array, dtype=object)
+    inside = shapely.contains_xy(geoms[area], lon[chosen][point], lat[chosen][point])
+    polygon_pick = _min_per_point(point, np.where(inside, area, _NO_MEMBER), len(chosen)) if len(point) else np.full(len(chosen), -1)
+    box_pick = pick[chosen]
+    pick[chosen] = np.where((polygon_pick >= 0) & ((box_pick < 0) | (polygon_pick < box_pick)), polygon_pick, box_pick)
+    return pick
 
 
 def nearest_links(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers, max_distance_m: float) -> tuple[np.ndarray, np.ndarray]:
@@ -275,37 +283,142 @@ def nearest_links(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers, max_dista
     grid = layers.link_grid(max_distance_m)
     if grid is None or len(lon) == 0:
         return pick, distance
-    point, edge = grid.pairs(lon, lat)
-    if len(point) == 0:
-        return pick, distance
-
-    # Point-to-edge distance in the tangent plane of each point.
-    kx, ky = _metres_per_degree(lat)
-    px, py, kxp, kyp = lon[point], lat[point], kx[point], ky[point]
     e = layers._edges
     assert e is not None
-    ax = _wrap_degrees(e.ax[edge] - px) * kxp
-    ay = (e.ay[edge] - py) * kyp
-    dx = _wrap_degrees(e.bx[edge] - px) * kxp - ax
-    dy = (e.by[edge] - py) * kyp - ay
-    squared = dx * dx + dy * dy
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(squared > 0, np.clip(-(ax * dx + ay * dy) / squared, 0.0, 1.0), 0.0)
-    pair_distance = np.hypot(ax + t * dx, ay + t * dy)
-
-    # Per point: the minimum distance in range, then the smallest link row at that distance.
-    in_range = pair_distance <= max_distance_m
-    pair_distance = np.where(in_range, pair_distance, np.inf)
-    starts = np.flatnonzero(np.r_[True, point[1:] != point[:-1]])
-    owners = point[starts]
-    best = np.minimum.reduceat(pair_distance, starts)
-    at_best = pair_distance == np.repeat(best, np.diff(np.r_[starts, len(point)]))
-    link = np.where(at_best & in_range, e.link[edge], _NO_MEMBER)
-    best_link = np.minimum.reduceat(link, starts)
-    found = best_link != _NO_MEMBER
-    pick[owners[found]] = best_link[found]
-    distance[owners[found]] = best[found]
+    lon = np.ascontiguousarray(lon, dtype=np.float64)
+    lat = np.ascontiguousarray(lat, dtype=np.float64)
+    kx, ky = _metres_per_degree(lat)
+    _nearest_edges(lon, lat, kx, ky, grid.x0, grid.y0, grid.width_deg, grid.height_deg, grid.n_columns,
+                   grid.keys, grid.starts, grid.members, e.ax, e.ay, e.bx, e.by, e.link, float(max_distance_m), pick, distance)
     return pick, distance
+
+
+# -- compiled loops ----------------------------------------------------------------------------
+#
+# The loops below run once per point over the members of its grid cell. They reproduce the rules
+# of the module docstring and the cell lookup of ``_Grid.pairs`` (including the extra cells of a
+# point on a grid line), with the same float64 arithmetic as the array formulation; fastmath is
+# off so the compiler keeps the order of operations.
+
+
+@numba.njit(cache=True, nogil=True)
+def _cell_members(key: int, keys: np.ndarray, starts: np.ndarray) -> tuple[int, int]:
+    """Return the member range ``[first, end)`` of cell ``key`` (empty when the cell is absent)."""
+    n = keys.shape[0]
+    if n == 0:
+        return 0, 0
+    position = np.searchsorted(keys, key)
+    if position < n and keys[position] == key:
+        return starts[position], starts[position + 1]
+    return 0, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _point_cell(x: float, y: float, x0: float, y0: float, width: float, height: float, n_columns: int, k: int) -> int:
+    """Return the key of the ``k``-th cell (0 to 3) a point reads, or -1.
+
+    Cell 0 is the point's own cell. Cells 1 to 3 are the cells before it (left, below, both),
+    read only when the point's cell coordinate is a whole number (see ``_Grid.pairs``).
+    """
+    column_f = (x - x0) / width
+    row_f = (y - y0) / height
+    column = np.floor(column_f)
+    row = np.floor(row_f)
+    if not (np.isfinite(column) and np.isfinite(row)):
+        return -1
+    shift_column = 1.0 if k == 1 or k == 3 else 0.0
+    shift_row = 1.0 if k >= 2 else 0.0
+    if shift_column > 0 and not (column_f == column and column > 0):
+        return -1
+    if shift_row > 0 and not (row_f == row and row > 0):
+        return -1
+    column -= shift_column
+    row -= shift_row
+    if column >= 0 and column < n_columns and row >= 0:
+        return int(row * n_columns + column)
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _wrapped(delta: float) -> float:
+    """A longitude difference in [-180, 180)."""
+    if -180.0 <= delta < 180.0:
+        return delta
+    return (delta + 180.0) % 360.0 - 180.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _locate_boxes(
+    lon: np.ndarray, lat: np.ndarray, x0: float, y0: float, width: float, height: float, n_columns: int,
+    keys: np.ndarray, starts: np.ndarray, members: np.ndarray, is_box: np.ndarray, bounds: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per point: the smallest rectangular area row whose interior holds it (-1), and whether a
+    non-rectangular area is among its candidates (those need GEOS)."""
+    n = lon.shape[0]
+    pick = np.full(n, -1, dtype=np.int64)
+    needs_geos = np.zeros(n, dtype=np.bool_)
+    for i in range(n):
+        x = lon[i]
+        y = lat[i]
+        best = _NO_MEMBER
+        for k in range(4):
+            cell = _point_cell(x, y, x0, y0, width, height, n_columns, k)
+            if cell < 0:
+                continue
+            first, end = _cell_members(cell, keys, starts)
+            for j in range(first, end):
+                area = members[j]
+                if not is_box[area]:
+                    needs_geos[i] = True
+                elif bounds[area, 0] < x and x < bounds[area, 2] and bounds[area, 1] < y and y < bounds[area, 3] and area < best:
+                    best = area
+        if best != _NO_MEMBER:
+            pick[i] = best
+    return pick, needs_geos
+
+
+@numba.njit(cache=True, nogil=True)
+def _nearest_edges(
+    lon: np.ndarray, lat: np.ndarray, kx: np.ndarray, ky: np.ndarray, x0: float, y0: float, width: float, height: float,
+    n_columns: int, keys: np.ndarray, starts: np.ndarray, members: np.ndarray,
+    ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray, edge_link: np.ndarray, max_distance_m: float,
+    pick: np.ndarray, distance: np.ndarray,
+) -> None:
+    """Per point: the nearest link within ``max_distance_m`` into ``pick`` and ``distance``.
+
+    Distance in the tangent plane of the point; equal distances go to the smaller link row.
+    """
+    for i in range(lon.shape[0]):
+        px = lon[i]
+        py = lat[i]
+        kxp = kx[i]
+        kyp = ky[i]
+        best = np.inf
+        best_link = _NO_MEMBER
+        for k in range(4):
+            cell = _point_cell(px, py, x0, y0, width, height, n_columns, k)
+            if cell < 0:
+                continue
+            first, end = _cell_members(cell, keys, starts)
+            for j in range(first, end):
+                edge = members[j]
+                x1 = _wrapped(ax[edge] - px) * kxp
+                y1 = (ay[edge] - py) * kyp
+                dx = _wrapped(bx[edge] - px) * kxp - x1
+                dy = (by[edge] - py) * kyp - y1
+                squared = dx * dx + dy * dy
+                t = 0.0
+                if squared > 0:
+                    t = min(max(-(x1 * dx + y1 * dy) / squared, 0.0), 1.0)
+                d = np.hypot(x1 + t * dx, y1 + t * dy)
+                if d <= max_distance_m:
+                    link = edge_link[edge]
+                    if d < best or (d == best and link < best_link):
+                        best = d
+                        best_link = link
+        if best_link != _NO_MEMBER:
+            pick[i] = best_link
+            distance[i] = best
 
 
 # -- indexes -----------------------------------------------------------------------------------
@@ -392,11 +505,6 @@ def _metres_per_degree(lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sin_phi = np.sin(phi)
     w = np.sqrt(1.0 - _WGS84_E2 * sin_phi * sin_phi)
     return _WGS84_A_M / w * np.cos(phi) * _RAD, _WGS84_A_M * (1.0 - _WGS84_E2) / (w * w * w) * _RAD
-
-
-def _wrap_degrees(delta: np.ndarray) -> np.ndarray:
-    """Longitude differences into [-180, 180)."""
-    return (delta + 180.0) % 360.0 - 180.0
 
 
 def _min_per_point(point: np.ndarray, member: np.ndarray, n: int) -> np.ndarray:

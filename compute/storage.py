@@ -349,6 +349,13 @@ def manifest_of(store: Store, *, phase: str, run_date: str, exclude: Iterable[st
     return manifest
 
 
+def manifest_from_records(store: Store, records: Iterable[ObjectRecord], *, phase: str, run_date: str) -> Manifest:
+    """Build a manifest from the records writers returned, without reading the objects again."""
+    manifest = Manifest(phase=phase, run_date=run_date, root=_public_url(store.url), objects=sorted(records, key=lambda o: o.path))
+    manifest.counts = {"objects": len(manifest.objects), "bytes": manifest.total_bytes}
+    return manifest
+
+
 def verify_manifest(store: Store, manifest: Manifest) -> list[str]:
     """Return the problems found when checking ``store`` against ``manifest`` (empty if none)."""
     problems = []

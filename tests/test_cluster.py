@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from distributed.core import Status
 
-from compute.cluster import open_cluster
+from compute.cluster import WORKER_MALLOC_ENV, open_cluster
 from compute.settings import ClusterSettings
 
 pytestmark = pytest.mark.slow
@@ -30,3 +30,13 @@ def test_cluster_closes_on_keyboard_interrupt() -> None:
             seen["cluster"] = client.cluster
             raise KeyboardInterrupt
     assert seen["cluster"].status == Status.closed
+
+
+def test_local_workers_get_the_allocator_settings() -> None:
+    """Worker processes start with WORKER_MALLOC_ENV, not the nanny's 64 KiB trim threshold."""
+    import os
+
+    with open_cluster(ClusterSettings(n_workers=1, memory_limit="1GiB")) as client:
+        seen = client.run(lambda: {k: os.environ.get(k) for k in WORKER_MALLOC_ENV})
+    assert list(seen.values()) == [WORKER_MALLOC_ENV]
+    assert WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"] != "65536"

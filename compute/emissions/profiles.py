@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -178,6 +179,9 @@ def tacho_profile(tacho: pd.DataFrame, segments: pd.DataFrame, trip_frame: pd.Da
     its start. Validation: rows must span ``min_tacho_coverage`` of the trip duration without a
     gap above ``max_tacho_gap_s``; T2 also needs a median interval of at most
     ``max_tacho_median_interval_s``.
+
+    The rows are walked once by a compiled loop (``_tacho_trip_sums``) that keeps the per-trip
+    sums as it goes, so no per-interval array is built.
     """
     settings = model.settings
     n_trips = len(trip_frame)
@@ -189,32 +193,23 @@ def tacho_profile(tacho: pd.DataFrame, segments: pd.DataFrame, trip_frame: pd.Da
     position = _trip_positions(trip_frame, tacho[c.TRIP_ID])
     keep = position >= 0
     seconds = _epoch_seconds(tacho[c.TS])[keep]
-    position = position[keep]
+    position = position[keep].astype(np.int64)
     speed_kmh = tacho[c.SPEED_KMH].to_numpy(dtype="float64")[keep]
     fuel_ml = tacho[c.FUEL_ML].to_numpy(dtype="float64")[keep]
     if not _is_sorted_by_trip_and_time(position, seconds):
         order = np.lexsort((seconds, position))
         seconds, position, speed_kmh, fuel_ml = seconds[order], position[order], speed_kmh[order], fuel_ml[order]
 
-    rows = np.bincount(position, minlength=n_trips)
-    fuel_rows = np.bincount(position, weights=np.isfinite(fuel_ml).astype(float), minlength=n_trips)
-    speed_rows = np.bincount(position, weights=np.isfinite(speed_kmh).astype(float), minlength=n_trips)
-    measured_fuel = np.bincount(position, weights=np.nan_to_num(fuel_ml), minlength=n_trips) / 1000.0
-
-    # Intervals between consecutive rows of one trip.
-    same_trip = position[1:] == position[:-1]
-    interval_trip = position[:-1][same_trip]
-    dt = (seconds[1:] - seconds[:-1])[same_trip]
-    v0 = speed_kmh[:-1][same_trip] / 3.6
-    v1 = speed_kmh[1:][same_trip] / 3.6
-    start_s = seconds[:-1][same_trip]
-
-    first = np.full(n_trips, np.nan)
-    last = np.full(n_trips, np.nan)
-    np.fmin.at(first, position, seconds)
-    np.fmax.at(last, position, seconds)
-    max_gap = pd.Series(dt).groupby(interval_trip).max().reindex(range(n_trips)).to_numpy()
-    median_dt = _group_median(interval_trip, dt, n_trips)
+    grades = _segment_grades(segments, trip_frame, model)
+    trip_values = _per_trip_arrays(trip_frame)
+    per_trip = np.stack([trip_values(name) for name in _TACHO_TRIP_VALUES])
+    trip_start_s = _epoch_seconds(trip_frame[c.START_TIME])
+    sums = _tacho_trip_sums(
+        position, seconds, speed_kmh, fuel_ml, n_trips, per_trip, trip_start_s, *grades,
+        bool(settings.cold_start), float(settings.cold_start_duration_s), 1.0 + settings.cold_start_excess_pct / 100.0,
+        float(settings.idle_speed_kmh),
+    )
+    rows, fuel_rows, speed_rows, measured_ml, first, last, max_gap, median_dt, model_fuel, idle_s, distance_m = sums
 
     trip_duration = (trip_frame[c.END_TIME] - trip_frame[c.START_TIME]).dt.total_seconds().to_numpy(dtype="float64")
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -225,45 +220,130 @@ def tacho_profile(tacho: pd.DataFrame, segments: pd.DataFrame, trip_frame: pd.Da
     speed_valid = (
         spans_trip & (speed_rows >= settings.min_tacho_coverage * rows) & (median_dt <= settings.max_tacho_median_interval_s)
     )
-
-    # T2 physics on the intervals.
-    usable = np.isfinite(v0) & np.isfinite(v1) & (dt > 0)
-    interval_trip, dt, v0, v1, start_s = interval_trip[usable], dt[usable], v0[usable], v1[usable], start_s[usable]
-    trip_values = _per_trip_arrays(trip_frame)
-
-    def per_interval(name: str) -> np.ndarray:
-        return trip_values(name)[interval_trip]
-
-    mean_speed = 0.5 * (v0 + v1)
-    grade_pct = _grade_at(start_s, interval_trip, segments, trip_frame, model)
-    power = wheel_power_kw(
-        mean_speed,
-        (v1 - v0) / dt,
-        grade_pct,
-        per_interval("mass_kg"),
-        per_interval("rolling_kw_s_per_m_per_t"),
-        per_interval("road_load_b_kw_s2_per_m2"),
-        per_interval("aero_kw_s3_per_m3"),
-        per_interval("inertia_factor"),
-    )
-    work = effective_work_kj(power, dt, per_interval("regen_share"))
-    elapsed = start_s - _epoch_seconds(trip_frame[c.START_TIME])[interval_trip]
-    cold = np.where(
-        settings.cold_start & (elapsed < settings.cold_start_duration_s), 1.0 + settings.cold_start_excess_pct / 100.0, 1.0
-    )
-    fuel = (per_interval("idle_rate_per_s") * dt + per_interval("profile_fuel_per_kj") * work) * cold
-    idle = mean_speed * 3.6 < settings.idle_speed_kmh
-
     return TachoProfile(
-        measured_fuel=measured_fuel,
+        measured_fuel=measured_ml / 1000.0,
         fuel_valid=fuel_valid,
-        model_fuel=np.bincount(interval_trip, weights=fuel, minlength=n_trips),
+        model_fuel=model_fuel,
         speed_valid=speed_valid,
-        idle_s=np.bincount(interval_trip, weights=np.where(idle, dt, 0.0), minlength=n_trips),
-        distance_m=np.bincount(interval_trip, weights=mean_speed * dt, minlength=n_trips),
+        idle_s=idle_s,
+        distance_m=distance_m,
         has_fuel_rows=fuel_rows > 0,
         has_speed_rows=speed_rows > 0,
     )
+
+
+#: Trip columns the tachograph loop reads, in the row order of its ``per_trip`` matrix.
+_TACHO_TRIP_VALUES = (
+    "mass_kg", "rolling_kw_s_per_m_per_t", "road_load_b_kw_s2_per_m2", "aero_kw_s3_per_m3", "inertia_factor",
+    "regen_share", "idle_rate_per_s", "profile_fuel_per_kj",
+)
+
+
+@numba.njit(cache=True, nogil=True)
+def _tacho_trip_sums(
+    position: np.ndarray, seconds: np.ndarray, speed_kmh: np.ndarray, fuel_ml: np.ndarray, n_trips: int,
+    per_trip: np.ndarray, trip_start_s: np.ndarray,
+    seg_first: np.ndarray, seg_end: np.ndarray, seg_start_s: np.ndarray, seg_grade: np.ndarray,
+    cold_start: bool, cold_start_duration_s: float, cold_multiplier: float, idle_speed_kmh: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Walk tachograph rows sorted by (trip, time) and return per-trip sums.
+
+    Returns rows, rows with fuel, rows with speed, measured fuel (ml, missing as 0), first and last
+    time, largest and median gap between rows (NaN without intervals), and over the usable
+    intervals (both speeds present, dt > 0): modelled fuel, idle seconds and distance (m).
+    The interval arithmetic is that of ``physics.wheel_power_kw`` and ``physics.effective_work_kj``.
+    """
+    rows = np.zeros(n_trips)
+    fuel_rows = np.zeros(n_trips)
+    speed_rows = np.zeros(n_trips)
+    measured = np.zeros(n_trips)
+    first = np.full(n_trips, np.nan)
+    last = np.full(n_trips, np.nan)
+    max_gap = np.full(n_trips, np.nan)
+    median_dt = np.full(n_trips, np.nan)
+    model_fuel = np.zeros(n_trips)
+    idle_s = np.zeros(n_trips)
+    distance = np.zeros(n_trips)
+    n = position.shape[0]
+    gaps = np.empty(max(n, 1))
+    i = 0
+    while i < n:
+        trip = position[i]
+        end = i
+        while end < n and position[end] == trip:
+            end += 1
+        mass_t = per_trip[0, trip] / 1000.0
+        rolling = per_trip[1, trip]
+        road_b = per_trip[2, trip]
+        aero = per_trip[3, trip]
+        inertia_factor = per_trip[4, trip]
+        regen = per_trip[5, trip]
+        idle_rate = per_trip[6, trip]
+        fuel_per_kj = per_trip[7, trip]
+        for r in range(i, end):
+            rows[trip] += 1.0
+            if np.isfinite(fuel_ml[r]):
+                fuel_rows[trip] += 1.0
+                measured[trip] += fuel_ml[r]
+            if np.isfinite(speed_kmh[r]):
+                speed_rows[trip] += 1.0
+        first[trip] = seconds[i]
+        last[trip] = seconds[end - 1]
+        n_gaps = 0
+        for r in range(i, end - 1):
+            dt = seconds[r + 1] - seconds[r]
+            gaps[n_gaps] = dt
+            n_gaps += 1
+            v0 = speed_kmh[r] / 3.6
+            v1 = speed_kmh[r + 1] / 3.6
+            if not (np.isfinite(v0) and np.isfinite(v1) and dt > 0):
+                continue
+            speed = 0.5 * (v0 + v1)
+            accel = (v1 - v0) / dt
+            grade = _grade_of(seconds[r], trip, seg_first, seg_end, seg_start_s, seg_grade)
+            slope = grade / 100.0
+            sin_theta = slope / np.sqrt(1.0 + slope * slope)
+            inertia = mass_t * inertia_factor * accel * speed
+            resistance = rolling * mass_t * speed + road_b * speed * speed + aero * speed * speed * speed
+            climbing = mass_t * GRAVITY_M_S2 * sin_theta * speed
+            power = resistance + inertia + climbing
+            work = (max(power, 0.0) - regen * max(-power, 0.0)) * dt
+            cold = cold_multiplier if cold_start and seconds[r] - trip_start_s[trip] < cold_start_duration_s else 1.0
+            model_fuel[trip] += (idle_rate * dt + fuel_per_kj * work) * cold
+            if speed * 3.6 < idle_speed_kmh:
+                idle_s[trip] += dt
+            distance[trip] += speed * dt
+        if n_gaps:
+            max_gap[trip] = gaps[:n_gaps].max()
+            median_dt[trip] = np.median(gaps[:n_gaps])
+        i = end
+    return rows, fuel_rows, speed_rows, measured, first, last, max_gap, median_dt, model_fuel, idle_s, distance
+
+
+@numba.njit(cache=True, nogil=True)
+def _grade_of(t: float, trip: int, seg_first: np.ndarray, seg_end: np.ndarray, seg_start_s: np.ndarray, seg_grade: np.ndarray) -> float:
+    """Grade of the last segment of ``trip`` that starts at or before ``t`` (0 when none).
+
+    Segments of a trip are ``[seg_first[trip], seg_end[trip])`` of arrays sorted by (trip, start
+    time, segment order), so the last of equal start times is the last in segment order.
+    """
+    lo = seg_first[trip]
+    hi = seg_end[trip]
+    if hi <= lo:
+        return 0.0
+    j = lo + np.searchsorted(seg_start_s[lo:hi], t, side="right") - 1
+    if j < lo:
+        return 0.0
+    return seg_grade[j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _grades_at(start_s: np.ndarray, interval_trip: np.ndarray, seg_first: np.ndarray, seg_end: np.ndarray,
+               seg_start_s: np.ndarray, seg_grade: np.ndarray) -> np.ndarray:
+    out = np.zeros(start_s.shape[0])
+    for k in range(start_s.shape[0]):
+        out[k] = _grade_of(start_s[k], interval_trip[k], seg_first, seg_end, seg_start_s, seg_grade)
+    return out
 
 
 def _distance_model_fuel(
@@ -320,36 +400,38 @@ def _grade_at(
 
     The segment is the last one of the same trip that starts at or before the interval. Of
     segments with equal start times the last in segment order wins. Both are the rules of a
-    backward ``pandas.merge_asof`` by trip. The search runs on one integer key per row,
-    ``trip * (m + 1) + rank of the start time among the m distinct segment start times``, so
-    start times are compared exactly.
+    backward ``pandas.merge_asof`` by trip. Start times are compared exactly.
     """
-    if segments.empty or start_s.size == 0:
-        return np.zeros(start_s.size)
-    settings = model.settings
-    seg_position = _trip_positions(trip_frame, segments[c.TRIP_ID])
+    if start_s.size == 0:
+        return np.zeros(0)
+    grades = _segment_grades(segments, trip_frame, model)
+    return _grades_at(np.asarray(start_s, dtype=np.float64), np.asarray(interval_trip, dtype=np.int64), *grades)
+
+
+def _segment_grades(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Segments of known trips sorted by (trip, start time, segment order), for ``_grade_of``.
+
+    Returns per trip the first and end row, then per row the start time (epoch s) and the grade:
+    the link gradient, else the grade from Z, else 0, clipped to ``max_abs_grade_pct``.
+    """
+    n_trips = len(trip_frame)
+    if segments.empty:
+        zeros = np.zeros(n_trips, dtype=np.int64)
+        return zeros, zeros, np.zeros(0), np.zeros(0)
+    limit = model.settings.max_abs_grade_pct
+    seg_position = _trip_positions(trip_frame, segments[c.TRIP_ID]).astype(np.int64)
     grade = segments[c.LINK_GRADIENT_PCT].astype("float64").fillna(segments[c.GRADE_PCT].astype("float64"))
     known = seg_position >= 0
-    seg_trip = seg_position[known].astype(np.int64)
+    seg_trip = seg_position[known]
     seg_start_s = _epoch_seconds(segments[c.T_START])[known]
-    seg_grade = grade.fillna(0.0).to_numpy()[known]
-    if seg_trip.size == 0:
-        return np.zeros(start_s.size)
-
-    distinct_s = np.unique(seg_start_s)
-    stride = distinct_s.size + 1
-    seg_key = seg_trip * stride + np.searchsorted(distinct_s, seg_start_s)
-    # Rank of the latest segment start at or before the interval start; -1 lands in the previous
-    # trip's key range and is rejected by the trip check below.
-    interval_rank = np.searchsorted(distinct_s, start_s, side="right") - 1
-    interval_key = interval_trip.astype(np.int64) * stride + interval_rank
-
-    order = np.argsort(seg_key, kind="stable")
-    found = np.searchsorted(seg_key[order], interval_key, side="right") - 1
-    chosen = order[np.maximum(found, 0)]
-    matched = (found >= 0) & (seg_trip[chosen] == interval_trip)
-    values = np.where(matched, seg_grade[chosen], 0.0)
-    return np.clip(values, -settings.max_abs_grade_pct, settings.max_abs_grade_pct)
+    seg_grade = np.clip(grade.fillna(0.0).to_numpy()[known], -limit, limit)
+    if not _is_sorted_by_trip_and_time(seg_trip, seg_start_s):
+        order = np.lexsort((np.arange(seg_trip.size), seg_start_s, seg_trip))
+        seg_trip, seg_start_s, seg_grade = seg_trip[order], seg_start_s[order], seg_grade[order]
+    trips = np.arange(n_trips)
+    seg_first = np.searchsorted(seg_trip, trips, side="left").astype(np.int64)
+    seg_end = np.searchsorted(seg_trip, trips, side="right").astype(np.int64)
+    return seg_first, seg_end, np.ascontiguousarray(seg_start_s), np.ascontiguousarray(seg_grade)
 
 
 def _trip_positions(trip_frame: pd.DataFrame, trip_ids: pd.Series) -> np.ndarray:
@@ -366,7 +448,8 @@ def _trip_positions(trip_frame: pd.DataFrame, trip_ids: pd.Series) -> np.ndarray
 
 
 def _is_sorted_by_trip_and_time(position: np.ndarray, seconds: np.ndarray) -> bool:
-    """Tell whether rows are already in (trip, time) order, as the aligned tachograph files store them."""
+    """Tell whether rows are already in (trip, time) order, as the aligned tachograph files store
+    them and as segments come from a piece."""
     step_trip = np.diff(position)
     return bool(np.all((step_trip > 0) | ((step_trip == 0) & (np.diff(seconds) >= 0))))
 

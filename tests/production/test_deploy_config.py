@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from compute import logs
-from compute.cluster import FLOW_RUN_LABEL, build_cluster_spec, run_labels
+from compute.cluster import FLOW_RUN_LABEL, WORKER_MALLOC_ENV, build_cluster_spec, run_labels
 from compute.settings import load_settings
 from flows import deployments
 
@@ -62,6 +62,12 @@ class TestDaskClusterSpec:
         assert body["worker"]["spec"]["nodeSelector"]["cloud.google.com/gke-spot"] == "true"
         assert "cloud.google.com/gke-spot" not in body["scheduler"]["spec"].get("nodeSelector", {})
         assert {"name": "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "value": "false"} in worker["env"]
+
+    def test_worker_allocator_env_matches_the_local_cluster(self) -> None:
+        """The template's own values (not the defaults build_cluster_spec fills in) equal WORKER_MALLOC_ENV."""
+        template = yaml.safe_load((PROJECT_ROOT / "k8s" / "daskcluster.yaml").read_text(encoding="utf-8"))
+        env = {e["name"]: e.get("value") for e in template["spec"]["worker"]["spec"]["containers"][0]["env"]}
+        assert {k: env.get(k) for k in WORKER_MALLOC_ENV} == WORKER_MALLOC_ENV
 
 
 class TestPrefectYaml:
