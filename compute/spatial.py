@@ -51,6 +51,10 @@ _RAD = np.pi / 180.0
 _NO_MEMBER = np.iinfo(np.int64).max
 #: Upper bound of grid cells along one axis of the area index (keys stay small and sparse).
 _MAX_CELLS_PER_AXIS = 1 << 20
+#: Grids with at most this many cells also get a table of member offsets by cell key (8 bytes a
+#: cell, 32 MiB at most), which replaces a binary search per point by one lookup. A city or
+#: prefecture fits; a country-wide layer at 25 m cells does not and keeps the binary search.
+_MAX_DENSE_CELLS = 1 << 22
 
 JOIN_COLUMNS: tuple[str, ...] = (
     c.AREA_ID, c.AREA_TYPE, c.LINK_ID, c.ROAD_CLASS, c.SPEED_LIMIT_KMH, c.LINK_GRADIENT_PCT,
@@ -70,6 +74,9 @@ class _Grid:
     keys: np.ndarray  # sorted unique cell keys (row * n_columns + column)
     starts: np.ndarray  # len(keys) + 1 offsets into members
     members: np.ndarray  # member index, ascending within each cell
+    #: Offsets into members by cell key (len = cells + 1), when the grid has at most
+    #: ``_MAX_DENSE_CELLS`` cells; empty otherwise, and the lookup searches ``keys``.
+    dense: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def pairs(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return ``(point, member)`` candidate pairs, grouped by point in ascending order.
@@ -259,7 +266,7 @@ def locate_areas(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers) -> np.ndar
     # Areas are sorted by size then feature_id, so the smallest row inside wins.
     bounds = np.ascontiguousarray(layers._area_bounds, dtype=np.float64)
     pick, needs_geos = _locate_boxes(lon, lat, grid.x0, grid.y0, grid.width_deg, grid.height_deg, grid.n_columns,
-                                     grid.keys, grid.starts, grid.members, layers._area_is_box, bounds)
+                                     grid.keys, grid.starts, grid.dense, grid.members, layers._area_is_box, bounds)
     if not needs_geos.any():
         return pick
 
@@ -289,7 +296,7 @@ def nearest_links(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers, max_dista
     lat = np.ascontiguousarray(lat, dtype=np.float64)
     kx, ky = _metres_per_degree(lat)
     _nearest_edges(lon, lat, kx, ky, grid.x0, grid.y0, grid.width_deg, grid.height_deg, grid.n_columns,
-                   grid.keys, grid.starts, grid.members, e.ax, e.ay, e.bx, e.by, e.link, float(max_distance_m), pick, distance)
+                   grid.keys, grid.starts, grid.dense, grid.members, e.ax, e.ay, e.bx, e.by, e.link, float(max_distance_m), pick, distance)
     return pick, distance
 
 
@@ -302,14 +309,23 @@ def nearest_links(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers, max_dista
 
 
 @numba.njit(cache=True, nogil=True)
-def _cell_members(key: int, keys: np.ndarray, starts: np.ndarray) -> tuple[int, int]:
+def _cell_members(key: int, keys: np.ndarray, starts: np.ndarray, dense: np.ndarray) -> tuple[int, int]:
     """Return the member range ``[first, end)`` of cell ``key`` (empty when the cell is absent)."""
-    n = keys.shape[0]
-    if n == 0:
+    if dense.shape[0] > 0:
+        if key + 1 < dense.shape[0]:
+            return dense[key], dense[key + 1]
         return 0, 0
-    position = np.searchsorted(keys, key)
-    if position < n and keys[position] == key:
-        return starts[position], starts[position + 1]
+    n = keys.shape[0]
+    lo = 0
+    hi = n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if keys[mid] < key:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < n and keys[lo] == key:
+        return starts[lo], starts[lo + 1]
     return 0, 0
 
 
@@ -350,7 +366,7 @@ def _wrapped(delta: float) -> float:
 @numba.njit(cache=True, nogil=True)
 def _locate_boxes(
     lon: np.ndarray, lat: np.ndarray, x0: float, y0: float, width: float, height: float, n_columns: int,
-    keys: np.ndarray, starts: np.ndarray, members: np.ndarray, is_box: np.ndarray, bounds: np.ndarray,
+    keys: np.ndarray, starts: np.ndarray, dense: np.ndarray, members: np.ndarray, is_box: np.ndarray, bounds: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per point: the smallest rectangular area row whose interior holds it (-1), and whether a
     non-rectangular area is among its candidates (those need GEOS)."""
@@ -365,7 +381,7 @@ def _locate_boxes(
             cell = _point_cell(x, y, x0, y0, width, height, n_columns, k)
             if cell < 0:
                 continue
-            first, end = _cell_members(cell, keys, starts)
+            first, end = _cell_members(cell, keys, starts, dense)
             for j in range(first, end):
                 area = members[j]
                 if not is_box[area]:
@@ -380,7 +396,7 @@ def _locate_boxes(
 @numba.njit(cache=True, nogil=True)
 def _nearest_edges(
     lon: np.ndarray, lat: np.ndarray, kx: np.ndarray, ky: np.ndarray, x0: float, y0: float, width: float, height: float,
-    n_columns: int, keys: np.ndarray, starts: np.ndarray, members: np.ndarray,
+    n_columns: int, keys: np.ndarray, starts: np.ndarray, dense: np.ndarray, members: np.ndarray,
     ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray, edge_link: np.ndarray, max_distance_m: float,
     pick: np.ndarray, distance: np.ndarray,
 ) -> None:
@@ -399,7 +415,7 @@ def _nearest_edges(
             cell = _point_cell(px, py, x0, y0, width, height, n_columns, k)
             if cell < 0:
                 continue
-            first, end = _cell_members(cell, keys, starts)
+            first, end = _cell_members(cell, keys, starts, dense)
             for j in range(first, end):
                 edge = members[j]
                 x1 = _wrapped(ax[edge] - px) * kxp
@@ -477,7 +493,13 @@ def _register(bounds: np.ndarray, x0: float, y0: float, width: float, height: fl
     order = np.lexsort((member, key))
     key, member = key[order], member[order]
     keys, first = np.unique(key, return_index=True)
-    return _Grid(x0, y0, width, height, n_columns, keys, np.r_[first, len(key)].astype(np.int64), member)
+    starts = np.r_[first, len(key)].astype(np.int64)
+    n_cells = int(keys[-1]) + 1 if len(keys) else 0
+    dense = np.zeros(0, np.int64)
+    if 0 < n_cells <= _MAX_DENSE_CELLS:
+        # A cell without members gets the offset of the next occupied cell: an empty range.
+        dense = starts[np.searchsorted(keys, np.arange(n_cells + 1, dtype=np.int64))]
+    return _Grid(x0, y0, width, height, n_columns, keys, starts, member, dense)
 
 
 def _link_edges(geoms: np.ndarray) -> _LinkEdges:

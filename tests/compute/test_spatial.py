@@ -106,6 +106,22 @@ class TestAgainstGeopandas:
         assert np.allclose(got_distance, expected_distance, atol=1e-3, equal_nan=True)
 
 
+    def test_dense_and_searched_cell_lookup_agree(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Grids too large for the offset table search the cell keys instead: same result."""
+        rng = np.random.default_rng(11)
+        geo = _layer(rng)
+        lon, lat = _lonlat(rng.uniform(-100, 2100, 5_000), rng.uniform(-100, 2100, 5_000))
+        dense_layers = spatial.prepare_layers(geo, link_max_distance_m=25.0)
+        monkeypatch.setattr(spatial, "_MAX_DENSE_CELLS", 0)
+        searched_layers = spatial.prepare_layers(geo, link_max_distance_m=25.0)
+        assert len(dense_layers.link_grid(25.0).dense) > 0
+        assert len(searched_layers.link_grid(25.0).dense) == 0
+        dense = spatial.join_segments(_segments(lon, lat), dense_layers, 25.0)
+        searched = spatial.join_segments(_segments(lon, lat), searched_layers, 25.0)
+        assert dense[c.MATCHED].sum() > 500
+        pd.testing.assert_frame_equal(dense, searched)
+
+
 class TestRules:
     def test_nested_area_smallest_wins(self) -> None:
         layers = spatial.prepare_layers(_layer(np.random.default_rng(1)))
