@@ -208,8 +208,12 @@ class Store:
         if self.protocol in ("file", "local"):
             self.fs.makedirs(self.root, exist_ok=True)
 
-    def write_bytes(self, relative: str, data: bytes) -> ObjectRecord:
-        """Write ``data`` in one PUT and return its record (checksums computed locally)."""
+    def write_bytes(self, relative: str, data: bytes, *, md5: bool = True) -> ObjectRecord:
+        """Write ``data`` in one PUT and return its record (checksums computed locally).
+
+        ``md5=False`` leaves the record's MD5 empty: only objects delivered to S3 need it (as
+        Content-MD5), and it costs as much CPU as the SHA-256.
+        """
         path = self.path(relative)
         if self.protocol in ("file", "local"):
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
@@ -219,7 +223,7 @@ class Store:
             path=relative,
             size=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
-            md5=base64.b64encode(hashlib.md5(data).digest()).decode("ascii"),  # noqa: S324
+            md5=base64.b64encode(hashlib.md5(data).digest()).decode("ascii") if md5 else "",  # noqa: S324
         )
 
     def write_text(self, relative: str, text: str) -> ObjectRecord:
