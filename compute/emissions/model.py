@@ -472,7 +472,7 @@ def _distribute_to_segments(
     segments: pd.DataFrame, seg: profiles.SegmentProfile, trip_frame: pd.DataFrame, trips_out: pd.DataFrame
 ) -> pd.DataFrame:
     """Split each trip's fuel and CO2 over its segments in proportion to the segment model."""
-    out = segments.copy()
+    out = segments.copy(deep=False)  # new columns only; the input columns are shared, not copied
     position = seg.trip_position
     n_trips = len(trip_frame)
     valid = position >= 0

@@ -15,11 +15,10 @@ import numpy as np
 import pandas as pd
 
 from compute import columns as c
-from compute.emissions.physics import GRAVITY_M_S2, effective_work_kj, wheel_power_kw
+from compute.emissions.physics import GRAVITY_M_S2
 
 if TYPE_CHECKING:
     from compute.emissions.model import EmissionModel
-    from compute.emissions.settings import EmissionSettings
 
 _EPOCH = pd.Timestamp(0, tz="UTC")
 
@@ -69,36 +68,20 @@ class TachoProfile:
 
 
 def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel) -> SegmentProfile:
-    """Compute fuel per segment with the T3 physics model and the T4/T5 distance model."""
+    """Compute fuel per segment with the T3 physics model and the T4/T5 distance model.
+
+    The per-segment arithmetic and the per-trip sums run in one compiled pass
+    (``_segment_pass``); only the median vertex interval per trip is a pandas groupby.
+    """
     settings = model.settings
     n_trips = len(trip_frame)
-    position = _trip_positions(trip_frame, segments[c.TRIP_ID]) if len(segments) else np.zeros(0, int)
+    n = len(segments)
+    position = _trip_positions(trip_frame, segments[c.TRIP_ID]).astype(np.int64) if n else np.zeros(0, np.int64)
     valid = position >= 0
     safe = np.where(valid, position, 0)
-    # Trip values reach the segments as float arrays indexed by trip position. Indexing the
-    # whole trip frame instead would copy every trip column, strings included, per segment.
-    trip_values = _per_trip_arrays(trip_frame)
-
-    def per_trip(name: str) -> np.ndarray:
-        if not n_trips:
-            return np.zeros(len(segments))
-        return trip_values(name)[safe]
 
     duration = segments[c.DURATION_S].to_numpy(dtype="float64")
     length = segments[c.LENGTH_M].to_numpy(dtype="float64")
-    speed = np.nan_to_num(segments[c.SPEED_KMH].to_numpy(dtype="float64") / 3.6, nan=0.0)
-    accel = np.nan_to_num(segments[c.ACCEL_M_S2].to_numpy(dtype="float64"), nan=0.0)
-    idle = speed * 3.6 < settings.idle_speed_kmh
-
-    # Grade: the matched link's gradient first, then the grade from Z, else 0 (flagged).
-    grade = segments[c.LINK_GRADIENT_PCT].astype("float64").fillna(segments[c.GRADE_PCT].astype("float64"))
-    missing_grade = grade.isna().to_numpy() & (length > 0)
-    grade_raw = grade.fillna(0.0).to_numpy()
-    grade_pct = np.clip(grade_raw, -settings.max_abs_grade_pct, settings.max_abs_grade_pct)
-    clipped = grade_pct != grade_raw
-
-    trip_start_s = _epoch_seconds(trip_frame[c.START_TIME])[safe] if n_trips else np.full(len(segments), np.nan)
-    cold = _cold_start_multiplier(segments[c.T_START], trip_start_s, settings) if len(segments) else np.ones(0)
 
     # T3 physics: the trip's vertex interval sets the acceleration-loss factor.
     timed_trip = (trip_frame[c.TIME_SOURCE] == "vertex").to_numpy() if n_trips else np.zeros(0, bool)
@@ -107,38 +90,22 @@ def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: Emi
     accel_factor = np.ones(n_trips)
     if settings.gps_accel_correction:
         accel_factor = np.interp(np.nan_to_num(median_interval, nan=1.0), model.accel_intervals_s, model.accel_factors)
-    power = wheel_power_kw(
-        speed,
-        accel,
-        grade_pct,
-        per_trip("mass_kg"),
-        per_trip("rolling_kw_s_per_m_per_t"),
-        per_trip("road_load_b_kw_s2_per_m2"),
-        per_trip("aero_kw_s3_per_m3"),
-        per_trip("inertia_factor"),
-        accel_factor[safe] if n_trips else 1.0,
-        # The acceleration is the change from the previous segment's speed, so the mean of the
-        # two speeds makes accel * speed * duration the kinetic-energy change per unit mass.
-        np.maximum(speed - 0.5 * accel * duration, 0.0),
+
+    trip_values = _per_trip_arrays(trip_frame)
+    per_trip = np.stack([trip_values(name) for name in _SEGMENT_TRIP_VALUES] + [
+        _epoch_seconds(trip_frame[c.START_TIME]) if n_trips else np.zeros(0), accel_factor,
+    ]) if n_trips else np.zeros((len(_SEGMENT_TRIP_VALUES) + 2, 0))
+    grade = segments[c.LINK_GRADIENT_PCT].astype("float64").fillna(segments[c.GRADE_PCT].astype("float64")).to_numpy()
+    physics, distance, grade_pct, sums = _segment_pass(
+        position, duration, length,
+        segments[c.SPEED_KMH].to_numpy(dtype="float64"), segments[c.ACCEL_M_S2].to_numpy(dtype="float64"), grade,
+        _epoch_seconds(segments[c.T_START]) if n else np.zeros(0), per_trip, n_trips,
+        float(settings.idle_speed_kmh), float(settings.max_abs_grade_pct),
+        bool(settings.cold_start), float(settings.cold_start_duration_s), 1.0 + settings.cold_start_excess_pct / 100.0,
+        float(settings.max_gps_accel_m_s2), settings.max_gps_speed_change_kmh / 3.6,
     )
-    work = effective_work_kj(power, duration, per_trip("regen_share"))
-    physics = (per_trip("idle_rate_per_s") * duration + per_trip("profile_fuel_per_kj") * work) * cold
-
-    # T4/T5 distance model with per-segment grade, idle and cold start.
-    distance = _distance_model_fuel(length, duration, idle, grade_pct, per_trip, cold)
-
-    # A speed change no vehicle can make comes from a GPS jump or a missing fix under a synthetic
-    # timestamp; the physics would turn it into acceleration work, so the distance model is used instead.
-    jump = _find_gps_jumps(accel, duration, settings)
-    physics = np.where(jump, distance, physics)
-
-    physics = np.where(valid, physics, 0.0)
-    distance = np.where(valid, distance, 0.0)
-    segment_count = np.bincount(safe[valid], minlength=n_trips)
-    timed_count = np.bincount(safe[timed_segment], minlength=n_trips)
-    speed_missing = np.bincount(
-        safe[timed_segment & ~np.isfinite(segments[c.SPEED_KMH].to_numpy(dtype="float64"))], minlength=n_trips
-    )
+    (trip_physics, trip_distance, trip_length, segment_count, timed_count, speed_missing, trip_idle,
+     missing_grade, clipped, jump) = sums
     sparse = ~(median_interval <= settings.max_gps_median_interval_s)
     gps_valid = timed_trip & (timed_count >= settings.min_gps_segments) & ~sparse & (speed_missing == 0)
 
@@ -148,15 +115,15 @@ def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: Emi
         distance_fuel=distance,
         duration_s=duration,
         length_m=length,
-        trip_physics_fuel=np.bincount(safe, weights=physics, minlength=n_trips),
-        trip_distance_fuel=np.bincount(safe, weights=distance, minlength=n_trips),
-        trip_length_m=np.bincount(safe, weights=np.where(valid, length, 0.0), minlength=n_trips),
-        trip_segment_count=segment_count,
-        trip_idle_s=np.bincount(safe, weights=np.where(valid & idle, duration, 0.0), minlength=n_trips),
+        trip_physics_fuel=trip_physics,
+        trip_distance_fuel=trip_distance,
+        trip_length_m=trip_length,
+        trip_segment_count=segment_count.astype(np.int64),
+        trip_idle_s=trip_idle,
         trip_accel_factor=accel_factor,
-        trip_missing_grade=np.bincount(safe, weights=(valid & missing_grade).astype(float), minlength=n_trips) > 0,
-        trip_grade_clipped=np.bincount(safe, weights=(valid & clipped).astype(float), minlength=n_trips) > 0,
-        trip_gps_jump=np.bincount(safe, weights=(valid & jump).astype(float), minlength=n_trips) > 0,
+        trip_missing_grade=missing_grade > 0,
+        trip_grade_clipped=clipped > 0,
+        trip_gps_jump=jump > 0,
         timed_trip=timed_trip,
         gps_valid=gps_valid,
         sparse=sparse,
@@ -164,11 +131,122 @@ def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: Emi
     )
 
 
-def _find_gps_jumps(accel_m_s2: np.ndarray, duration_s: np.ndarray, settings: EmissionSettings) -> np.ndarray:
-    """Mark segments whose speed change from the previous segment exceeds what a vehicle can do."""
-    speed_change_m_s = np.abs(accel_m_s2) * np.maximum(duration_s, 0.0)
-    limit_m_s = np.minimum(settings.max_gps_accel_m_s2 * np.maximum(duration_s, 0.0), settings.max_gps_speed_change_kmh / 3.6)
-    return speed_change_m_s > limit_m_s
+#: Trip columns the segment pass reads, in the row order of its ``per_trip`` matrix; the trip
+#: start (epoch s) and the acceleration factor follow them.
+_SEGMENT_TRIP_VALUES = (
+    "mass_kg", "rolling_kw_s_per_m_per_t", "road_load_b_kw_s2_per_m2", "aero_kw_s3_per_m3", "inertia_factor",
+    "regen_share", "idle_rate_per_s", "profile_fuel_per_kj", "traction_distance_share", "positive_force_n",
+    "variable_share", "distance_fuel_per_km",
+)
+
+
+@numba.njit(cache=True, nogil=True)
+def _nan_to_num(x: float, nan: float) -> float:
+    """``numpy.nan_to_num`` of one value: NaN to ``nan``, infinities to the largest floats."""
+    if np.isnan(x):
+        return nan
+    if np.isinf(x):
+        return np.finfo(np.float64).max if x > 0 else -np.finfo(np.float64).max
+    return x
+
+
+@numba.njit(cache=True, nogil=True)
+def _segment_pass(
+    position: np.ndarray, duration: np.ndarray, length: np.ndarray, speed_kmh: np.ndarray, accel_m_s2: np.ndarray,
+    grade_in: np.ndarray, t_start_s: np.ndarray, per_trip: np.ndarray, n_trips: int,
+    idle_speed_kmh: float, max_abs_grade_pct: float, cold_start: bool, cold_start_duration_s: float,
+    cold_multiplier: float, max_gps_accel_m_s2: float, max_gps_speed_change_m_s: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """T3 physics and T4/T5 distance fuel of every segment, and their per-trip sums.
+
+    Returns physics fuel, distance fuel and the clipped grade per segment (0 fuel for segments of
+    unknown trips), then per trip: physics fuel, distance fuel, length, segment count, timed
+    segment count, timed segments without speed, idle seconds, and the counts of segments with
+    a missing grade, a clipped grade and a GPS jump. The physics is ``physics.wheel_power_kw`` with
+    the inertia term on the mean speed of the segment and its predecessor; a segment whose speed
+    change no vehicle can make (a GPS jump) takes the distance model instead.
+    """
+    n = position.shape[0]
+    physics = np.zeros(n)
+    distance = np.zeros(n)
+    grade_out = np.zeros(n)
+    trip_physics = np.zeros(n_trips)
+    trip_distance = np.zeros(n_trips)
+    trip_length = np.zeros(n_trips)
+    segment_count = np.zeros(n_trips)
+    timed_count = np.zeros(n_trips)
+    speed_missing = np.zeros(n_trips)
+    trip_idle = np.zeros(n_trips)
+    missing_grade = np.zeros(n_trips)
+    clipped = np.zeros(n_trips)
+    jumps = np.zeros(n_trips)
+    for i in range(n):
+        dt = duration[i]
+        speed = _nan_to_num(speed_kmh[i] / 3.6, 0.0)
+        accel = _nan_to_num(accel_m_s2[i], 0.0)
+        raw = grade_in[i]
+        grade_missing = np.isnan(raw) and length[i] > 0
+        if np.isnan(raw):
+            raw = 0.0
+        grade = min(max(raw, -max_abs_grade_pct), max_abs_grade_pct)
+        grade_out[i] = grade
+        trip = position[i]
+        if trip < 0:
+            continue
+        mass_kg = per_trip[0, trip]
+        mass_t = mass_kg / 1000.0
+        idle_rate = per_trip[6, trip]
+        cold = 1.0
+        if cold_start and t_start_s[i] - per_trip[12, trip] < cold_start_duration_s:
+            cold = cold_multiplier
+
+        slope = grade / 100.0
+        sin_theta = slope / np.sqrt(1.0 + slope * slope)
+        inertia_speed = max(speed - 0.5 * accel * dt, 0.0)
+        inertia = mass_t * per_trip[4, trip] * accel * inertia_speed
+        if inertia > 0:
+            inertia = inertia * per_trip[13, trip]
+        resistance = per_trip[1, trip] * mass_t * speed + per_trip[2, trip] * speed * speed + per_trip[3, trip] * speed * speed * speed
+        power = resistance + inertia + mass_t * GRAVITY_M_S2 * sin_theta * speed
+        work = (max(power, 0.0) - per_trip[5, trip] * max(-power, 0.0)) * dt
+        seg_physics = (idle_rate * dt + per_trip[7, trip] * work) * cold
+
+        idle = speed * 3.6 < idle_speed_kmh
+        if idle:
+            seg_distance = idle_rate * dt * cold
+        else:
+            climbing_n = mass_kg * GRAVITY_M_S2 * sin_theta * per_trip[8, trip]
+            force_ratio = _nan_to_num(1.0 + climbing_n / per_trip[9, trip], 1.0)
+            share = _nan_to_num(per_trip[10, trip], 1.0)
+            multiplier = (1.0 - share) + share * max(force_ratio, 0.0)
+            seg_distance = length[i] / 1000.0 * per_trip[11, trip] * multiplier * cold
+
+        positive_dt = max(dt, 0.0)
+        jump = abs(accel) * positive_dt > min(max_gps_accel_m_s2 * positive_dt, max_gps_speed_change_m_s)
+        if jump:
+            seg_physics = seg_distance
+        physics[i] = seg_physics
+        distance[i] = seg_distance
+
+        trip_physics[trip] += seg_physics
+        trip_distance[trip] += seg_distance
+        trip_length[trip] += length[i]
+        segment_count[trip] += 1.0
+        if dt > 0:
+            timed_count[trip] += 1.0
+            if not np.isfinite(speed_kmh[i]):
+                speed_missing[trip] += 1.0
+        if idle:
+            trip_idle[trip] += dt
+        if grade_missing:
+            missing_grade[trip] += 1.0
+        if grade != raw:
+            clipped[trip] += 1.0
+        if jump:
+            jumps[trip] += 1.0
+    sums = (trip_physics, trip_distance, trip_length, segment_count, timed_count, speed_missing, trip_idle, missing_grade, clipped, jumps)
+    return physics, distance, grade_out, sums
 
 
 def tacho_profile(tacho: pd.DataFrame, segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel) -> TachoProfile:
@@ -346,33 +424,6 @@ def _grades_at(start_s: np.ndarray, interval_trip: np.ndarray, seg_first: np.nda
     return out
 
 
-def _distance_model_fuel(
-    length_m: np.ndarray,
-    duration_s: np.ndarray,
-    idle: np.ndarray,
-    grade_pct: np.ndarray,
-    per_trip: Callable[[str], np.ndarray],
-    cold: np.ndarray,
-) -> np.ndarray:
-    """Distance x base fuel per km, with the grade acting on the power-dependent share only.
-
-    On a grade the tractive force rises by m * g * sin(theta) over the part of the distance the
-    calibration cycle drives under traction (elsewhere the grade first offsets braking).
-    Relative to the cycle's mean positive tractive force that scales the variable share of the
-    fuel. Idle segments burn the idle rate for their duration instead.
-    """
-    slope = grade_pct / 100.0
-    sin_theta = slope / np.sqrt(1.0 + slope * slope)
-    climbing_n = per_trip("mass_kg") * GRAVITY_M_S2 * sin_theta * per_trip("traction_distance_share")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        force_ratio = 1.0 + climbing_n / per_trip("positive_force_n")
-    share = np.nan_to_num(per_trip("variable_share"), nan=1.0)
-    grade_multiplier = (1.0 - share) + share * np.maximum(np.nan_to_num(force_ratio, nan=1.0), 0.0)
-    moving = length_m / 1000.0 * per_trip("distance_fuel_per_km") * grade_multiplier
-    idling = per_trip("idle_rate_per_s") * duration_s
-    return np.where(idle, idling, moving) * cold
-
-
 def _per_trip_arrays(trip_frame: pd.DataFrame) -> Callable[[str], np.ndarray]:
     """Return a lookup of trip columns as float64 arrays, each converted once."""
     cache: dict[str, np.ndarray] = {}
@@ -383,14 +434,6 @@ def _per_trip_arrays(trip_frame: pd.DataFrame) -> Callable[[str], np.ndarray]:
         return cache[name]
 
     return values
-
-
-def _cold_start_multiplier(t_start: pd.Series, trip_start_s: np.ndarray, settings: EmissionSettings) -> np.ndarray:
-    if not settings.cold_start:
-        return np.ones(len(t_start))
-    elapsed = _epoch_seconds(t_start) - trip_start_s
-    excess = 1.0 + settings.cold_start_excess_pct / 100.0
-    return np.where(elapsed < settings.cold_start_duration_s, excess, 1.0)
 
 
 def _grade_at(
