@@ -32,11 +32,17 @@ def test_cluster_closes_on_keyboard_interrupt() -> None:
     assert seen["cluster"].status == Status.closed
 
 
-def test_local_workers_get_the_allocator_settings() -> None:
-    """Worker processes start with WORKER_MALLOC_ENV, not the nanny's 64 KiB trim threshold."""
+def test_local_workers_get_the_allocator_and_profiler_settings() -> None:
+    """Worker processes start with WORKER_MALLOC_ENV, not the nanny's 64 KiB trim threshold, and
+    without the statistical profiler."""
     import os
+
+    import dask
 
     with open_cluster(ClusterSettings(n_workers=1, memory_limit="1GiB")) as client:
         seen = client.run(lambda: {k: os.environ.get(k) for k in WORKER_MALLOC_ENV})
+        profiling = client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
     assert list(seen.values()) == [WORKER_MALLOC_ENV]
     assert WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"] != "65536"
+    assert list(profiling.values()) == [False]
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # only the workers change

@@ -68,6 +68,7 @@ class TestDaskClusterSpec:
         template = yaml.safe_load((PROJECT_ROOT / "k8s" / "daskcluster.yaml").read_text(encoding="utf-8"))
         env = {e["name"]: e.get("value") for e in template["spec"]["worker"]["spec"]["containers"][0]["env"]}
         assert {k: env.get(k) for k in WORKER_MALLOC_ENV} == WORKER_MALLOC_ENV
+        assert env.get("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED") == "False"
 
 
 class TestPrefectYaml:
