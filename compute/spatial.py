@@ -302,13 +302,14 @@ def nearest_links(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers, max_dista
 
 # -- compiled loops ----------------------------------------------------------------------------
 #
-# The loops below run once per point over the members of its grid cell. They reproduce the rules
-# of the module docstring and the cell lookup of ``_Grid.pairs`` (including the extra cells of a
-# point on a grid line), with the same float64 arithmetic as the array formulation; fastmath is
-# off so the compiler keeps the order of operations.
+# The loops below run once per point over the members of its grid cell. They follow the rules of
+# the module docstring and the cell lookup of ``_Grid.pairs``, including the extra cells of a
+# point on a grid line. Arithmetic is float64 with fastmath off, so the compiler keeps the order
+# of operations, and error_model="numpy" makes a division by zero give inf or NaN as numpy does.
+# A longitude difference already in [-180, 180) is used as it is (``_wrapped``).
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _cell_members(key: int, keys: np.ndarray, starts: np.ndarray, dense: np.ndarray) -> tuple[int, int]:
     """Return the member range ``[first, end)`` of cell ``key`` (empty when the cell is absent)."""
     if dense.shape[0] > 0:
@@ -329,7 +330,7 @@ def _cell_members(key: int, keys: np.ndarray, starts: np.ndarray, dense: np.ndar
     return 0, 0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _point_cell(x: float, y: float, x0: float, y0: float, width: float, height: float, n_columns: int, k: int) -> int:
     """Return the key of the ``k``-th cell (0 to 3) a point reads, or -1.
 
@@ -355,7 +356,7 @@ def _point_cell(x: float, y: float, x0: float, y0: float, width: float, height: 
     return -1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _wrapped(delta: float) -> float:
     """A longitude difference in [-180, 180)."""
     if -180.0 <= delta < 180.0:
@@ -363,7 +364,7 @@ def _wrapped(delta: float) -> float:
     return (delta + 180.0) % 360.0 - 180.0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _locate_boxes(
     lon: np.ndarray, lat: np.ndarray, x0: float, y0: float, width: float, height: float, n_columns: int,
     keys: np.ndarray, starts: np.ndarray, dense: np.ndarray, members: np.ndarray, is_box: np.ndarray, bounds: np.ndarray,
@@ -393,7 +394,7 @@ def _locate_boxes(
     return pick, needs_geos
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _nearest_edges(
     lon: np.ndarray, lat: np.ndarray, kx: np.ndarray, ky: np.ndarray, x0: float, y0: float, width: float, height: float,
     n_columns: int, keys: np.ndarray, starts: np.ndarray, dense: np.ndarray, members: np.ndarray,
@@ -461,6 +462,12 @@ def _build_edge_grid(edges: _LinkEdges, max_distance_m: float) -> _Grid:
     The radius in degrees is taken where it is widest: east-west at the highest latitude a point
     within ``max_distance_m`` of a link can have, north-south at the equator's meridian radius.
     A point within the radius of an edge then lies in a cell the edge is registered in.
+
+    NOTE: that holds up to 89.9 degrees of latitude, where the width is capped, and not across the
+    antimeridian: longitudes are registered unwrapped, so a link just east of -180 is no candidate
+    for a point just west of +180. An edge is also registered in every cell of its padded bounding
+    box, so one long diagonal edge (1 degree at 25 m cells) would take about 2e7 cells. Links of
+    Japanese road networks are far from all three limits.
     """
     height = max_distance_m / (_WGS84_A_M * (1.0 - _WGS84_E2) * _RAD)
     top = min(float(max(np.abs(edges.ay).max(), np.abs(edges.by).max())) + height, 89.9)
@@ -522,11 +529,13 @@ def _link_edges(geoms: np.ndarray) -> _LinkEdges:
 
 
 def _metres_per_degree(lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """East-west and north-south metres per degree at ``lat`` on the WGS 84 ellipsoid."""
-    phi = np.radians(lat)
-    sin_phi = np.sin(phi)
-    w = np.sqrt(1.0 - _WGS84_E2 * sin_phi * sin_phi)
-    return _WGS84_A_M / w * np.cos(phi) * _RAD, _WGS84_A_M * (1.0 - _WGS84_E2) / (w * w * w) * _RAD
+    """East-west and north-south metres per degree at ``lat`` on the WGS 84 ellipsoid (NaN for a
+    non-finite latitude, which then matches nothing)."""
+    with np.errstate(invalid="ignore"):
+        phi = np.radians(lat)
+        sin_phi = np.sin(phi)
+        w = np.sqrt(1.0 - _WGS84_E2 * sin_phi * sin_phi)
+        return _WGS84_A_M / w * np.cos(phi) * _RAD, _WGS84_A_M * (1.0 - _WGS84_E2) / (w * w * w) * _RAD
 
 
 def _min_per_point(point: np.ndarray, member: np.ndarray, n: int) -> np.ndarray:

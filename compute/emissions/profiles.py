@@ -140,7 +140,7 @@ _SEGMENT_TRIP_VALUES = (
 )
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _nan_to_num(x: float, nan: float) -> float:
     """``numpy.nan_to_num`` of one value: NaN to ``nan``, infinities to the largest floats."""
     if np.isnan(x):
@@ -150,7 +150,7 @@ def _nan_to_num(x: float, nan: float) -> float:
     return x
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _segment_pass(
     position: np.ndarray, duration: np.ndarray, length: np.ndarray, speed_kmh: np.ndarray, accel_m_s2: np.ndarray,
     grade_in: np.ndarray, t_start_s: np.ndarray, per_trip: np.ndarray, n_trips: int,
@@ -317,7 +317,7 @@ _TACHO_TRIP_VALUES = (
 )
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _tacho_trip_sums(
     position: np.ndarray, seconds: np.ndarray, speed_kmh: np.ndarray, fuel_ml: np.ndarray, n_trips: int,
     per_trip: np.ndarray, trip_start_s: np.ndarray,
@@ -398,7 +398,7 @@ def _tacho_trip_sums(
     return rows, fuel_rows, speed_rows, measured, first, last, max_gap, median_dt, model_fuel, idle_s, distance
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _grade_of(t: float, trip: int, seg_first: np.ndarray, seg_end: np.ndarray, seg_start_s: np.ndarray, seg_grade: np.ndarray) -> float:
     """Grade of the last segment of ``trip`` that starts at or before ``t`` (0 when none).
 
@@ -415,7 +415,7 @@ def _grade_of(t: float, trip: int, seg_first: np.ndarray, seg_end: np.ndarray, s
     return seg_grade[j]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _grades_at(start_s: np.ndarray, interval_trip: np.ndarray, seg_first: np.ndarray, seg_end: np.ndarray,
                seg_start_s: np.ndarray, seg_grade: np.ndarray) -> np.ndarray:
     out = np.zeros(start_s.shape[0])
