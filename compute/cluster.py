@@ -40,17 +40,13 @@ log = logging.getLogger(__name__)
 #: reused from the heap; free heap above 128 MiB still goes back to the operating system.
 WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(128 << 20), "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
 
-#: Dask configuration of the workers. The statistical profiler samples every thread's stack each
-#: 10 ms and holds the GIL while it does: with it on, task CPU of the compute phase was 41 %
-#: higher (100k benchmark day, one worker: 70.3 s against 49.7 s). The dashboard's profile page
-#: stays empty; set DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=True on the workers to get it back.
-WORKER_DASK_CONFIG = {"distributed.worker.profile.enabled": False}
+#: Dask's statistical profiler samples every thread's stack each 10 ms and holds the GIL while it
+#: does: with it on, task CPU of the compute phase was 41 % higher (100k benchmark day, one
+#: worker: 70.3 s against 49.7 s). ``ClusterSettings.worker_profiling`` turns it on.
+PROFILER_ENV = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
 
 #: Environment every worker needs; gcsfs hangs against GCS emulators and HNS lookups without it.
-WORKER_ENV = {
-    "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "DO_NOT_TRACK": "1", **WORKER_MALLOC_ENV,
-    "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
-}
+WORKER_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "DO_NOT_TRACK": "1", **WORKER_MALLOC_ENV}
 
 #: Label keys that tie a DaskCluster to its flow run, for the leftover-cluster cleanup.
 RUN_DATE_LABEL = "lm-co2/run-date"
@@ -97,7 +93,9 @@ def open_cluster(
         if settings.kind == "local":
             # The nanny reads the variables it sets before spawning a worker from this key.
             pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **WORKER_MALLOC_ENV}
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn, **WORKER_DASK_CONFIG}):
+            worker_config = {"distributed.nanny.pre-spawn-environ": pre_spawn,
+                             "distributed.worker.profile.enabled": settings.worker_profiling}
+            with dask.config.set(worker_config):
                 cluster = LocalCluster(
                     n_workers=settings.n_workers,
                     threads_per_worker=settings.threads_per_worker,
@@ -235,6 +233,8 @@ def build_cluster_spec(
             env = {e["name"]: e for e in container.get("env", [])}
             for key, value in WORKER_ENV.items():
                 env.setdefault(key, {"name": key, "value": value})
+            if part == "worker":
+                env[PROFILER_ENV] = {"name": PROFILER_ENV, "value": str(settings.worker_profiling)}
             container["env"] = list(env.values())
     return spec
 

@@ -46,3 +46,7 @@ def test_local_workers_get_the_allocator_and_profiler_settings() -> None:
     assert WORKER_MALLOC_ENV["MALLOC_TRIM_THRESHOLD_"] != "65536"
     assert list(profiling.values()) == [False]
     assert dask.config.get("distributed.worker.profile.enabled") is True  # only the workers change
+
+    with open_cluster(ClusterSettings(n_workers=1, memory_limit="1GiB", worker_profiling=True)) as client:
+        profiling = client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
+    assert list(profiling.values()) == [True]

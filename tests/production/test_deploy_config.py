@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from compute import logs
-from compute.cluster import FLOW_RUN_LABEL, WORKER_MALLOC_ENV, build_cluster_spec, run_labels
+from compute.cluster import FLOW_RUN_LABEL, PROFILER_ENV, WORKER_MALLOC_ENV, build_cluster_spec, run_labels
 from compute.settings import load_settings
 from flows import deployments
 
@@ -68,7 +68,16 @@ class TestDaskClusterSpec:
         template = yaml.safe_load((PROJECT_ROOT / "k8s" / "daskcluster.yaml").read_text(encoding="utf-8"))
         env = {e["name"]: e.get("value") for e in template["spec"]["worker"]["spec"]["containers"][0]["env"]}
         assert {k: env.get(k) for k in WORKER_MALLOC_ENV} == WORKER_MALLOC_ENV
-        assert env.get("DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED") == "False"
+        assert env.get(PROFILER_ENV) == "False"
+
+    def test_worker_profiling_setting_reaches_workers(self) -> None:
+        def worker_env(profiling: bool) -> dict[str, Any]:
+            settings = load_settings("gke", environ={}).cluster.model_copy(update={"worker_profiling": profiling})
+            spec = build_cluster_spec(settings, name="lm-co2-x", labels={}, project_root=PROJECT_ROOT)
+            return {e["name"]: e.get("value") for e in spec["spec"]["worker"]["spec"]["containers"][0]["env"]}
+
+        assert worker_env(False)[PROFILER_ENV] == "False"
+        assert worker_env(True)[PROFILER_ENV] == "True"
 
 
 class TestPrefectYaml:
