@@ -121,6 +121,7 @@ def _measure(settings: Settings, workers: int, *, with_duckdb: bool) -> dict[str
     stage_cpu = {k: v for k, v in counts["stage_seconds"].items() if k.endswith("_cpu")}
     out["compute_cpu"] = sum(stage_cpu.values())
     out.update({f"stage_{k}": v for k, v in counts["stage_seconds"].items()})
+    out.update({f"step_{k}_wall": v for k, v in counts.get("step_wall_seconds", {}).items()})
     if with_duckdb:
         out.update(_duckdb(temp, workers))
     return out
@@ -239,6 +240,13 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     print("|" + "---|" * len(header))
     for r in rows:
         print("| " + " | ".join(str(r.get(h, "")) for h in header) + " |")
+    steps = [k[len("step_"):-len("_wall")] for k in rows[0] if k.startswith("step_") and k.endswith("_wall")] if rows else []
+    if steps:
+        print()
+        print("| size | workers | " + " | ".join(f"{s} wall" for s in steps) + " |")
+        print("|" + "---|" * (len(steps) + 2))
+        for r in rows:
+            print(f"| {r['size']} | {r['workers']} | " + " | ".join(str(r.get(f"step_{s}_wall", "")) for s in steps) + " |")
     print()
     print("| size | workers | " + " | ".join(f"{s} wall / cpu" for s in stages) + " |")
     print("|" + "---|" * (len(stages) + 2))

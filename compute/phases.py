@@ -334,6 +334,15 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
 
     def body() -> Manifest:
         time_left = _deadline(run)
+        # Wall seconds of each step as the client sees it (tasks included), for the manifest.
+        steps: dict[str, float] = {}
+        clock = [time.perf_counter()]
+
+        def step_done(name: str) -> None:
+            now = time.perf_counter()
+            steps[name] = round(now - clock[0], 3)
+            clock[0] = now
+
         temp = run.store("temp")
         for folder in (pipeline.SEGMENTS, pipeline.TRIPS, pipeline.BREAKDOWN, pipeline.TACHO_ALIGNED):
             temp.remove(folder)
@@ -346,6 +355,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
         geo_table = pipeline.read_folder(temp, f"{pipeline.VALIDATED}/geo_attributes")
         geo = contract.to_frame("geo_attributes", geo_table) if geo_table is not None else None
         layers = spatial.prepare_layers(geo if geo is not None else _empty_geo(), link_max_distance_m=max_distance_m)
+        step_done("prepare")
 
         # Stage 1: pieces of about equal vertex counts, and the trip index of the day.
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
@@ -354,6 +364,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
         n = len(pieces)
         indexes = pipeline.gather(client, client.map(pipeline.trip_index_of_piece, [temp_ref] * n, pieces, pure=False), timeout_s=time_left())
         trip_index = pipeline.build_trip_index(indexes)
+        step_done("trip_index")
 
         # Stage 2: tachograph records aligned to trips, one sorted file per tachograph file.
         tacho_files = [name for name in temp.list(f"{pipeline.VALIDATED}/tachometer") if name.endswith(".parquet")]
@@ -365,6 +376,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
             ), timeout_s=time_left())
         tacho_counts = {key: sum(getattr(r, key) for r in aligned) for key in ("rows", "aligned", "outside_trips")}
         tacho_parts = pipeline.tacho_parts_by_piece(aligned)
+        step_done("align")
 
         # Stage 3: one task per piece.
         model = pipeline.model_for(run.settings)
@@ -373,6 +385,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
             pipeline.compute_piece, [temp_ref] * n, pieces, [tacho_parts.get(p.index, []) for p in pieces],
             *[[s] * n for s in shared], [max_distance_m] * n, [versions] * n, pure=False,
         ), timeout_s=time_left())
+        step_done("pieces")
 
         methods: dict[str, int] = {}
         stage_seconds: dict[str, float] = {}
@@ -399,6 +412,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
             "methods": dict(sorted(methods.items())),
             "tachometer": tacho_counts,
             "stage_seconds": dict(sorted(stage_seconds.items())),
+            "step_wall_seconds": steps,
             "worker_peak_rss_bytes": max((r.peak_rss_bytes for r in results), default=0),
             "objects": len(manifest.objects),
         }

@@ -364,7 +364,7 @@ class PieceResult:
     length_m: float
     methods: dict[str, int]
     seconds: dict[str, float] = field(default_factory=dict)
-    peak_rss_bytes: int = 0  # largest resident memory of the worker seen between stages
+    peak_rss_bytes: int = 0  # largest resident memory of the worker process so far (VmHWM on Linux)
     objects: list[ObjectRecord] = field(default_factory=list)  # what the task wrote, for the manifest
 
 
@@ -652,11 +652,19 @@ class _StageClock:
 
 
 def _rss_bytes() -> int:
-    """Resident memory of this worker process now.
+    """Largest resident memory of this worker process so far (Linux), else its memory now.
 
     ``getrusage`` high-water marks are not used: Linux keeps them across ``exec``, so a worker
-    started from a large parent process reports the parent's peak.
+    started from a large parent process reports the parent's peak. ``VmHWM`` in
+    ``/proc/self/status`` belongs to the process's own address space and starts again at exec.
     """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # the kernel reports kB
+    except OSError:
+        pass
     return int(psutil.Process().memory_info().rss)
 
 
