@@ -68,6 +68,8 @@ def main() -> None:
 
         first = call()
         print(json.dumps({"piece": piece.name, "vertices": piece.vertices, "segments": first.segments, "trips": first.trips}))
+        # The first call includes loading (or compiling) the numba loops and warming caches.
+        print(json.dumps({"first_call": {k: round(v, 3) for k, v in first.seconds.items() if k.endswith("_cpu")}}))
         for _ in range(args.repeat):
             result = call()
             print(json.dumps({k: round(v, 3) for k, v in result.seconds.items() if k.endswith("_cpu")}))
