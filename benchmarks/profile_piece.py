@@ -1,8 +1,8 @@
 """Profile the compute task of one piece in this process, without a cluster.
 
 It prepares what ``phases.compute`` broadcasts (layers, vehicles, model, trip index, aligned
-tachograph), then runs ``pipeline.compute_piece`` on one piece: once to warm up, then ``--repeat``
-times, and prints the stage CPU seconds of each call and a cProfile of the last one. Used to find
+tachograph). Then it runs ``pipeline.compute_piece`` on one piece, once to warm up and then
+``--repeat`` times. It prints the stage CPU seconds of each call and a cProfile of one more call. Used to find
 where the time of a piece goes; the whole-phase figures come from ``bench_compute.py``.
 
 Example::

@@ -396,7 +396,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
             for k, v in timed.seconds.items():
                 stage_seconds[k] = round(stage_seconds.get(k, 0.0) + v, 3)
         length_m = sum(r.length_m for r in results)
-        # The tasks returned the records of what they wrote; reading the objects back to hash them
+        # The tasks returned the records of what they wrote. Reading the objects back to hash them
         # would cost a second pass over every segment byte on the client.
         manifest = manifest_from_records(temp, [o for r in results for o in r.objects], phase="compute", run_date=run.day)
         manifest.versions = versions

@@ -358,7 +358,7 @@ def _point_cell(x: float, y: float, x0: float, y0: float, width: float, height: 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _wrapped(delta: float) -> float:
-    """A longitude difference in [-180, 180)."""
+    """Wrap a longitude difference into [-180, 180); a value already inside is returned unchanged."""
     if -180.0 <= delta < 180.0:
         return delta
     return (delta + 180.0) % 360.0 - 180.0
@@ -369,8 +369,8 @@ def _locate_boxes(
     lon: np.ndarray, lat: np.ndarray, x0: float, y0: float, width: float, height: float, n_columns: int,
     keys: np.ndarray, starts: np.ndarray, dense: np.ndarray, members: np.ndarray, is_box: np.ndarray, bounds: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per point: the smallest rectangular area row whose interior holds it (-1), and whether a
-    non-rectangular area is among its candidates (those need GEOS)."""
+    """Find, per point, the smallest rectangular area row whose interior contains it (-1 for none),
+    and whether a non-rectangular area is among its candidates (those need GEOS)."""
     n = lon.shape[0]
     pick = np.full(n, -1, dtype=np.int64)
     needs_geos = np.zeros(n, dtype=np.bool_)
@@ -401,7 +401,7 @@ def _nearest_edges(
     ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray, edge_link: np.ndarray, max_distance_m: float,
     pick: np.ndarray, distance: np.ndarray,
 ) -> None:
-    """Per point: the nearest link within ``max_distance_m`` into ``pick`` and ``distance``.
+    """Write, per point, the nearest link within ``max_distance_m`` into ``pick`` and ``distance``.
 
     Distance in the tangent plane of the point; equal distances go to the smaller link row.
     """

@@ -32,7 +32,7 @@ def test_cluster_closes_on_keyboard_interrupt() -> None:
     assert seen["cluster"].status == Status.closed
 
 
-def test_local_workers_get_the_allocator_and_profiler_settings() -> None:
+def test_worker_allocator_and_profiler() -> None:
     """Worker processes start with WORKER_MALLOC_ENV, not the nanny's 64 KiB trim threshold, and
     without the statistical profiler."""
     import os

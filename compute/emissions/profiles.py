@@ -160,10 +160,10 @@ def _segment_pass(
                                                      np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """T3 physics and T4/T5 distance fuel of every segment, and their per-trip sums.
 
-    Returns physics fuel, distance fuel and the clipped grade per segment (0 fuel for segments of
-    unknown trips), then per trip: physics fuel, distance fuel, length, segment count, timed
-    segment count, timed segments without speed, idle seconds, and the counts of segments with
-    a missing grade, a clipped grade and a GPS jump. The physics is ``physics.wheel_power_kw`` with
+    Returns physics fuel, distance fuel and the clipped grade per segment, with 0 fuel for
+    segments of unknown trips. The per-trip tuple contains physics fuel, distance fuel, length,
+    segment count, timed segment count, timed segments without speed and idle seconds. It ends
+    with the counts of segments with a missing grade, a clipped grade and a GPS jump. The physics is ``physics.wheel_power_kw`` with
     the inertia term on the mean speed of the segment and its predecessor; a segment whose speed
     change no vehicle can make (a GPS jump) takes the distance model instead.
     """
