@@ -51,8 +51,8 @@ _RAD = np.pi / 180.0
 _NO_MEMBER = np.iinfo(np.int64).max
 #: Upper bound of grid cells along one axis of the area index (keys stay small and sparse).
 _MAX_CELLS_PER_AXIS = 1 << 20
-#: Grids with at most this many cells also get a table of member offsets by cell key (8 bytes a
-#: cell, 32 MiB at most), which replaces a binary search per point by one lookup. A city or
+#: Grids with at most this many cells also get a table of member offsets by cell key (4 bytes a
+#: cell, 16 MiB at most), which replaces a binary search per point by one lookup. A city or
 #: prefecture fits; a country-wide layer at 25 m cells does not and keeps the binary search.
 _MAX_DENSE_CELLS = 1 << 22
 
@@ -121,7 +121,7 @@ class _Grid:
 
         point = np.repeat(points, count)
         within_cell = np.arange(len(point), dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
-        member = self.members[np.repeat(first, count) + within_cell]
+        member = self.members[np.repeat(first, count) + within_cell].astype(np.int64)
         return point, member
 
 
@@ -502,11 +502,16 @@ def _register(bounds: np.ndarray, x0: float, y0: float, width: float, height: fl
     keys, first = np.unique(key, return_index=True)
     starts = np.r_[first, len(key)].astype(np.int64)
     n_cells = int(keys[-1]) + 1 if len(keys) else 0
-    dense = np.zeros(0, np.int64)
+    # The join reads members and the offset table at random, once per point. As int32 they take
+    # half the cache, which two workers on one machine share (the offsets of a 30 km layer at
+    # 25 m cells: 5.7 MB instead of 11.5 MB).
+    index_type = np.int32 if len(key) < np.iinfo(np.int32).max else np.int64
+    dense = np.zeros(0, index_type)
     if 0 < n_cells <= _MAX_DENSE_CELLS:
         # A cell without members gets the offset of the next occupied cell: an empty range.
-        dense = starts[np.searchsorted(keys, np.arange(n_cells + 1, dtype=np.int64))]
-    return _Grid(x0, y0, width, height, n_columns, keys, starts, member, dense)
+        dense = starts[np.searchsorted(keys, np.arange(n_cells + 1, dtype=np.int64))].astype(index_type)
+    members = member.astype(np.int32) if len(bounds) < np.iinfo(np.int32).max else member
+    return _Grid(x0, y0, width, height, n_columns, keys, starts, members, dense)
 
 
 def _link_edges(geoms: np.ndarray) -> _LinkEdges:
