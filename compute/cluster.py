@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 #: by default, and any explicit trim threshold also switches off glibc's dynamic mmap threshold:
 #: then every array above 128 KiB is a new mapping whose pages fault on first touch. That cost
 #: +57 % task CPU on the compute phase (10k benchmark day, one process, 11.9 s against 7.6 s).
-#: Arrays of a piece (up to 1M vertices, 8 MB each) stay below the 32 MiB mmap threshold and are
-#: reused from the heap; free heap above 128 MiB still goes back to the operating system.
+#: Arrays of a piece (up to 1M vertices, 8 MB each) stay below the 32 MiB mmap threshold, so they
+#: are reused from the heap. Free heap above 128 MiB still goes back to the operating system.
 WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(128 << 20), "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
 
 #: Dask's statistical profiler samples every thread's stack each 10 ms and holds the GIL while it

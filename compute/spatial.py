@@ -358,7 +358,7 @@ def _point_cell(x: float, y: float, x0: float, y0: float, width: float, height: 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _wrapped(delta: float) -> float:
-    """Wrap a longitude difference into [-180, 180); a value already inside is returned unchanged."""
+    """Wrap a longitude difference into [-180, 180). A value already inside is returned unchanged."""
     if -180.0 <= delta < 180.0:
         return delta
     return (delta + 180.0) % 360.0 - 180.0

@@ -163,9 +163,11 @@ def _segment_pass(
     Returns physics fuel, distance fuel and the clipped grade per segment, with 0 fuel for
     segments of unknown trips. The per-trip tuple contains physics fuel, distance fuel, length,
     segment count, timed segment count, timed segments without speed and idle seconds. It ends
-    with the counts of segments with a missing grade, a clipped grade and a GPS jump. The physics is ``physics.wheel_power_kw`` with
-    the inertia term on the mean speed of the segment and its predecessor; a segment whose speed
-    change no vehicle can make (a GPS jump) takes the distance model instead.
+    with the counts of segments with a missing grade, a clipped grade and a GPS jump.
+
+    The physics is ``physics.wheel_power_kw`` with the inertia term on the mean speed of the
+    segment and its predecessor. A segment whose speed change no vehicle can make (a GPS jump)
+    takes the distance model instead.
     """
     n = position.shape[0]
     physics = np.zeros(n)
@@ -400,7 +402,7 @@ def _tacho_trip_sums(
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _grade_of(t: float, trip: int, seg_first: np.ndarray, seg_end: np.ndarray, seg_start_s: np.ndarray, seg_grade: np.ndarray) -> float:
-    """Grade of the last segment of ``trip`` that starts at or before ``t`` (0 when none).
+    """Return the grade of the last segment of ``trip`` that starts at or before ``t`` (0 when none).
 
     Segments of a trip are ``[seg_first[trip], seg_end[trip])`` of arrays sorted by (trip, start
     time, segment order), so the last of equal start times is the last in segment order.
