@@ -344,13 +344,8 @@ def copy_tree(
 def manifest_of(store: Store, *, phase: str, run_date: str, exclude: Iterable[str] = ()) -> Manifest:
     """Build a manifest of every object below ``store`` (checksums read from the store)."""
     skip = set(exclude)
-    manifest = Manifest(phase=phase, run_date=run_date, root=_public_url(store.url))
-    for name in store.list():
-        if name in skip or posixpath.basename(name) in skip:
-            continue
-        manifest.objects.append(store.record(name))
-    manifest.counts = {"objects": len(manifest.objects), "bytes": manifest.total_bytes}
-    return manifest
+    records = [store.record(name) for name in store.list() if name not in skip and posixpath.basename(name) not in skip]
+    return manifest_from_records(store, records, phase=phase, run_date=run_date)
 
 
 def manifest_from_records(store: Store, records: Iterable[ObjectRecord], *, phase: str, run_date: str) -> Manifest:
