@@ -33,19 +33,21 @@ from compute.settings import ClusterSettings
 log = logging.getLogger(__name__)
 
 #: glibc allocator settings of worker processes. Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536
-#: by default, and any explicit trim threshold also switches off glibc's dynamic mmap threshold:
-#: then every array above 128 KiB is a new mapping whose pages fault on first touch. That cost
+#: by default, and any explicit trim threshold also switches off glibc's dynamic mmap threshold.
+#: Then every array above 128 KiB is a new mapping whose pages fault on first touch. That cost
 #: +57 % task CPU on the compute phase (10k benchmark day, one process, 11.9 s against 7.6 s).
 #: Arrays of a piece (up to 1M vertices, 8 MB each) stay below the 32 MiB mmap threshold, so they
 #: are reused from the heap. Free heap above 128 MiB still goes back to the operating system.
 WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(128 << 20), "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
 
-#: Dask's statistical profiler samples every thread's stack each 10 ms and holds the GIL while it
-#: does: with it on, task CPU of the compute phase was 41 % higher (100k benchmark day, one
-#: worker: 70.3 s against 49.7 s). ``ClusterSettings.worker_profiling`` turns it on.
+#: Environment variable that switches Dask's statistical profiler on the workers, set from
+#: ``ClusterSettings.worker_profiling``. The profiler samples every thread's stack each 10 ms and
+#: holds the GIL while it does so. With it on, task CPU of the compute phase was 41 % higher
+#: (100k benchmark day, one worker: 70.3 s against 49.7 s).
 PROFILER_ENV = "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"
 
-#: Environment every worker needs; gcsfs hangs against GCS emulators and HNS lookups without it.
+#: Environment every worker needs: gcsfs hangs against GCS emulators and HNS lookups without the
+#: first variable, and the allocator settings above.
 WORKER_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "DO_NOT_TRACK": "1", **WORKER_MALLOC_ENV}
 
 #: Label keys that tie a DaskCluster to its flow run, for the leftover-cluster cleanup.

@@ -74,8 +74,8 @@ class _Grid:
     keys: np.ndarray  # sorted unique cell keys (row * n_columns + column)
     starts: np.ndarray  # len(keys) + 1 offsets into members
     members: np.ndarray  # member index, ascending within each cell
-    #: Offsets into members by cell key (len = cells + 1), when the grid has at most
-    #: ``_MAX_DENSE_CELLS`` cells; empty otherwise, and the lookup searches ``keys``.
+    #: Offsets into members by cell key (len = cells + 1) when the grid has at most
+    #: ``_MAX_DENSE_CELLS`` cells. Otherwise it is empty and the lookup searches ``keys``.
     dense: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def pairs(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -403,7 +403,8 @@ def _nearest_edges(
 ) -> None:
     """Write, per point, the nearest link within ``max_distance_m`` into ``pick`` and ``distance``.
 
-    Distance in the tangent plane of the point; equal distances go to the smaller link row.
+    Distance is measured in the tangent plane of the point. Equal distances go to the smaller
+    link row.
     """
     for i in range(lon.shape[0]):
         px = lon[i]
@@ -463,8 +464,8 @@ def _build_edge_grid(edges: _LinkEdges, max_distance_m: float) -> _Grid:
     within ``max_distance_m`` of a link can have, north-south at the equator's meridian radius.
     A point within the radius of an edge then lies in a cell the edge is registered in.
 
-    NOTE: that holds up to 89.9 degrees of latitude, where the width is capped, and not across the
-    antimeridian: longitudes are registered unwrapped, so a link just east of -180 is no candidate
+    NOTE: that is true up to 89.9 degrees of latitude, where the width is capped, and not across
+    the antimeridian. Longitudes are registered unwrapped, so a link just east of -180 is no candidate
     for a point just west of +180. An edge is also registered in every cell of its padded bounding
     box, so one long diagonal edge (1 degree at 25 m cells) would take about 2e7 cells. Links of
     Japanese road networks are far from all three limits.

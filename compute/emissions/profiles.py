@@ -71,7 +71,7 @@ def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: Emi
     """Compute fuel per segment with the T3 physics model and the T4/T5 distance model.
 
     The per-segment arithmetic and the per-trip sums run in one compiled pass
-    (``_segment_pass``); only the median vertex interval per trip is a pandas groupby.
+    (``_segment_pass``). Only the median vertex interval per trip is a pandas groupby.
     """
     settings = model.settings
     n_trips = len(trip_frame)
@@ -131,8 +131,8 @@ def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: Emi
     )
 
 
-#: Trip columns the segment pass reads, in the row order of its ``per_trip`` matrix; the trip
-#: start (epoch s) and the acceleration factor follow them.
+#: Trip columns the segment pass reads, in the row order of its ``per_trip`` matrix. The trip
+#: start (epoch s) and the acceleration factor follow them as the last two rows.
 _SEGMENT_TRIP_VALUES = (
     "mass_kg", "rolling_kw_s_per_m_per_t", "road_load_b_kw_s2_per_m2", "aero_kw_s3_per_m3", "inertia_factor",
     "regen_share", "idle_rate_per_s", "profile_fuel_per_kj", "traction_distance_share", "positive_force_n",
