@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -46,6 +47,7 @@ _MS = "datetime64[ms, UTC]"
 _WGS84_A_M = 6_378_137.0
 _WGS84_F = 1.0 / 298.257223563
 _WGS84_E2 = _WGS84_F * (2.0 - _WGS84_F)
+_RADIANS = np.pi / 180.0
 
 #: Segments at least this long (by the local formula) are measured with ``pyproj.Geod.inv``.
 LOCAL_LENGTH_MAX_M = 1_000.0
@@ -217,27 +219,23 @@ def _segments_of(v: _Vertices) -> tuple[pd.DataFrame, pd.DataFrame]:
     n_trips = len(v.counts)
     if n_trips == 0:
         return empty_segments(), _trip_frame(v, np.zeros(0), np.zeros(0))
-    owner = np.repeat(np.arange(n_trips, dtype=np.int64), v.counts)
     first_vertex = np.cumsum(v.counts) - v.counts
-    coords = v.coords
+    coords = np.ascontiguousarray(v.coords, dtype=np.float64)
 
-    # Segments are consecutive vertex pairs of the same trip.
-    a = np.flatnonzero(owner[:-1] == owner[1:])
-    b = a + 1
-    trip_of_segment = owner[a]
-    length_m = geodesic_length_m(coords[a, 0], coords[a, 1], coords[b, 0], coords[b, 1])
+    # Segments are consecutive vertex pairs of the same trip. The loop measures each one locally,
+    # then pyproj measures again those of 1 km or more.
+    a, trip_of_segment, seg_index, length_m = _segment_geometry(coords, v.counts)
+    far = ~(length_m < LOCAL_LENGTH_MAX_M)
+    if far.any():
+        b = a[far] + 1
+        _, _, exact = _GEOD.inv(coords[a[far], 0], coords[a[far], 1], coords[b, 0], coords[b, 1])
+        length_m[far] = np.abs(np.asarray(exact, dtype=np.float64))
 
     # Per-vertex times, given or interpolated along the line.
-    vertex_ms = _vertex_times(v, owner, first_vertex, a, length_m)
-    start_ms = vertex_ms[a]
-    duration_s = (vertex_ms[b] - start_ms) / 1000.0
+    vertex_ms = _vertex_times(v, first_vertex, a, trip_of_segment, length_m)
 
     # Kinematics; acceleration is the change of segment speed across the shared vertex.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        speed_ms = np.where(duration_s > 0, length_m / duration_s, np.nan)
-        grade_pct = np.where(length_m > 0.5, 100.0 * (coords[b, 2] - coords[a, 2]) / length_m, np.nan)
-    seg_index = (a - first_vertex[trip_of_segment]).astype(np.int32)
-    accel = _acceleration(speed_ms, duration_s, seg_index)
+    start_ms, duration_s, speed_kmh, accel, grade_pct, lon_mid, lat_mid = _segment_kinematics(coords, vertex_ms, a, seg_index, length_m)
 
     segments = pd.DataFrame(
         {
@@ -247,16 +245,104 @@ def _segments_of(v: _Vertices) -> tuple[pd.DataFrame, pd.DataFrame]:
             c.T_START: _to_timestamps(start_ms),
             c.DURATION_S: duration_s,
             c.LENGTH_M: length_m,
-            c.SPEED_KMH: speed_ms * 3.6,
+            c.SPEED_KMH: speed_kmh,
             c.ACCEL_M_S2: accel,
             c.GRADE_PCT: grade_pct,
-            c.LON_MID: (coords[a, 0] + coords[b, 0]) / 2.0,
-            c.LAT_MID: (coords[a, 1] + coords[b, 1]) / 2.0,
+            c.LON_MID: lon_mid,
+            c.LAT_MID: lat_mid,
         }
     )
     last_vertex = first_vertex + v.counts - 1
     trips = _trip_frame(v, vertex_ms[first_vertex], vertex_ms[last_vertex])
     return segments, trips
+
+
+# -- compiled loops ----------------------------------------------------------------------------
+#
+# One pass over the vertices of a piece each, in float64 with fastmath off: the same formulas, in
+# the same order of operations, as ``geodesic_length_m`` and the numpy code they replaced. They
+# avoid the dozen full-length temporary arrays that the array expressions built per piece.
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _segment_geometry(coords: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return, per segment, its first vertex, its trip, its index within the trip and its local
+    length in metres (mid-latitude radii of curvature; :func:`geodesic_length_m` below 1 km)."""
+    n_segments = 0
+    for t in range(counts.shape[0]):
+        if counts[t] > 1:
+            n_segments += counts[t] - 1
+
+    first = np.empty(n_segments, dtype=np.int64)
+    trip = np.empty(n_segments, dtype=np.int64)
+    index = np.empty(n_segments, dtype=np.int32)
+    length = np.empty(n_segments, dtype=np.float64)
+
+    s = 0
+    vertex = 0
+    for t in range(counts.shape[0]):
+        for k in range(counts[t] - 1):
+            i = vertex + k
+            lon1 = coords[i, 0]
+            lat1 = coords[i, 1]
+            lon2 = coords[i + 1, 0]
+            lat2 = coords[i + 1, 1]
+            lat_mid = (0.5 * (lat1 + lat2)) * _RADIANS
+            sin_mid = np.sin(lat_mid)
+            w = np.sqrt(1.0 - _WGS84_E2 * sin_mid * sin_mid)
+            meridian_m = _WGS84_A_M * (1.0 - _WGS84_E2) / (w * w * w)
+            prime_vertical_m = _WGS84_A_M / w
+            dlon = ((lon2 - lon1 + 180.0) % 360.0 - 180.0) * _RADIANS
+            length[s] = np.hypot(prime_vertical_m * np.cos(lat_mid) * dlon, meridian_m * ((lat2 - lat1) * _RADIANS))
+            first[s] = i
+            trip[s] = t
+            index[s] = k
+            s += 1
+        vertex += counts[t]
+    return first, trip, index, length
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _segment_kinematics(
+    coords: np.ndarray, vertex_ms: np.ndarray, first: np.ndarray, seg_index: np.ndarray, length_m: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return start time (epoch ms), duration, speed (km/h), acceleration, grade and midpoint per segment.
+
+    Speed is NaN for a segment of 0 s; grade is NaN below 0.5 m or without Z. Acceleration is the
+    change of speed from the previous segment of the trip over the mean of both durations, and 0
+    on the first segment of a trip or where it is undefined.
+    """
+    n = first.shape[0]
+    start_ms = np.empty(n, dtype=np.float64)
+    duration_s = np.empty(n, dtype=np.float64)
+    speed_kmh = np.empty(n, dtype=np.float64)
+    accel = np.zeros(n, dtype=np.float64)
+    grade_pct = np.empty(n, dtype=np.float64)
+    lon_mid = np.empty(n, dtype=np.float64)
+    lat_mid = np.empty(n, dtype=np.float64)
+    previous_speed = np.nan
+    previous_duration = np.nan
+    for s in range(n):
+        a = first[s]
+        b = a + 1
+        start = vertex_ms[a]
+        duration = (vertex_ms[b] - start) / 1000.0
+        length = length_m[s]
+        speed = length / duration if duration > 0 else np.nan
+        if s > 0 and seg_index[s] > 0:
+            dv = speed - previous_speed
+            dt = 0.5 * (duration + previous_duration)
+            if dt > 0 and np.isfinite(dv):
+                accel[s] = dv / dt
+        start_ms[s] = start
+        duration_s[s] = duration
+        speed_kmh[s] = speed * 3.6
+        grade_pct[s] = 100.0 * (coords[b, 2] - coords[a, 2]) / length if length > 0.5 else np.nan
+        lon_mid[s] = (coords[a, 0] + coords[b, 0]) / 2.0
+        lat_mid[s] = (coords[a, 1] + coords[b, 1]) / 2.0
+        previous_speed = speed
+        previous_duration = duration
+    return start_ms, duration_s, speed_kmh, accel, grade_pct, lon_mid, lat_mid
 
 
 def _flat_vertices(
@@ -284,9 +370,12 @@ def _flat_vertices(
     )
 
 
-def _vertex_times(v: _Vertices, owner: np.ndarray, first_vertex: np.ndarray, seg_start: np.ndarray, length_m: np.ndarray) -> np.ndarray:
+def _vertex_times(v: _Vertices, first_vertex: np.ndarray, seg_start: np.ndarray, trip_of_segment: np.ndarray, length_m: np.ndarray) -> np.ndarray:
     """Return epoch milliseconds per vertex: given timestamps, else spread along the trip."""
-    n_vertices = len(owner)
+    n_vertices = int(v.counts.sum())
+    if v.given_ms is not None and v.has_times.all():
+        return v.given_ms
+    owner = np.repeat(np.arange(len(v.counts), dtype=np.int64), v.counts)
     vertex_ms = np.empty(n_vertices, dtype=np.float64)
     if v.given_ms is not None:
         vertex_ms[v.has_times[owner]] = v.given_ms
@@ -297,7 +386,7 @@ def _vertex_times(v: _Vertices, owner: np.ndarray, first_vertex: np.ndarray, seg
         cumulative[seg_start + 1] = length_m
         cumulative = np.cumsum(cumulative)
         along = cumulative - cumulative[first_vertex][owner]
-        total = np.bincount(owner[seg_start], weights=length_m, minlength=len(v.counts))
+        total = np.bincount(trip_of_segment, weights=length_m, minlength=len(v.counts))
         with np.errstate(divide="ignore", invalid="ignore"):
             fraction = np.where(total[owner] > 0, along / total[owner], 0.0)
         interpolated = v.start_ms[owner] + fraction * (v.end_ms - v.start_ms)[owner]
@@ -403,18 +492,6 @@ def _categorical_take(values: np.ndarray, positions: np.ndarray) -> pd.Categoric
     """Return ``values[positions]`` as a categorical, without one Python string per row."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     return pd.Categorical.from_codes(codes[positions], categories=pd.Index(uniques, dtype=object))
-
-
-def _acceleration(speed_ms: np.ndarray, duration_s: np.ndarray, seg_index: np.ndarray) -> np.ndarray:
-    accel = np.zeros(len(speed_ms), dtype=np.float64)
-    if len(speed_ms) < 2:
-        return accel
-    dv = speed_ms[1:] - speed_ms[:-1]
-    dt = 0.5 * (duration_s[1:] + duration_s[:-1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        value = np.where((dt > 0) & np.isfinite(dv), dv / dt, 0.0)
-    accel[1:] = np.where(seg_index[1:] > 0, value, 0.0)
-    return accel
 
 
 def _combined(column: pa.ChunkedArray | pa.Array) -> pa.Array:

@@ -78,6 +78,74 @@ class TestBuildSegments:
         pd.testing.assert_frame_equal(segments.build_segments_from_arrow(swapped)[0], segments.build_segments_from_arrow(table)[0])
 
 
+def _reference_segments(coords: np.ndarray, counts: np.ndarray, vertex_ms: np.ndarray) -> dict[str, np.ndarray]:
+    """Segment columns from array expressions, the formulation the compiled loops replaced."""
+    owner = np.repeat(np.arange(len(counts)), counts)
+    a = np.flatnonzero(owner[:-1] == owner[1:])
+    b = a + 1
+    length = segments.geodesic_length_m(coords[a, 0], coords[a, 1], coords[b, 0], coords[b, 1])
+    duration = (vertex_ms[b] - vertex_ms[a]) / 1000.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        speed = np.where(duration > 0, length / duration, np.nan)
+        grade = np.where(length > 0.5, 100.0 * (coords[b, 2] - coords[a, 2]) / length, np.nan)
+        seg_index = a - (np.cumsum(counts) - counts)[owner[a]]
+        dv = speed[1:] - speed[:-1]
+        dt = 0.5 * (duration[1:] + duration[:-1])
+        value = np.where((dt > 0) & np.isfinite(dv), dv / dt, 0.0)
+    accel = np.zeros(len(a))
+    accel[1:] = np.where(seg_index[1:] > 0, value, 0.0)
+    return {
+        c.SEG_INDEX: seg_index, c.LENGTH_M: length, c.DURATION_S: duration, c.SPEED_KMH: speed * 3.6, c.ACCEL_M_S2: accel,
+        c.GRADE_PCT: grade, c.LON_MID: (coords[a, 0] + coords[b, 0]) / 2.0, c.LAT_MID: (coords[a, 1] + coords[b, 1]) / 2.0,
+    }
+
+
+class TestCompiledSegmentLoops:
+    """``_segment_geometry`` and ``_segment_kinematics`` give what the array expressions gave."""
+
+    def test_random_trips_match_array_reference(self) -> None:
+        rng = np.random.default_rng(17)
+        counts = rng.integers(2, 60, 400)
+        counts[::37] = 2
+        n = int(counts.sum())
+        lon = np.repeat(rng.uniform(-179.9, 179.9, len(counts)), counts) + np.cumsum(rng.normal(0, 2e-4, n))
+        lat = np.repeat(rng.uniform(-70, 70, len(counts)), counts) + np.cumsum(rng.normal(0, 2e-4, n))
+        lon[5] = lon[4]  # a zero-length segment
+        lat[5] = lat[4]
+        lon[100] += 0.5  # a jump over 1 km, measured by pyproj
+        lon = (lon + 180.0) % 360.0 - 180.0  # some trips cross the antimeridian
+        z = rng.uniform(0, 30, n)
+        z[:200] = np.nan  # 2D vertices
+        steps = rng.choice([0, 1_000, 1_000, 2_000], n).astype(np.float64)  # includes 0 s segments
+        ms = T0_MS + np.cumsum(steps)
+        coords = np.column_stack([lon, lat, z])
+        offsets = np.r_[0, np.cumsum(counts)]
+        lines = [shapely.LineString(coords[lo:hi]) for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
+        table = pa.table({
+            c.TRIP_ID: [f"T{i}" for i in range(len(counts))],
+            c.VEHICLE_ID: ["V"] * len(counts),
+            c.GEOMETRY: pa.array(shapely.to_wkb(np.array(lines, dtype=object), include_srid=False, output_dimension=3), pa.binary()),
+            c.TIMESTAMPS: pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)),
+                                                   pa.array(ms.astype(np.int64)).cast(pa.timestamp("ms", tz="UTC"))),
+            c.START_TIME: pa.array(ms[offsets[:-1]].astype(np.int64), pa.timestamp("ms", tz="UTC")),
+            c.END_TIME: pa.array(ms[offsets[1:] - 1].astype(np.int64), pa.timestamp("ms", tz="UTC")),
+        })
+
+        segs, trips = segments.build_segments_from_arrow(table)
+
+        expected = _reference_segments(coords, counts, ms)
+        assert len(segs) == n - len(counts)
+        for name, values in expected.items():
+            np.testing.assert_allclose(segs[name].to_numpy(dtype=np.float64), values, rtol=1e-12, atol=0, equal_nan=True, err_msg=name)
+        assert (segs[c.DURATION_S] == 0).any() and segs[c.SPEED_KMH].isna().any() and segs[c.GRADE_PCT].isna().any()
+        assert segs[c.LENGTH_M].max() > segments.LOCAL_LENGTH_MAX_M
+        owner = np.repeat(np.arange(len(counts)), counts)
+        first_vertex_of_segment = np.flatnonzero(owner[:-1] == owner[1:])
+        start_ms = segs[c.T_START].dt.tz_localize(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
+        np.testing.assert_array_equal(start_ms, ms[first_vertex_of_segment].astype(np.int64))
+        assert list(trips[c.N_VERTICES]) == list(counts)
+
+
 class TestGeodesicLength:
     @pytest.mark.parametrize("distance_m", [1.0, 30.0, 400.0, 999.0, 5_000.0, 300_000.0])
     def test_matches_pyproj(self, distance_m: float) -> None:
