@@ -6,6 +6,9 @@ For each day size the script prepares a sample day once (generate, fetch, valida
 * floor: read and decode the columns the compute phase reads (validated trajectories and
   tachograph) with pyarrow alone, in as many processes as workers;
 * compute: ``compute.phases.compute`` on a fresh LocalCluster (cluster start timed apart);
+* write floor: encode the segment intermediate that run wrote once more with pyarrow, with the
+  phase's own options, in as many processes as workers (the read floor plus this one is the
+  least I/O the phase does);
 * duckdb: segments, area containment, nearest link within the search distance and per-trip sums
   in DuckDB with the spatial extension, with as many threads as workers.
 
@@ -37,7 +40,7 @@ for _name, _value in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "
 import pyarrow.parquet as pq  # noqa: E402 - the environment above must be set first
 
 from compute import columns as c  # noqa: E402 - the environment above must be set first
-from compute import phases, segments  # noqa: E402 - the environment above must be set first
+from compute import phases, pipeline, segments  # noqa: E402 - the environment above must be set first
 from compute.cluster import open_cluster  # noqa: E402 - the environment above must be set first
 from compute.sample import SampleSpec, write_sample_day  # noqa: E402 - the environment above must be set first
 from compute.settings import Settings, load_settings  # noqa: E402 - the environment above must be set first
@@ -110,7 +113,11 @@ def _measure(settings: Settings, workers: int, *, with_duckdb: bool) -> dict[str
     started = time.perf_counter()
     with open_cluster(cluster_settings) as client:
         out["cluster_start_wall"] = time.perf_counter() - started
+        before = client.run(_cpu_seconds)
         result = phases.compute(run, client)
+        after = client.run(_cpu_seconds)
+    # Process CPU of the workers: task threads plus pyarrow's decoding threads and Dask itself.
+    out["worker_process_cpu"] = sum(after[w] - before.get(w, 0.0) for w in after)
     counts = result.counts
     out["compute_wall"] = result.seconds
     out["end_to_end_wall"] = time.perf_counter() - started
@@ -122,6 +129,7 @@ def _measure(settings: Settings, workers: int, *, with_duckdb: bool) -> dict[str
     out["compute_cpu"] = sum(stage_cpu.values())
     out.update({f"stage_{k}": v for k, v in counts["stage_seconds"].items()})
     out.update({f"step_{k}_wall": v for k, v in counts.get("step_wall_seconds", {}).items()})
+    out.update(_write_floor(temp, workers))
     if with_duckdb:
         out.update(_duckdb(temp, workers))
     return out
@@ -137,6 +145,27 @@ def _floor(temp: Store, workers: int) -> dict[str, float]:
         started = time.perf_counter()
         cpu = sum(pool.map(_read_columns, jobs))
     return {"floor_wall": time.perf_counter() - started, "floor_cpu": cpu}
+
+
+def _write_floor(temp: Store, workers: int) -> dict[str, float]:
+    """Encode the segment intermediate this run wrote once more, with its own options, in ``workers`` processes.
+
+    Only the encoding is timed (pyarrow, in memory), not reading the file back. Together with the
+    read floor it is the least I/O work the phase must do: decode its inputs, encode this output.
+    """
+    paths = [temp.path(name) for name in temp.list(pipeline.SEGMENTS) if name.endswith(".parquet")]
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
+        pool.submit(_cpu_seconds).result()
+        started = time.perf_counter()
+        cpu = sum(pool.map(_encode_segments, paths))
+    return {"write_floor_wall": time.perf_counter() - started, "write_floor_cpu": cpu}
+
+
+def _encode_segments(path: str) -> float:
+    table = pq.read_table(path)
+    before = _cpu_seconds()
+    pipeline.parquet_bytes(table, **pipeline.SEGMENT_WRITE_OPTIONS)
+    return _cpu_seconds() - before
 
 
 def _read_columns(job: tuple[str, list[str]]) -> float:
@@ -227,6 +256,9 @@ def _median_row(size: str, workers: int, runs: list[dict[str, Any]]) -> dict[str
     row["vertices_per_s_per_core"] = round(row["vertices"] / row["compute_wall"] / workers) if row.get("compute_wall") else None
     row["compute_to_floor_wall"] = round(row["compute_wall"] / row["floor_wall"], 2)
     row["compute_to_floor_cpu"] = round(row["compute_cpu"] / row["floor_cpu"], 2)
+    if "write_floor_wall" in row:
+        row["io_floor_wall"] = round(row["floor_wall"] + row["write_floor_wall"], 3)
+        row["compute_to_io_floor_wall"] = round(row["compute_wall"] / row["io_floor_wall"], 2)
     if "duckdb_wall" in row:
         row["duckdb_to_compute_wall"] = round(row["duckdb_wall"] / row["compute_wall"], 2)
     return row
@@ -234,8 +266,9 @@ def _median_row(size: str, workers: int, runs: list[dict[str, Any]]) -> dict[str
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
     stages = sorted({k[len("stage_"):-len("_wall")] for r in rows for k in r if k.startswith("stage_") and k.endswith("_wall")})
-    header = ["size", "workers", "floor_wall", "compute_wall", "compute_to_floor_wall", "cluster_start_wall", "duckdb_wall",
-              "compute_cpu", "floor_cpu", "worker_peak_rss_gib", "vertices_per_s_per_core", "pieces"]
+    header = ["size", "workers", "floor_wall", "write_floor_wall", "compute_wall", "compute_to_floor_wall", "compute_to_io_floor_wall",
+              "cluster_start_wall", "duckdb_wall",
+              "compute_cpu", "worker_process_cpu", "floor_cpu", "worker_peak_rss_gib", "vertices_per_s_per_core", "pieces"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:

@@ -23,6 +23,8 @@ TRIP_METRICS: dict[str, TripMetric] = {}
 BREAKDOWN_DIMENSIONS: dict[str, Dimension] = {}
 UNMATCHED = "unmatched"
 DEFAULT_DIMENSIONS = (c.ROAD_CLASS, c.AREA_TYPE)
+#: Below this many (trip, category) keys the breakdown counts into a dense table instead of sorting.
+_DENSE_KEYS_MIN = 1 << 16
 
 BREAKDOWN_DTYPES = {
     c.TRIP_ID: "str",
@@ -182,9 +184,17 @@ def _sum_by_trip_and_category(
     category_codes, category_labels = _sorted_codes(_fill_unmatched(category))
     n_categories = max(len(category_labels), 1)
     key = trip_codes.astype(np.int64) * n_categories + category_codes
-    groups, group_of_row = np.unique(key, return_inverse=True)
-    distance_sum = np.bincount(group_of_row, weights=np.nan_to_num(distance_km, nan=0.0), minlength=groups.size)
-    co2_sum = np.bincount(group_of_row, weights=np.nan_to_num(co2_kg, nan=0.0), minlength=groups.size)
+    n_keys = len(trip_labels) * n_categories
+    if n_keys <= 4 * len(key) + _DENSE_KEYS_MIN:
+        # Few trips and categories for the rows: count into every possible key, no sort.
+        counts = np.bincount(key, minlength=n_keys)
+        groups = np.flatnonzero(counts)
+        distance_sum = np.bincount(key, weights=np.nan_to_num(distance_km, nan=0.0), minlength=n_keys)[groups]
+        co2_sum = np.bincount(key, weights=np.nan_to_num(co2_kg, nan=0.0), minlength=n_keys)[groups]
+    else:
+        groups, group_of_row = np.unique(key, return_inverse=True)
+        distance_sum = np.bincount(group_of_row, weights=np.nan_to_num(distance_km, nan=0.0), minlength=groups.size)
+        co2_sum = np.bincount(group_of_row, weights=np.nan_to_num(co2_kg, nan=0.0), minlength=groups.size)
     return pd.DataFrame(
         {
             c.TRIP_ID: trip_labels[groups // n_categories],
@@ -228,6 +238,32 @@ def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     labels[:-1] = uniques[order]
     codes = np.where(row_codes >= 0, rank[np.maximum(row_codes, 0)] if uniques.size else 0, uniques.size)
     return codes, labels
+
+
+def add_matched_share(trips: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
+    """Return ``trips`` with ``matched_share``: the share of each trip's length on a matched link.
+
+    Lengths are summed per trip in segment order with ``np.bincount``; missing lengths count as
+    zero, as ``groupby().sum()`` skips them. A trip without segments or without length gets an
+    empty share.
+    """
+    trip_ids = segments[c.TRIP_ID]
+    if isinstance(trip_ids.dtype, pd.CategoricalDtype):
+        codes = trip_ids.cat.codes.to_numpy().astype(np.int64)
+        categories = pd.Index(trip_ids.cat.categories)
+    else:
+        codes, categories = pd.factorize(trip_ids.to_numpy(dtype=object), use_na_sentinel=True)
+        categories = pd.Index(categories)
+    keep = codes >= 0
+    length = np.nan_to_num(segments[c.LENGTH_M].to_numpy(dtype=np.float64), nan=0.0)
+    matched = segments[c.MATCHED].to_numpy(dtype=bool)
+    total = np.bincount(codes[keep], weights=length[keep], minlength=len(categories))
+    on_link = np.bincount(codes[keep], weights=np.where(matched, length, 0.0)[keep], minlength=len(categories))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(total > 0, on_link / total, np.nan)
+    position = categories.get_indexer(trips[c.TRIP_ID].to_numpy(dtype=object))
+    values = np.where(position >= 0, share[np.maximum(position, 0)], np.nan) if len(categories) else np.full(len(trips), np.nan)
+    return trips.assign(**{c.MATCHED_SHARE: values})
 
 
 def summarise_t1_t2(trips_out: pd.DataFrame, vehicles: pd.DataFrame) -> pd.DataFrame:

@@ -163,6 +163,7 @@ def write_table(
     compression: str = "zstd",
     statistics: bool = True,
     md5: bool = True,
+    split_floats: bool = False,
 ) -> ObjectRecord:
     """Write ``table`` as one Parquet object in one PUT, with optional ``lmco2`` metadata.
 
@@ -172,15 +173,24 @@ def write_table(
     Only text and dictionary columns are dictionary-encoded: trying it on float columns costs
     more CPU than it saves bytes. ``statistics=False`` skips column min/max for intermediates
     that are always read whole (together about 2.5x less write CPU on a 750k-segment piece).
+    ``split_floats=True`` stores float columns with the ``BYTE_STREAM_SPLIT`` encoding, which
+    lets lz4 compress measured values, whose high bytes repeat, to fewer bytes in less time.
     """
     if metadata:
         existing = dict(table.schema.metadata or {})
         existing[b"lmco2"] = json.dumps(metadata, sort_keys=True).encode("utf-8")
         table = table.replace_schema_metadata(existing)
+    data = parquet_bytes(table, compression=compression, statistics=statistics, split_floats=split_floats)
+    return store.write_bytes(relative, data, md5=md5)
+
+
+def parquet_bytes(table: pa.Table, *, compression: str = "zstd", statistics: bool = True, split_floats: bool = False) -> bytes:
+    """Encode ``table`` as one Parquet file in memory, with the options of :func:`write_table`."""
     textual = [f.name for f in table.schema if pa.types.is_dictionary(f.type) or pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression=compression, use_dictionary=textual, write_statistics=statistics)
-    return store.write_bytes(relative, buffer.getvalue(), md5=md5)
+    encodings = {f.name: "BYTE_STREAM_SPLIT" for f in table.schema if pa.types.is_floating(f.type)} if split_floats else None
+    pq.write_table(table, buffer, compression=compression, use_dictionary=textual, write_statistics=statistics, column_encoding=encodings)
+    return buffer.getvalue()
 
 
 def from_frame(frame: pd.DataFrame) -> pa.Table:
@@ -466,10 +476,8 @@ def align_tacho_piece(temp: StoreRef, relative: str, index: TripIndex) -> AlignR
     trip = tachograph.assign_trips(vehicle_codes, ts_ms, index.vehicle_codes, index.start_ms, index.end_ms)
     clock.lap("align")
 
-    rows = np.flatnonzero(trip >= 0)
+    rows = _in_piece_trip_time_order(np.flatnonzero(trip >= 0), trip, ts_ms, index)
     target = index.piece[trip[rows]]
-    order = np.lexsort((ts_ms[rows], trip[rows], target))
-    rows, target = rows[order], target[order]
     aligned = pa.table(
         {
             "trip_row": pa.array(index.row[trip[rows]].astype(np.int32)),
@@ -485,6 +493,8 @@ def align_tacho_piece(temp: StoreRef, relative: str, index: TripIndex) -> AlignR
     return AlignResult(table.num_rows, len(rows), table.num_rows - len(rows), out_path, directory, clock.seconds)
 
 
+#: Encoding options of ``temp/segments`` (see :func:`write_table`), also used by the benchmark's write floor.
+SEGMENT_WRITE_OPTIONS: dict[str, Any] = {"compression": "lz4", "statistics": False, "split_floats": True}
 _SEGMENT_INTERMEDIATE_COLUMNS = (
     c.TRIP_ID, c.SEG_INDEX, c.T_START, c.LENGTH_M, c.LON_MID, c.LAT_MID, c.AREA_ID, c.LINK_ID, c.ROAD_CLASS, c.MATCHED,
     c.FUEL_L, c.FUEL_M3, c.ENERGY_KWH, c.CO2_TTW_KG,
@@ -518,14 +528,15 @@ def compute_piece(
     del segs, tacho
     clock.lap("estimate")
 
-    trips_out = metrics.add_join_metrics(result.trips, result.segments) if hasattr(metrics, "add_join_metrics") else _add_matched_share(result.trips, result.segments)
-    breakdown = metrics.breakdown(result.segments) if hasattr(metrics, "breakdown") else pd.DataFrame()
+    trips_out = metrics.add_matched_share(result.trips, result.segments)
+    breakdown = metrics.breakdown(result.segments)
     clock.lap("metrics")
     seg_out = result.segments
     # The segment intermediate is the largest object. lz4 writes it about twice as fast as zstd
-    # for 10 % more bytes (measured on the 300-vertex sample trips).
+    # for 10 % more bytes; splitting the bytes of float columns makes it smaller and faster still
+    # (measured on the 300-vertex sample trips, docs/benchmarks.md).
     objects = [
-        write_table(store, f"{SEGMENTS}/{piece.name}", _segment_intermediate(seg_out), versions, compression="lz4", statistics=False, md5=False),
+        write_table(store, f"{SEGMENTS}/{piece.name}", _segment_intermediate(seg_out), versions, md5=False, **SEGMENT_WRITE_OPTIONS),
         write_table(store, f"{TRIPS}/{piece.name}", pa.Table.from_pandas(trips_out, preserve_index=False), versions, md5=False),
         write_table(store, f"{BREAKDOWN}/{piece.name}", pa.Table.from_pandas(breakdown, preserve_index=False), versions, md5=False),
     ]
@@ -555,8 +566,9 @@ def _segment_intermediate(seg_out: pd.DataFrame) -> pa.Table:
     Trip-level copies (vehicle_id) and the kinematics and link attributes that only the emission
     model reads are left out, which halves the bytes written per segment.
     """
+    # Column by column: selecting the columns as a frame first would copy every one of them.
     present = [name for name in _SEGMENT_INTERMEDIATE_COLUMNS if name in seg_out.columns]
-    return pa.Table.from_pandas(seg_out[present], preserve_index=False)
+    return pa.table({name: pa.array(seg_out[name]) for name in present})
 
 
 def tacho_parts_by_piece(results: Iterable[AlignResult]) -> dict[int, list[TachoRowGroups]]:
@@ -600,16 +612,40 @@ def _read_aligned_tacho(store: Store, parts: list[TachoRowGroups], trips: pd.Dat
     })
 
 
+def _in_piece_trip_time_order(rows: np.ndarray, trip: np.ndarray, ts_ms: np.ndarray, index: TripIndex) -> np.ndarray:
+    """Return the aligned ``rows`` sorted by (compute piece, trip, time), equal times in file order.
+
+    Trips are numbered in piece order, so sorting by (trip, time) sorts by piece too. Each row's
+    time lies inside its trip, so one int64 key (trip, ms since the trip's start) orders them.
+    A tachograph file written by vehicle and time is often in that order already and is then
+    kept without sorting. Otherwise a stable sort of the key (or of the three columns, when the
+    key does not fit) puts the rows in order.
+    """
+    if len(rows) == 0:
+        return rows
+    trip_of_row = trip[rows]
+    since_start = ts_ms[rows] - index.start_ms[trip_of_row]
+    fits = bool(index.n_trips < (1 << 31) and np.all(np.diff(index.piece) >= 0)
+                and since_start.min() >= 0 and since_start.max() < (1 << 32))
+    if not fits:
+        return rows[np.lexsort((ts_ms[rows], trip_of_row, index.piece[trip_of_row]))]
+    key = (trip_of_row.astype(np.int64) << 32) | since_start.astype(np.int64)
+    if np.all(key[1:] >= key[:-1]):
+        return rows
+    return rows[np.argsort(key, kind="stable")]
+
+
 def _write_grouped(store: Store, relative: str, table: pa.Table, group: np.ndarray) -> dict[int, list[int]]:
     """Write ``table`` (sorted by ``group``) with one row group per group value; return the directory."""
     buffer = io.BytesIO()
     directory: dict[int, list[int]] = {}
     bounds = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True]) if len(group) else np.array([0])
-    with pq.ParquetWriter(buffer, table.schema, compression="zstd") as writer:
+    # An intermediate read whole by row group: lz4, no column statistics, no MD5 (as the segments).
+    with pq.ParquetWriter(buffer, table.schema, compression="lz4", write_statistics=False) as writer:
         for number, (first, stop) in enumerate(itertools.pairwise(bounds)):
             writer.write_table(table.slice(int(first), int(stop - first)), row_group_size=int(stop - first))
             directory[int(group[first])] = [number]
-    store.write_bytes(relative, buffer.getvalue())
+    store.write_bytes(relative, buffer.getvalue(), md5=False)
     return directory
 
 
@@ -672,14 +708,6 @@ def _epoch_ms_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Epoch milliseconds of a timestamp column as float64, NaN where null."""
     values = pc.cast(column.cast(pa.timestamp("ms", tz="UTC")), pa.int64()).cast(pa.float64())
     return np.asarray(values.fill_null(np.nan).to_numpy(), dtype=np.float64)
-
-
-def _add_matched_share(trips: pd.DataFrame, segs: pd.DataFrame) -> pd.DataFrame:
-    matched = segs[c.LENGTH_M].where(segs[c.MATCHED], 0.0).groupby(segs[c.TRIP_ID], observed=True).sum()
-    total = segs.groupby(c.TRIP_ID, observed=True)[c.LENGTH_M].sum()
-    share = (matched / total.where(total > 0)).rename(c.MATCHED_SHARE)
-    share.index = share.index.astype(object)
-    return trips.merge(share, left_on=c.TRIP_ID, right_index=True, how="left")
 
 
 def _list_first(values: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -159,10 +159,21 @@ class GeoLayers:
     _area_bounds: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)), repr=False)
     _edges: _LinkEdges | None = field(default=None, repr=False)
     _link_grids: dict[float, _Grid] = field(default_factory=dict, repr=False)
+    _text_codes: dict[tuple[str, str], tuple[np.ndarray, pd.Index]] = field(default_factory=dict, repr=False)
 
     @property
     def n_features(self) -> int:
         return len(self.areas) + len(self.links)
+
+    def text_codes(self, layer: str, column: str) -> tuple[np.ndarray, pd.Index]:
+        """Return integer codes (-1 for missing) and categories of a text column of ``layer``
+        (``"areas"`` or ``"links"``), computed on first use and kept for the next pieces."""
+        key = (layer, column)
+        if key not in self._text_codes:
+            series = getattr(self, layer)[column]
+            codes, uniques = pd.factorize(series.astype(object).where(series.notna(), None).to_numpy(), use_na_sentinel=True)
+            self._text_codes[key] = (codes, pd.Index(uniques, dtype=object))
+        return self._text_codes[key]
 
     def link_grid(self, max_distance_m: float) -> _Grid | None:
         """Return the edge grid for ``max_distance_m``, built on first use and kept."""
@@ -243,10 +254,10 @@ def join_segments(segments: pd.DataFrame, layers: GeoLayers, max_distance_m: flo
     link_pick, distance = nearest_links(lon, lat, layers, max_distance_m)
 
     out = segments.copy(deep=False)
-    out[c.AREA_ID] = _take(layers.areas, c.FEATURE_ID, area_pick)
-    out[c.AREA_TYPE] = _take(layers.areas, c.AREA_TYPE, area_pick)
-    out[c.LINK_ID] = _take(layers.links, c.FEATURE_ID, link_pick)
-    out[c.ROAD_CLASS] = _take(layers.links, c.ROAD_CLASS, link_pick)
+    out[c.AREA_ID] = _take(layers, "areas", c.FEATURE_ID, area_pick)
+    out[c.AREA_TYPE] = _take(layers, "areas", c.AREA_TYPE, area_pick)
+    out[c.LINK_ID] = _take(layers, "links", c.FEATURE_ID, link_pick)
+    out[c.ROAD_CLASS] = _take(layers, "links", c.ROAD_CLASS, link_pick)
     out[c.SPEED_LIMIT_KMH] = _take_float(layers.links, c.SPEED_LIMIT_KMH, link_pick)
     out[c.LINK_GRADIENT_PCT] = _take_float(layers.links, c.GRADIENT_PCT, link_pick)
     out[c.LINK_DISTANCE_M] = distance
@@ -294,8 +305,7 @@ def nearest_links(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers, max_dista
     assert e is not None
     lon = np.ascontiguousarray(lon, dtype=np.float64)
     lat = np.ascontiguousarray(lat, dtype=np.float64)
-    kx, ky = _metres_per_degree(lat)
-    _nearest_edges(lon, lat, kx, ky, grid.x0, grid.y0, grid.width_deg, grid.height_deg, grid.n_columns,
+    _nearest_edges(lon, lat, grid.x0, grid.y0, grid.width_deg, grid.height_deg, grid.n_columns,
                    grid.keys, grid.starts, grid.dense, grid.members, e.ax, e.ay, e.bx, e.by, e.link, float(max_distance_m), pick, distance)
     return pick, distance
 
@@ -396,21 +406,22 @@ def _locate_boxes(
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _nearest_edges(
-    lon: np.ndarray, lat: np.ndarray, kx: np.ndarray, ky: np.ndarray, x0: float, y0: float, width: float, height: float,
+    lon: np.ndarray, lat: np.ndarray, x0: float, y0: float, width: float, height: float,
     n_columns: int, keys: np.ndarray, starts: np.ndarray, dense: np.ndarray, members: np.ndarray,
     ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray, edge_link: np.ndarray, max_distance_m: float,
     pick: np.ndarray, distance: np.ndarray,
 ) -> None:
     """Write, per point, the nearest link within ``max_distance_m`` into ``pick`` and ``distance``.
 
-    Distance is measured in the tangent plane of the point. Equal distances go to the smaller
-    link row.
+    Distance is measured in the tangent plane of the point, scaled as :func:`_metres_per_degree`
+    does; the scale is computed only for a point that has candidates. Equal distances go to the
+    smaller link row.
     """
     for i in range(lon.shape[0]):
         px = lon[i]
         py = lat[i]
-        kxp = kx[i]
-        kyp = ky[i]
+        kxp = np.nan
+        kyp = np.nan
         best = np.inf
         best_link = _NO_MEMBER
         for k in range(4):
@@ -418,6 +429,12 @@ def _nearest_edges(
             if cell < 0:
                 continue
             first, end = _cell_members(cell, keys, starts, dense)
+            if end > first and np.isnan(kyp):
+                phi = py * _RAD
+                sin_phi = np.sin(phi)
+                w = np.sqrt(1.0 - _WGS84_E2 * sin_phi * sin_phi)
+                kxp = _WGS84_A_M / w * np.cos(phi) * _RAD
+                kyp = _WGS84_A_M * (1.0 - _WGS84_E2) / (w * w * w) * _RAD
             for j in range(first, end):
                 edge = members[j]
                 x1 = _wrapped(ax[edge] - px) * kxp
@@ -554,14 +571,14 @@ def _min_per_point(point: np.ndarray, member: np.ndarray, n: int) -> np.ndarray:
     return pick
 
 
-def _take(frame: pd.DataFrame, column: str, pick: np.ndarray) -> pd.Categorical:
-    """Values of a text ``column`` at ``pick`` as a categorical; -1 gives a missing value."""
+def _take(layers: GeoLayers, layer: str, column: str, pick: np.ndarray) -> pd.Categorical:
+    """Values of a text ``column`` of ``layer`` at ``pick`` as a categorical; -1 gives a missing value."""
+    frame = getattr(layers, layer)
     if column not in frame.columns or len(frame) == 0:
         return pd.Categorical.from_codes(np.full(len(pick), -1), categories=pd.Index([], dtype=object))
-    series = frame[column]
-    codes, uniques = pd.factorize(series.astype(object).where(series.notna(), None).to_numpy(), use_na_sentinel=True)
+    codes, uniques = layers.text_codes(layer, column)
     picked_codes = np.where(pick >= 0, codes[np.maximum(pick, 0)], -1)
-    return pd.Categorical.from_codes(picked_codes, categories=pd.Index(uniques, dtype=object))
+    return pd.Categorical.from_codes(picked_codes, categories=uniques)
 
 
 def _take_float(frame: pd.DataFrame, column: str, pick: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-import pandas as pd
 
 QUALITY_FLAGS: dict[str, str] = {
     "vehicle_not_found": "The trip's vehicle_id is not in the vehicle master or its class or fuel is unknown; no estimate.",
@@ -44,6 +43,11 @@ QUALITY_FLAGS: dict[str, str] = {
 }
 
 
+# join_flags packs one bit per code into an int64.
+if len(QUALITY_FLAGS) > 62:
+    raise RuntimeError(f"{len(QUALITY_FLAGS)} quality flag codes do not fit the 62 bits join_flags packs them into; widen its key")
+
+
 def join_flags(masks: Mapping[str, np.ndarray], n_rows: int) -> np.ndarray:
     """Join the codes whose mask is true into one ';'-separated string per row.
 
@@ -52,13 +56,16 @@ def join_flags(masks: Mapping[str, np.ndarray], n_rows: int) -> np.ndarray:
     KeyError
         If a code is not documented in ``QUALITY_FLAGS``.
     """
-    joined = pd.Series([""] * n_rows, dtype=object)
-    for code in QUALITY_FLAGS:
-        if code not in masks:
-            continue
-        mask = np.asarray(masks[code], dtype=bool)
-        joined = joined.where(~mask, joined + ";" + code)
     undocumented = set(masks) - set(QUALITY_FLAGS)
     if undocumented:
         raise KeyError(f"quality flag codes {sorted(undocumented)} are not documented in QUALITY_FLAGS")
-    return joined.str.lstrip(";").to_numpy(dtype=object)
+    # Each row's flags become one integer, with bit j for the j-th code in QUALITY_FLAGS order.
+    # The text is then built once per distinct combination, not once per row.
+    codes = [code for code in QUALITY_FLAGS if code in masks]
+    key = np.zeros(n_rows, dtype=np.int64)
+    for bit, code in enumerate(codes):
+        key |= np.broadcast_to(np.asarray(masks[code], dtype=bool), (n_rows,)).astype(np.int64) << bit
+    combinations, row_combination = np.unique(key, return_inverse=True)
+    texts = np.array([";".join(code for bit, code in enumerate(codes) if int(combination) >> bit & 1) for combination in combinations],
+                     dtype=object)
+    return texts[row_combination] if n_rows else np.zeros(0, dtype=object)

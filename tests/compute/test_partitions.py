@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -70,3 +71,43 @@ def test_coarse_and_fine_pieces_equal(tmp_path: Path, client: Client, monkeypatc
     assert one_segs[c.MATCHED].any()
     pd.testing.assert_frame_equal(one_trips, many_trips)
     pd.testing.assert_frame_equal(one_segs, many_segs)
+
+
+class TestAlignedRowOrder:
+    """Aligned tachograph rows come out in (piece, trip, time) order, equal times in file order."""
+
+    @staticmethod
+    def _case(rng: np.random.Generator, n_trips: int = 300, n_rows: int = 20_000, trip_ms: float = 3_600_000.0) -> tuple:
+        piece = np.sort(rng.integers(0, 12, n_trips))
+        start = rng.uniform(0, 8.64e7, n_trips).round()
+        index = pipeline.TripIndex(
+            trip_ids=np.array([f"t{i}" for i in range(n_trips)], dtype=object), vehicle_ids=pd.Index(["v"]),
+            vehicle_codes=np.zeros(n_trips, np.int64), start_ms=start, end_ms=start + trip_ms, piece=piece,
+            row=np.zeros(n_trips, np.int64),
+        )
+        trip = rng.integers(-1, n_trips, n_rows)
+        ts = np.where(trip >= 0, start[np.maximum(trip, 0)] + rng.integers(0, 50, n_rows) * (trip_ms // 50), np.nan)
+        return index, trip, ts
+
+    @staticmethod
+    def _expected(rows: np.ndarray, trip: np.ndarray, ts: np.ndarray, index: pipeline.TripIndex) -> np.ndarray:
+        return rows[np.lexsort((ts[rows], trip[rows], index.piece[trip[rows]]))]
+
+    def test_shuffled_rows_match_lexsort(self) -> None:
+        rng = np.random.default_rng(5)
+        index, trip, ts = self._case(rng)
+        rows = np.flatnonzero(trip >= 0)
+        got = pipeline._in_piece_trip_time_order(rows, trip, ts, index)
+        np.testing.assert_array_equal(got, self._expected(rows, trip, ts, index))
+
+    def test_rows_already_in_order_are_kept(self) -> None:
+        rng = np.random.default_rng(6)
+        index, trip, ts = self._case(rng)
+        rows = self._expected(np.flatnonzero(trip >= 0), trip, ts, index)
+        assert pipeline._in_piece_trip_time_order(rows, trip, ts, index) is rows
+
+    def test_trips_longer_than_the_key_fall_back_to_lexsort(self) -> None:
+        rng = np.random.default_rng(8)
+        index, trip, ts = self._case(rng, trip_ms=2.0**33)
+        rows = np.flatnonzero(trip >= 0)
+        np.testing.assert_array_equal(pipeline._in_piece_trip_time_order(rows, trip, ts, index), self._expected(rows, trip, ts, index))

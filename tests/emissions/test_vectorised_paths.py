@@ -21,7 +21,7 @@ from sample_piece import PieceInputs, build_piece_inputs
 
 from compute import columns as c
 from compute import metrics
-from compute.emissions import estimate_trips
+from compute.emissions import estimate_trips, flags
 from compute.emissions.model import EmissionModel
 from compute.emissions.profiles import _grade_at
 from compute.sample import SampleSpec
@@ -145,8 +145,11 @@ class TestBreakdownCodes:
         summed.insert(1, c.DIMENSION, name)
         return summed
 
+    @pytest.mark.parametrize("dense", [True, False], ids=["dense-keys", "sorted-keys"])
     @pytest.mark.parametrize("categorical", [True, False], ids=["categorical", "object"])
-    def test_matches_string_groupby(self, categorical: bool) -> None:
+    def test_matches_string_groupby(self, categorical: bool, dense: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+        if not dense:
+            monkeypatch.setattr(metrics, "_DENSE_KEYS_MIN", -(1 << 40))
         trip = ["t10", "t2", "t2", "t10", "t2", "t1", "t1"]
         road = ["primary", None, "unmatched", "motorway", "primary", None, "Primary"]
         segments = pd.DataFrame(
@@ -168,6 +171,29 @@ class TestBreakdownCodes:
         pd.testing.assert_frame_equal(actual, expected, check_exact=False, rtol=RELATIVE_TOLERANCE)
         assert list(actual.loc[actual[c.DIMENSION] == c.ROAD_CLASS, c.CATEGORY])[:3] == ["Primary", "unmatched", "motorway"]
 
+    def test_dense_and_sorted_keys_agree_on_a_large_piece(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        rng = np.random.default_rng(7)
+        n = 20_000
+        trips = np.sort(rng.integers(0, 900, n))
+        road = rng.choice(np.array(["motorway", "primary", "residential", None], dtype=object), n)
+        area = rng.choice(np.array(["urban", "rural", None], dtype=object), n)
+        segments = pd.DataFrame(
+            {
+                c.TRIP_ID: pd.Categorical([f"trip-{t:04d}" for t in trips]),
+                c.ROAD_CLASS: pd.Series(road, dtype=object),
+                c.AREA_TYPE: pd.Categorical(area),
+                c.LENGTH_M: np.where(rng.random(n) < 0.01, np.nan, rng.uniform(0.0, 80.0, n)),
+                c.CO2_TTW_KG: rng.uniform(0.0, 0.02, n),
+            }
+        )
+        dense = metrics.breakdown(segments)
+        monkeypatch.setattr(metrics, "_DENSE_KEYS_MIN", -(1 << 40))
+        by_sort = metrics.breakdown(segments)
+        pd.testing.assert_frame_equal(dense, by_sort, check_exact=True)
+        expected = pd.concat([self._string_groupby(segments, name) for name in metrics.DEFAULT_DIMENSIONS], ignore_index=True)
+        expected = expected[list(metrics.BREAKDOWN_DTYPES)].astype(metrics.BREAKDOWN_DTYPES)
+        pd.testing.assert_frame_equal(dense, expected, check_exact=False, rtol=RELATIVE_TOLERANCE)
+
     def test_empty_segments(self) -> None:
         segments = pd.DataFrame(
             {
@@ -181,3 +207,57 @@ class TestBreakdownCodes:
         actual = metrics.breakdown(segments)
         assert actual.empty
         assert list(actual.columns) == list(metrics.BREAKDOWN_DTYPES)
+
+
+class TestMatchedShare:
+    """``metrics.add_matched_share`` equals the share computed with a pandas groupby."""
+
+    @pytest.mark.parametrize("categorical", [True, False], ids=["categorical", "object"])
+    def test_matches_groupby(self, categorical: bool) -> None:
+        rng = np.random.default_rng(11)
+        n = 5_000
+        trip = np.array([f"t{t:03d}" for t in np.sort(rng.integers(0, 300, n))], dtype=object)
+        length = np.where(rng.random(n) < 0.02, np.nan, rng.uniform(0.0, 50.0, n))
+        length[trip == trip[0]] = 0.0  # a trip without length
+        segments = pd.DataFrame(
+            {
+                c.TRIP_ID: pd.Categorical(trip) if categorical else pd.Series(trip, dtype=object),
+                c.LENGTH_M: length,
+                c.MATCHED: rng.random(n) < 0.7,
+            }
+        )
+        trips = pd.DataFrame({c.TRIP_ID: np.r_[np.unique(trip)[::-1], ["no-segments"]].astype(object), "x": 1.0})
+
+        actual = metrics.add_matched_share(trips, segments)
+
+        frame = pd.DataFrame({c.TRIP_ID: trip, "length": length, "on_link": np.where(segments[c.MATCHED], length, 0.0)})
+        sums = frame.groupby(c.TRIP_ID).sum()
+        expected = (sums["on_link"] / sums["length"].where(sums["length"] > 0)).reindex(trips[c.TRIP_ID]).to_numpy()
+        assert list(actual.columns) == [c.TRIP_ID, "x", c.MATCHED_SHARE]
+        np.testing.assert_allclose(actual[c.MATCHED_SHARE].to_numpy(), expected, rtol=1e-12)
+        assert np.isnan(actual[c.MATCHED_SHARE].iloc[-1])  # no segments
+        assert np.isnan(actual.set_index(c.TRIP_ID).loc[trip[0], c.MATCHED_SHARE])  # no length
+        assert actual[c.MATCHED_SHARE].notna().sum() == len(trips) - 2
+
+
+class TestJoinFlags:
+    """``flags.join_flags`` joins the codes of each row in ``QUALITY_FLAGS`` order."""
+
+    def test_matches_row_by_row_join(self) -> None:
+        rng = np.random.default_rng(21)
+        n = 3_000
+        codes = list(flags.QUALITY_FLAGS)
+        masks = {code: rng.random(n) < 0.2 for code in codes[::2]}
+        masks[codes[1]] = np.bool_(True)  # a scalar applies to every row
+        got = flags.join_flags(masks, n)
+        expected = [";".join(code for code in codes if code in masks and bool(np.broadcast_to(masks[code], (n,))[row])) for row in range(n)]
+        assert list(got) == expected
+        assert got.dtype == object and "" not in set(got)
+
+    def test_no_flags_and_no_rows(self) -> None:
+        assert list(flags.join_flags({next(iter(flags.QUALITY_FLAGS)): np.zeros(3, bool)}, 3)) == ["", "", ""]
+        assert len(flags.join_flags({}, 0)) == 0
+
+    def test_undocumented_code_raises(self) -> None:
+        with pytest.raises(KeyError, match="not documented"):
+            flags.join_flags({"made_up_code": np.ones(2, bool)}, 2)
