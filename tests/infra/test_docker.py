@@ -91,6 +91,19 @@ class TestDockerfile:
         env = " ".join(arguments for keyword, arguments in instructions if keyword == "ENV")
         assert "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false" in env
 
+    def test_ships_numba_cache_for_generic_cpu(self, instructions: list[tuple[str, str]]) -> None:
+        env = " ".join(arguments for keyword, arguments in instructions if keyword == "ENV")
+        assert "NUMBA_CPU_NAME=generic" in env
+        assert "NUMBA_CACHE_DIR=/tmp/numba-cache" in env
+        assert "LMCO2_NUMBA_CACHE_SEED=/opt/numba-cache" in env
+        runtime = instructions[max(i for i, (keyword, arguments) in enumerate(instructions) if keyword == "FROM"):]
+        warm = [arguments for keyword, arguments in runtime if keyword == "RUN" and "numba_cache.main()" in arguments]
+        assert len(warm) == 1, "the runtime stage must build the cache after copying the final virtual environment"
+        assert "NUMBA_CACHE_DIR=/opt/numba-cache" in warm[0]
+        copy_venv = next(i for i, (keyword, arguments) in enumerate(runtime) if keyword == "COPY" and "/opt/venv" in arguments)
+        assert copy_venv < next(i for i, (keyword, arguments) in enumerate(runtime) if keyword == "RUN" and "numba_cache.main()" in arguments)
+        assert runtime.index(("USER", "10001:10001")) > copy_venv
+
     def test_copied_sources_allowed_by_dockerignore(self) -> None:
         patterns = _ignore_patterns()
         blocked = [source for source in _copy_sources() if not source.endswith("*") and _is_ignored(source.rstrip("/"), patterns)]
