@@ -473,20 +473,14 @@ def _distribute_to_segments(
 ) -> pd.DataFrame:
     """Split each trip's fuel and CO2 over its segments in proportion to the segment model."""
     out = segments.copy(deep=False)  # new columns only; the input columns are shared, not copied
-    position = seg.trip_position
+    position = np.ascontiguousarray(seg.trip_position, dtype=np.int64)
     n_trips = len(trip_frame)
-    valid = position >= 0
-    safe = np.where(valid, position, 0)
-
-    weight = np.where(seg.timed_trip[safe], seg.physics_fuel, seg.distance_fuel)
-    weight = np.where(valid, weight, 0.0)
-    for fallback in (seg.duration_s, seg.length_m, np.ones(len(out))):
-        totals = np.bincount(safe, weights=weight, minlength=n_trips)
-        empty = ~(totals[safe] > 0)
-        weight = np.where(empty & valid, fallback, weight)
-    totals = np.bincount(safe, weights=weight, minlength=n_trips)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(valid, weight / totals[safe], np.nan)
+    safe = np.where(position >= 0, position, 0)
+    share = profiles.segment_shares(
+        position, np.ascontiguousarray(seg.timed_trip, dtype=np.bool_), np.ascontiguousarray(seg.physics_fuel, dtype=np.float64),
+        np.ascontiguousarray(seg.distance_fuel, dtype=np.float64), np.ascontiguousarray(seg.duration_s, dtype=np.float64),
+        np.ascontiguousarray(seg.length_m, dtype=np.float64), n_trips,
+    )
 
     for column in SEGMENT_OUTPUT_COLUMNS:
         trip_values = trips_out[column].to_numpy(dtype="float64")

@@ -20,7 +20,6 @@ from compute.emissions.physics import GRAVITY_M_S2
 if TYPE_CHECKING:
     from compute.emissions.model import EmissionModel
 
-_EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 @dataclass(frozen=True)
@@ -138,6 +137,64 @@ _SEGMENT_TRIP_VALUES = (
     "regen_share", "idle_rate_per_s", "profile_fuel_per_kj", "traction_distance_share", "positive_force_n",
     "variable_share", "distance_fuel_per_km",
 )
+
+
+def segment_shares(
+    position: np.ndarray, timed_trip: np.ndarray, physics_fuel: np.ndarray, distance_fuel: np.ndarray,
+    duration_s: np.ndarray, length_m: np.ndarray, n_trips: int,
+) -> np.ndarray:
+    """Return each segment's share of its trip, used to split trip totals over the segments.
+
+    The weight is the segment's T3 physics fuel on a trip with vertex times, else its T4/T5
+    distance fuel. A trip whose weights do not sum to a positive number falls back to the
+    durations, then the lengths, then equal shares. Segments of no trip (position -1) get NaN.
+    """
+    return _segment_shares(position, timed_trip, physics_fuel, distance_fuel, duration_s, length_m, n_trips)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _segment_shares(
+    position: np.ndarray, timed_trip: np.ndarray, physics_fuel: np.ndarray, distance_fuel: np.ndarray,
+    duration_s: np.ndarray, length_m: np.ndarray, n_trips: int,
+) -> np.ndarray:
+    """Compute the shares of :func:`segment_shares` in one loop per fallback level.
+
+    Sums run in row order. Rows of no trip add 0 to trip 0, as the ``np.bincount`` over
+    ``max(position, 0)`` that this loop replaced did.
+    """
+    n = position.shape[0]
+    weight = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        p = position[i]
+        if p < 0:
+            weight[i] = 0.0
+        elif timed_trip[p]:
+            weight[i] = physics_fuel[i]
+        else:
+            weight[i] = distance_fuel[i]
+
+    totals = np.zeros(max(n_trips, 1), dtype=np.float64)
+    for level in range(4):
+        totals[:] = 0.0
+        for i in range(n):
+            totals[max(position[i], 0)] += weight[i]
+        if level == 3:
+            break
+        for i in range(n):
+            p = position[i]
+            if p >= 0 and not totals[p] > 0:
+                if level == 0:
+                    weight[i] = duration_s[i]
+                elif level == 1:
+                    weight[i] = length_m[i]
+                else:
+                    weight[i] = 1.0
+
+    share = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        p = position[i]
+        share[i] = weight[i] / totals[p] if p >= 0 else np.nan
+    return share
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -506,4 +563,15 @@ def _group_median(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.n
 
 
 def _epoch_seconds(times: pd.Series) -> np.ndarray:
-    return ((pd.to_datetime(times, utc=True) - _EPOCH) / pd.Timedelta(seconds=1)).to_numpy(dtype="float64")
+    """Return seconds since 1970 as float64, NaN for a missing time.
+
+    The integer count of the column's unit is divided by the units per second, which is what
+    ``(times - epoch) / Timedelta(seconds=1)`` computes, without the intermediate timedelta arrays.
+    """
+    values = pd.DatetimeIndex(pd.to_datetime(times, utc=True))
+    seconds = values.asi8 / float(_UNITS_PER_SECOND[values.unit])
+    seconds[np.asarray(values.isna())] = np.nan
+    return seconds
+
+
+_UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}

@@ -21,7 +21,7 @@ from sample_piece import PieceInputs, build_piece_inputs
 
 from compute import columns as c
 from compute import metrics
-from compute.emissions import estimate_trips, flags
+from compute.emissions import estimate_trips, flags, profiles
 from compute.emissions.model import EmissionModel
 from compute.emissions.profiles import _grade_at
 from compute.sample import SampleSpec
@@ -261,3 +261,50 @@ class TestJoinFlags:
     def test_undocumented_code_raises(self) -> None:
         with pytest.raises(KeyError, match="not documented"):
             flags.join_flags({"made_up_code": np.ones(2, bool)}, 2)
+
+
+class TestSegmentShares:
+    """``profiles.segment_shares`` gives the shares of the bincount formulation it replaced."""
+
+    @staticmethod
+    def _reference(position: np.ndarray, timed: np.ndarray, physics: np.ndarray, distance: np.ndarray,
+                   duration: np.ndarray, length: np.ndarray, n_trips: int) -> np.ndarray:
+        valid = position >= 0
+        safe = np.where(valid, position, 0)
+        weight = np.where(valid, np.where(timed[safe], physics, distance), 0.0)
+        for fallback in (duration, length, np.ones(len(position))):
+            totals = np.bincount(safe, weights=weight, minlength=n_trips)
+            weight = np.where(~(totals[safe] > 0) & valid, fallback, weight)
+        totals = np.bincount(safe, weights=weight, minlength=n_trips)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(valid, weight / totals[safe], np.nan)
+
+    def test_matches_bincount_formulation(self) -> None:
+        rng = np.random.default_rng(31)
+        n_trips, n = 200, 6_000
+        position = np.sort(rng.integers(-1, n_trips, n))
+        timed = rng.random(n_trips) < 0.5
+        physics = rng.uniform(0.0, 0.01, n)
+        distance = rng.uniform(0.0, 0.01, n)
+        duration = rng.uniform(0.0, 10.0, n)
+        length = rng.uniform(0.0, 50.0, n)
+        for trip, spoil in ((3, "zero"), (4, "nan"), (5, "zero-duration"), (6, "all-zero")):
+            rows = position == trip
+            physics[rows] = distance[rows] = 0.0 if spoil != "nan" else np.nan
+            if spoil in ("zero-duration", "all-zero"):
+                duration[rows] = 0.0
+            if spoil == "all-zero":
+                length[rows] = 0.0
+
+        got = profiles.segment_shares(position, timed, physics, distance, duration, length, n_trips)
+
+        expected = self._reference(position, timed, physics, distance, duration, length, n_trips)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=0, equal_nan=True)
+        assert np.isnan(got[position < 0]).all()
+        sums = np.bincount(position[position >= 0], weights=got[position >= 0], minlength=n_trips)
+        present = np.bincount(position[position >= 0], minlength=n_trips) > 0
+        np.testing.assert_allclose(sums[present], 1.0, rtol=1e-12)
+
+    def test_no_trips(self) -> None:
+        got = profiles.segment_shares(np.full(3, -1), np.zeros(0, bool), np.ones(3), np.ones(3), np.ones(3), np.ones(3), 0)
+        assert np.isnan(got).all()
