@@ -350,37 +350,49 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
         versions = run.versions()
         max_distance_m = run.settings.spatial.link_max_distance_m
 
-        vehicles_table = pipeline.read_folder(temp, f"{pipeline.VALIDATED}/vehicles")
-        vehicles = vehicles_table.to_pandas() if vehicles_table is not None else pd.DataFrame(columns=[c.VEHICLE_ID, c.VEHICLE_CLASS, c.FUEL_TYPE, c.CATALOG_FE])
-        geo_table = pipeline.read_folder(temp, f"{pipeline.VALIDATED}/geo_attributes")
-        geo = contract.to_frame("geo_attributes", geo_table) if geo_table is not None else None
-        layers = spatial.prepare_layers(geo if geo is not None else _empty_geo(), link_max_distance_m=max_distance_m)
-        step_done("prepare")
-
-        # Stage 1: pieces of about equal vertex counts, and the trip index of the day.
+        # Stage 1: pieces of about equal vertex counts, and the trip index of the day. While the
+        # workers read the trip intervals, the client reads the small datasets and indexes the layer.
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         bounds = _PIECE_ROWS["segments"]
         pieces = pipeline.plan_compute_pieces(temp, n_workers=n_workers, vertices_min=bounds[0], vertices_max=bounds[1])
         n = len(pieces)
-        indexes = pipeline.gather(client, client.map(pipeline.trip_index_of_piece, [temp_ref] * n, pieces, pure=False), timeout_s=time_left())
+        index_futures = client.map(pipeline.trip_index_of_piece, [temp_ref] * n, pieces, pure=False)
+        try:
+            vehicles_table = pipeline.read_folder(temp, f"{pipeline.VALIDATED}/vehicles")
+            vehicles = (vehicles_table.to_pandas() if vehicles_table is not None
+                        else pd.DataFrame(columns=[c.VEHICLE_ID, c.VEHICLE_CLASS, c.FUEL_TYPE, c.CATALOG_FE]))
+            geo_table = pipeline.read_folder(temp, f"{pipeline.VALIDATED}/geo_attributes")
+            geo = contract.to_frame("geo_attributes", geo_table) if geo_table is not None else None
+            layers = spatial.prepare_layers(geo if geo is not None else _empty_geo(), link_max_distance_m=max_distance_m)
+        except BaseException:
+            client.cancel(index_futures)
+            raise
+        step_done("prepare")
+        indexes = pipeline.gather(client, index_futures, timeout_s=time_left())
         trip_index = pipeline.build_trip_index(indexes)
         step_done("trip_index")
 
-        # Stage 2: tachograph records aligned to trips, one sorted file per tachograph file.
+        # Stage 2: tachograph records aligned to trips, one sorted file per tachograph file. The
+        # model is loaded and the piece inputs are broadcast while the alignment tasks run.
         tacho_files = [name for name in temp.list(f"{pipeline.VALIDATED}/tachometer") if name.endswith(".parquet")]
-        aligned: list[pipeline.AlignResult] = []
+        align_futures = []
         if tacho_files:
             index_future = pipeline.scatter_broadcast(client, trip_index)
-            aligned = pipeline.gather(client, client.map(
+            align_futures = client.map(
                 pipeline.align_tacho_piece, [temp_ref] * len(tacho_files), tacho_files, [index_future] * len(tacho_files), pure=False,
-            ), timeout_s=time_left())
+            )
+        try:
+            model = pipeline.model_for(run.settings)
+            shared = [pipeline.scatter_broadcast(client, x) for x in (vehicles, layers, model)]
+        except BaseException:
+            client.cancel(align_futures)
+            raise
+        aligned: list[pipeline.AlignResult] = pipeline.gather(client, align_futures, timeout_s=time_left()) if align_futures else []
         tacho_counts = {key: sum(getattr(r, key) for r in aligned) for key in ("rows", "aligned", "outside_trips")}
         tacho_parts = pipeline.tacho_parts_by_piece(aligned)
         step_done("align")
 
         # Stage 3: one task per piece.
-        model = pipeline.model_for(run.settings)
-        shared = [pipeline.scatter_broadcast(client, x) for x in (vehicles, layers, model)]
         results = pipeline.gather(client, client.map(
             pipeline.compute_piece, [temp_ref] * n, pieces, [tacho_parts.get(p.index, []) for p in pieces],
             *[[s] * n for s in shared], [max_distance_m] * n, [versions] * n, pure=False,
