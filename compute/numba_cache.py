@@ -24,6 +24,7 @@ When either does not match, numba compiles as before; nothing fails.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -53,24 +54,36 @@ def seed(environ: Mapping[str, str] = os.environ) -> int:
     if not source or not target or not os.path.isdir(source) or os.path.abspath(source) == os.path.abspath(target):
         return 0
     copied = 0
+    target_real = os.path.realpath(target)
     try:
-        for folder, _, names in os.walk(source):
+        for folder, subfolders, names in os.walk(source):
+            # A cache folder inside the seed is not part of the seed.
+            subfolders[:] = [name for name in subfolders if os.path.realpath(os.path.join(folder, name)) != target_real]
             destination = os.path.join(target, os.path.relpath(folder, source))
             os.makedirs(destination, exist_ok=True)
             for name in names:
                 final = os.path.join(destination, name)
-                if os.path.exists(final):
-                    continue
-                handle, partial = tempfile.mkstemp(dir=destination, prefix=f".{name}.")
-                os.close(handle)
-                shutil.copyfile(os.path.join(folder, name), partial)
-                os.replace(partial, final)
-                copied += 1
+                if not os.path.exists(final):
+                    _copy_atomically(os.path.join(folder, name), final)
+                    copied += 1
     except OSError as error:
         # numba then compiles the loops itself, as without a seed: slower, never wrong.
         _log.warning("numba cache seed not copied; the loops are compiled in this process instead",
                      extra={"event": "numba_cache_seed_failed", "seed": source, "cache_dir": target, "error": str(error)})
     return copied
+
+
+def _copy_atomically(source: str, final: str) -> None:
+    """Copy ``source`` to a temporary name beside ``final``, then rename it; remove it on failure."""
+    handle, partial = tempfile.mkstemp(dir=os.path.dirname(final), prefix=f".{os.path.basename(final)}.")
+    os.close(handle)
+    try:
+        shutil.copyfile(source, partial)
+        os.replace(partial, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        raise
 
 
 def compiled_loops() -> Iterator[tuple[str, Any]]:

@@ -232,7 +232,7 @@ def _segments_of(v: _Vertices) -> tuple[pd.DataFrame, pd.DataFrame]:
         length_m[far] = np.abs(np.asarray(exact, dtype=np.float64))
 
     # Per-vertex times, given or interpolated along the line.
-    vertex_ms = _vertex_times(v, first_vertex, a, trip_of_segment, length_m)
+    vertex_ms = _vertex_times(v, length_m)
 
     # Kinematics; acceleration is the change of segment speed across the shared vertex.
     start_ms, duration_s, speed_kmh, accel, grade_pct, lon_mid, lat_mid = _segment_kinematics(coords, vertex_ms, a, seg_index, length_m)
@@ -370,7 +370,7 @@ def _flat_vertices(
     )
 
 
-def _vertex_times(v: _Vertices, first_vertex: np.ndarray, seg_start: np.ndarray, trip_of_segment: np.ndarray, length_m: np.ndarray) -> np.ndarray:
+def _vertex_times(v: _Vertices, length_m: np.ndarray) -> np.ndarray:
     """Return epoch milliseconds per vertex: given timestamps, else spread along the trip."""
     n_vertices = int(v.counts.sum())
     if v.given_ms is not None and v.has_times.all():
@@ -381,18 +381,36 @@ def _vertex_times(v: _Vertices, first_vertex: np.ndarray, seg_start: np.ndarray,
         vertex_ms[v.has_times[owner]] = v.given_ms
     missing_trips = ~v.has_times
     if missing_trips.any():
-        # Spread start..end along the cumulative length of each trip.
-        cumulative = np.zeros(n_vertices, dtype=np.float64)
-        cumulative[seg_start + 1] = length_m
-        cumulative = np.cumsum(cumulative)
-        along = cumulative - cumulative[first_vertex][owner]
-        total = np.bincount(trip_of_segment, weights=length_m, minlength=len(v.counts))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            fraction = np.where(total[owner] > 0, along / total[owner], 0.0)
-        interpolated = v.start_ms[owner] + fraction * (v.end_ms - v.start_ms)[owner]
-        mask = missing_trips[owner]
-        vertex_ms[mask] = interpolated[mask]
+        _spread_times(v.counts, length_m, np.asarray(v.start_ms, dtype=np.float64), np.asarray(v.end_ms, dtype=np.float64),
+                      missing_trips, vertex_ms)
     return vertex_ms
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _spread_times(
+    counts: np.ndarray, length_m: np.ndarray, start_ms: np.ndarray, end_ms: np.ndarray, missing: np.ndarray, vertex_ms: np.ndarray,
+) -> None:
+    """Write the times of the vertices of each ``missing`` trip, spread from its start to its end
+    in proportion to the length travelled. A trip without a positive, finite length keeps its
+    start time on every vertex. Each trip is summed on its own, so a NaN length stays in its trip.
+    """
+    vertex = 0
+    segment = 0
+    for t in range(counts.shape[0]):
+        n_vertices = counts[t]
+        n_segments = n_vertices - 1 if n_vertices > 1 else 0
+        if missing[t]:
+            total = 0.0
+            for j in range(n_segments):
+                total += length_m[segment + j]
+            along = 0.0
+            for k in range(n_vertices):
+                if k > 0:
+                    along += length_m[segment + k - 1]
+                fraction = along / total if total > 0 else 0.0
+                vertex_ms[vertex + k] = start_ms[t] + fraction * (end_ms[t] - start_ms[t])
+        vertex += n_vertices
+        segment += n_segments
 
 
 def _given_timestamps(timestamps: pa.Array | None, counts: np.ndarray, trip_ids: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
