@@ -134,7 +134,8 @@ def area_type_category(segments: pd.DataFrame) -> pd.Series:
 def hour_utc_category(segments: pd.DataFrame) -> pd.Series:
     """UTC hour (00-23) of the segment start."""
     hours = pd.to_datetime(segments[c.T_START], utc=True).dt.hour
-    return hours.map(lambda hour: f"{hour:02d}", na_action="ignore")
+    # A missing start makes the hours float (22.0), so each one is made an int before formatting.
+    return hours.map(lambda hour: f"{int(hour):02d}", na_action="ignore")
 
 
 def breakdown(segments: pd.DataFrame, dimensions: Iterable[str] = DEFAULT_DIMENSIONS) -> pd.DataFrame:

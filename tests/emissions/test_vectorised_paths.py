@@ -194,6 +194,19 @@ class TestBreakdownCodes:
         expected = expected[list(metrics.BREAKDOWN_DTYPES)].astype(metrics.BREAKDOWN_DTYPES)
         pd.testing.assert_frame_equal(dense, expected, check_exact=False, rtol=RELATIVE_TOLERANCE)
 
+    def test_hour_of_a_missing_start_is_unmatched(self) -> None:
+        segments = pd.DataFrame(
+            {
+                c.TRIP_ID: ["t1", "t1", "t2"],
+                c.T_START: pd.Series(pd.to_datetime(["2026-01-05 22:30", None, "2026-01-05 03:00"], utc=True), dtype="datetime64[ms, UTC]"),
+                c.LENGTH_M: [100.0, 50.0, 20.0],
+                c.CO2_TTW_KG: [0.01, 0.02, 0.03],
+            }
+        )
+        actual = metrics.breakdown(segments, ("hour_utc",))
+        assert list(actual[c.CATEGORY]) == ["22", metrics.UNMATCHED, "03"]
+        assert list(actual[c.DISTANCE_KM]) == [0.1, 0.05, 0.02]
+
     def test_empty_segments(self) -> None:
         segments = pd.DataFrame(
             {
