@@ -52,7 +52,7 @@ def main() -> None:
         Path(scratch, pipeline.VALIDATED).symlink_to(source.path(pipeline.VALIDATED))
         ref = pipeline.StoreRef(url=scratch)
 
-        vehicles = pipeline.read_folder(store, f"{pipeline.VALIDATED}/vehicles").to_pandas()
+        vehicles = pipeline.VehicleMaster.of(pipeline.read_folder(store, f"{pipeline.VALIDATED}/vehicles").to_pandas())
         geo = contract.to_frame("geo_attributes", pipeline.read_folder(store, f"{pipeline.VALIDATED}/geo_attributes"))
         layers = spatial.prepare_layers(geo, link_max_distance_m=max_distance_m)
         pieces = pipeline.plan_compute_pieces(store, n_workers=1, vertices_min=100_000, vertices_max=1_000_000)

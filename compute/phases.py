@@ -383,7 +383,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
             )
         try:
             model = pipeline.model_for(run.settings)
-            shared = [pipeline.scatter_broadcast(client, x) for x in (vehicles, layers, model)]
+            shared = [pipeline.scatter_broadcast(client, x) for x in (pipeline.VehicleMaster.of(vehicles), layers, model)]
         except BaseException:
             client.cancel(align_futures)
             raise

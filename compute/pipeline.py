@@ -342,6 +342,30 @@ class TripIndex:
 
 
 @dataclass(frozen=True)
+class VehicleMaster:
+    """The vehicle master as broadcast to the compute tasks: one row per vehicle id, first row kept.
+
+    ``ids`` indexes the rows. pandas builds its hash table on the first lookup and keeps it on
+    the object, which stays in the worker's memory between tasks. So each piece picks its own
+    vehicles with one lookup per trip, instead of deduplicating and merging the day's whole
+    master (250,000 vehicles on the 1M-trip benchmark day).
+    """
+
+    frame: pd.DataFrame
+    ids: pd.Index
+
+    @classmethod
+    def of(cls, vehicles: pd.DataFrame) -> VehicleMaster:
+        frame = vehicles.drop_duplicates(c.VEHICLE_ID, keep="first").reset_index(drop=True)
+        return cls(frame, pd.Index(frame[c.VEHICLE_ID].to_numpy(dtype=object)))
+
+    def for_trips(self, vehicle_ids: pd.Series) -> pd.DataFrame:
+        """Return the rows of the vehicles in ``vehicle_ids``, in master order."""
+        position = self.ids.get_indexer(pd.unique(vehicle_ids.to_numpy(dtype=object)))
+        return self.frame.iloc[np.sort(position[position >= 0])].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
 class TachoRowGroups:
     """Aligned tachograph rows of one compute piece inside one aligned file: its row groups."""
 
@@ -505,7 +529,7 @@ def compute_piece(
     temp: StoreRef,
     piece: Piece,
     tacho_parts: list[TachoRowGroups],
-    vehicles: pd.DataFrame,
+    vehicles: VehicleMaster,
     layers: spatial.GeoLayers,
     model: EmissionModel,
     link_max_distance_m: float,
@@ -524,7 +548,7 @@ def compute_piece(
     clock.lap("spatial")
     tacho = _read_aligned_tacho(store, tacho_parts, trips)
     clock.lap("tacho_read")
-    result = estimate_trips(segs, trips, vehicles, tacho, model)
+    result = estimate_trips(segs, trips, vehicles.for_trips(trips[c.VEHICLE_ID]), tacho, model)
     del segs, tacho
     clock.lap("estimate")
 

@@ -111,3 +111,16 @@ class TestAlignedRowOrder:
         index, trip, ts = self._case(rng, trip_ms=2.0**33)
         rows = np.flatnonzero(trip >= 0)
         np.testing.assert_array_equal(pipeline._in_piece_trip_time_order(rows, trip, ts, index), self._expected(rows, trip, ts, index))
+
+
+class TestVehicleMaster:
+    """A piece's vehicles picked from the broadcast master equal a filter of the whole master."""
+
+    def test_picks_first_row_of_each_trip_vehicle(self) -> None:
+        vehicles = pd.DataFrame({c.VEHICLE_ID: ["v3", "v1", "v2", "v1", "v4"], c.VEHICLE_CLASS: ["a", "b", "c", "dup", "d"]})
+        master = pipeline.VehicleMaster.of(vehicles)
+        picked = master.for_trips(pd.Series(["v1", "v9", "v3", "v1", None], dtype=object))
+        assert list(picked[c.VEHICLE_ID]) == ["v3", "v1"]
+        assert list(picked[c.VEHICLE_CLASS]) == ["a", "b"]  # the first row of v1, not its duplicate
+        assert list(picked.index) == [0, 1]
+        assert master.for_trips(pd.Series([], dtype=object)).empty
