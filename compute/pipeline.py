@@ -356,6 +356,7 @@ class VehicleMaster:
 
     @classmethod
     def of(cls, vehicles: pd.DataFrame) -> VehicleMaster:
+        """Build the master from the validated vehicles, keeping the first row of a repeated id."""
         frame = vehicles.drop_duplicates(c.VEHICLE_ID, keep="first").reset_index(drop=True)
         return cls(frame, pd.Index(frame[c.VEHICLE_ID].to_numpy(dtype=object)))
 
