@@ -106,7 +106,7 @@ class TestAlignedRowOrder:
         rows = self._expected(np.flatnonzero(trip >= 0), trip, ts, index)
         assert pipeline._in_piece_trip_time_order(rows, trip, ts, index) is rows
 
-    def test_trips_longer_than_the_key_fall_back_to_lexsort(self) -> None:
+    def test_long_trips_use_lexsort(self) -> None:
         rng = np.random.default_rng(8)
         index, trip, ts = self._case(rng, trip_ms=2.0**33)
         rows = np.flatnonzero(trip >= 0)

@@ -137,7 +137,9 @@ class TestCompiledSegmentLoops:
         assert len(segs) == n - len(counts)
         for name, values in expected.items():
             np.testing.assert_allclose(segs[name].to_numpy(dtype=np.float64), values, rtol=1e-12, atol=0, equal_nan=True, err_msg=name)
-        assert (segs[c.DURATION_S] == 0).any() and segs[c.SPEED_KMH].isna().any() and segs[c.GRADE_PCT].isna().any()
+        assert (segs[c.DURATION_S] == 0).any()
+        assert segs[c.SPEED_KMH].isna().any()
+        assert segs[c.GRADE_PCT].isna().any()
         assert segs[c.LENGTH_M].max() > segments.LOCAL_LENGTH_MAX_M
         owner = np.repeat(np.arange(len(counts)), counts)
         first_vertex_of_segment = np.flatnonzero(owner[:-1] == owner[1:])
