@@ -375,6 +375,15 @@ def _wrapped(delta: float) -> float:
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _metres_per_degree_at(lat: float) -> tuple[float, float]:
+    """Return :func:`_metres_per_degree` of one latitude, with the same operations."""
+    phi = lat * _RAD
+    sin_phi = np.sin(phi)
+    w = np.sqrt(1.0 - _WGS84_E2 * sin_phi * sin_phi)
+    return _WGS84_A_M / w * np.cos(phi) * _RAD, _WGS84_A_M * (1.0 - _WGS84_E2) / (w * w * w) * _RAD
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _locate_boxes(
     lon: np.ndarray, lat: np.ndarray, x0: float, y0: float, width: float, height: float, n_columns: int,
     keys: np.ndarray, starts: np.ndarray, dense: np.ndarray, members: np.ndarray, is_box: np.ndarray, bounds: np.ndarray,
@@ -430,11 +439,7 @@ def _nearest_edges(
                 continue
             first, end = _cell_members(cell, keys, starts, dense)
             if end > first and np.isnan(kyp):
-                phi = py * _RAD
-                sin_phi = np.sin(phi)
-                w = np.sqrt(1.0 - _WGS84_E2 * sin_phi * sin_phi)
-                kxp = _WGS84_A_M / w * np.cos(phi) * _RAD
-                kyp = _WGS84_A_M * (1.0 - _WGS84_E2) / (w * w * w) * _RAD
+                kxp, kyp = _metres_per_degree_at(py)
             for j in range(first, end):
                 edge = members[j]
                 x1 = _wrapped(ax[edge] - px) * kxp
