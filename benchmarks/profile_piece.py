@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--piece", type=int, default=0, help="Index of the piece to profile.")
     parser.add_argument("--repeat", type=int, default=2, help="Timed calls after the warm-up call.")
     parser.add_argument("--top", type=int, default=35, help="Rows of the cProfile table.")
+    parser.add_argument("--dump", help="Also save the cProfile statistics to this file (for pstats).")
     args = parser.parse_args()
 
     settings = load_settings("local", environ={}, overrides={"data_dir": str(Path(args.bench_dir) / args.size)})
@@ -62,9 +63,10 @@ def main() -> None:
         parts = pipeline.tacho_parts_by_piece(aligned)
         model = pipeline.model_for(settings)
         piece = pieces[args.piece]
+        versions = run.versions()
 
         def call() -> pipeline.PieceResult:
-            return pipeline.compute_piece(ref, piece, parts.get(piece.index, []), vehicles, layers, model, max_distance_m, run.versions())
+            return pipeline.compute_piece(ref, piece, parts.get(piece.index, []), vehicles, layers, model, max_distance_m, versions)
 
         first = call()
         print(json.dumps({"piece": piece.name, "vertices": piece.vertices, "segments": first.segments, "trips": first.trips}))
@@ -77,6 +79,8 @@ def main() -> None:
         profiler.enable()
         call()
         profiler.disable()
+        if args.dump:
+            profiler.dump_stats(args.dump)
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.top)
         pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
 

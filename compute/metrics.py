@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -164,8 +165,9 @@ def breakdown(segments: pd.DataFrame, dimensions: Iterable[str] = DEFAULT_DIMENS
         raise ValueError(f"unknown breakdown dimensions {unknown}; registered: {sorted(BREAKDOWN_DIMENSIONS)}")
 
     trip_codes, trip_labels = _sorted_codes(segments[c.TRIP_ID])
-    distance_km = segments[c.LENGTH_M].to_numpy(dtype="float64") / 1000.0
-    co2_kg = segments[c.CO2_TTW_KG].to_numpy(dtype="float64")
+    # Missing values add nothing, as groupby().sum() skips them.
+    distance_km = np.nan_to_num(segments[c.LENGTH_M].to_numpy(dtype="float64") / 1000.0, nan=0.0)
+    co2_kg = np.nan_to_num(segments[c.CO2_TTW_KG].to_numpy(dtype="float64"), nan=0.0)
     parts = [_sum_by_trip_and_category(name, BREAKDOWN_DIMENSIONS[name](segments), trip_codes, trip_labels, distance_km, co2_kg)
              for name in dimensions]
     if not parts:
@@ -179,23 +181,24 @@ def _sum_by_trip_and_category(
 ) -> pd.DataFrame:
     """Sum distance and CO2 per observed (trip, category) pair, sorted by trip id then category.
 
-    Groups are integer codes summed with ``np.bincount``. Missing values are skipped, as in
-    ``DataFrame.groupby(...).sum()``, and a missing category is reported as ``"unmatched"``.
+    Groups are integer codes; the sums add in row order, as ``np.bincount`` does. ``distance_km``
+    and ``co2_kg`` come with missing values as 0, and a missing category is reported as
+    ``"unmatched"``.
     """
-    category_codes, category_labels = _sorted_codes(_fill_unmatched(category))
+    category_codes, category_labels = _ranked_codes(*_codes_with_unmatched(category))
     n_categories = max(len(category_labels), 1)
-    key = trip_codes.astype(np.int64) * n_categories + category_codes
     n_keys = len(trip_labels) * n_categories
-    if n_keys <= 4 * len(key) + _DENSE_KEYS_MIN:
+    if n_keys <= 4 * len(trip_codes) + _DENSE_KEYS_MIN:
         # Few trips and categories for the rows: count into every possible key, no sort.
-        counts = np.bincount(key, minlength=n_keys)
+        counts, distance_all, co2_all = _dense_sums(trip_codes, category_codes, n_categories, n_keys, distance_km, co2_kg)
         groups = np.flatnonzero(counts)
-        distance_sum = np.bincount(key, weights=np.nan_to_num(distance_km, nan=0.0), minlength=n_keys)[groups]
-        co2_sum = np.bincount(key, weights=np.nan_to_num(co2_kg, nan=0.0), minlength=n_keys)[groups]
+        distance_sum = distance_all[groups]
+        co2_sum = co2_all[groups]
     else:
+        key = trip_codes * n_categories + category_codes
         groups, group_of_row = np.unique(key, return_inverse=True)
-        distance_sum = np.bincount(group_of_row, weights=np.nan_to_num(distance_km, nan=0.0), minlength=groups.size)
-        co2_sum = np.bincount(group_of_row, weights=np.nan_to_num(co2_kg, nan=0.0), minlength=groups.size)
+        distance_sum = np.bincount(group_of_row, weights=distance_km, minlength=groups.size)
+        co2_sum = np.bincount(group_of_row, weights=co2_kg, minlength=groups.size)
     return pd.DataFrame(
         {
             c.TRIP_ID: trip_labels[groups // n_categories],
@@ -207,13 +210,46 @@ def _sum_by_trip_and_category(
     )
 
 
-def _fill_unmatched(category: pd.Series) -> pd.Series:
-    """Replace missing categories by ``"unmatched"``, on the categories alone when categorical."""
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _dense_sums(
+    trip_codes: np.ndarray, category_codes: np.ndarray, n_categories: int, n_keys: int, distance_km: np.ndarray, co2_kg: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count rows and sum distance and CO2 per key ``trip * n_categories + category``, adding in
+    row order (the three ``np.bincount`` passes of the same keys, in one)."""
+    counts = np.zeros(n_keys, dtype=np.int64)
+    distance = np.zeros(n_keys)
+    co2 = np.zeros(n_keys)
+    for i in range(trip_codes.shape[0]):
+        key = trip_codes[i] * n_categories + category_codes[i]
+        counts[key] += 1
+        distance[key] += distance_km[i]
+        co2[key] += co2_kg[i]
+    return counts, distance, co2
+
+
+def _codes_with_unmatched(category: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Return per row a code into the returned values, with a missing category as ``"unmatched"``.
+
+    A categorical column keeps its codes: ``"unmatched"`` is added to the categories when absent
+    and the missing codes point to it, which is what ``fillna("unmatched")`` gives.
+    """
     if isinstance(category.dtype, pd.CategoricalDtype):
-        if UNMATCHED not in category.cat.categories:
-            category = category.cat.add_categories([UNMATCHED])
-        return category.fillna(UNMATCHED)
-    return category.astype(object).where(category.notna(), UNMATCHED)
+        codes = np.asarray(category.array.codes, dtype=np.int64)
+        uniques = category.cat.categories.to_numpy(dtype=object)
+        where = np.flatnonzero(uniques == UNMATCHED) if uniques.size else np.zeros(0, np.int64)
+        if where.size == 0:
+            uniques = np.append(uniques, np.array([UNMATCHED], dtype=object))
+            where = np.array([uniques.size - 1])
+        return np.where(codes < 0, where[0], codes), uniques
+    return _factorised(category.astype(object).where(category.notna(), UNMATCHED))
+
+
+def _factorised(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Return per row a code into the returned values (-1 for missing), categoricals per category."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return np.asarray(values.array.codes, dtype=np.int64), values.cat.categories.to_numpy(dtype=object)
+    row_codes, uniques_index = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
+    return row_codes.astype(np.int64), np.asarray(uniques_index, dtype=object)
 
 
 def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -225,13 +261,11 @@ def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     NOTE: values are ordered by their ``str`` form. That is the groupby order for the string trip
     ids and categories of the contract, but not for numeric values (``"10" < "9"``).
     """
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        row_codes = values.cat.codes.to_numpy().astype(np.int64)
-        uniques = values.cat.categories.to_numpy(dtype=object)
-    else:
-        row_codes, uniques_index = pd.factorize(values.to_numpy(dtype=object), use_na_sentinel=True)
-        row_codes = row_codes.astype(np.int64)
-        uniques = np.asarray(uniques_index, dtype=object)
+    return _ranked_codes(*_factorised(values))
+
+
+def _ranked_codes(row_codes: np.ndarray, uniques: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_sorted_codes` of a column given as codes into ``uniques`` (-1 for missing)."""
     order = np.argsort(uniques.astype(str), kind="stable") if uniques.size else np.zeros(0, np.int64)
     rank = np.empty(uniques.size, dtype=np.int64)
     rank[order] = np.arange(uniques.size)

@@ -50,3 +50,14 @@ def test_worker_allocator_and_profiler() -> None:
     with open_cluster(ClusterSettings(n_workers=1, memory_limit="1GiB", worker_profiling=True)) as client:
         profiling = client.run(lambda: dask.config.get("distributed.worker.profile.enabled"))
     assert list(profiling.values()) == [True]
+
+
+def test_workers_import_the_task_module_while_starting() -> None:
+    """The preload imports ``compute.pipeline`` in every worker before any task is sent."""
+    import sys
+
+    from compute.cluster import WORKER_PRELOAD
+
+    with open_cluster(ClusterSettings(n_workers=1, memory_limit="1GiB")) as client:
+        loaded = client.run(lambda: sorted(m for m in (WORKER_PRELOAD, "geopandas", "numba") if m in sys.modules))
+    assert list(loaded.values()) == [sorted([WORKER_PRELOAD, "geopandas", "numba"])]

@@ -168,7 +168,7 @@ def load_model(settings: EmissionSettings | None = None) -> EmissionModel:
 def estimate_trips(
     segments: pd.DataFrame,
     trips: pd.DataFrame,
-    vehicles: pd.DataFrame,
+    vehicles: pd.DataFrame | ResolvedVehicles,
     tacho: pd.DataFrame,
     model: EmissionModel,
 ) -> EstimateResult:
@@ -181,7 +181,8 @@ def estimate_trips(
     trips
         One row per trip; every output row belongs to one of these trip_ids.
     vehicles
-        Vehicle master; may contain vehicles no trip uses.
+        Vehicle master; may contain vehicles no trip uses. Or the master already resolved for
+        ``model`` by :func:`resolve_vehicles`, which a worker keeps for all of its pieces.
     tacho
         Tachograph rows aligned to the trips; may be empty.
     model
@@ -204,8 +205,9 @@ def estimate_trips(
     trip_frame = resolve_trip_vehicles(trips, vehicles, model)
     n_trips = len(trip_frame)
 
-    seg = profiles.segment_profile(segments, trip_frame, model)
-    tach = profiles.tacho_profile(tacho, segments, trip_frame, model)
+    columns = profiles.segment_columns(segments, trip_frame)
+    seg = profiles.segment_profile(segments, trip_frame, model, columns)
+    tach = profiles.tacho_profile(tacho, segments, trip_frame, model, columns)
 
     # Tier totals in the fuel unit of each vehicle.
     found = trip_frame["vehicle_found"].to_numpy()
@@ -253,8 +255,31 @@ def estimate_trips(
     return EstimateResult(trips=out.reset_index(drop=True), segments=segments_out)
 
 
-def resolve_trip_vehicles(trips: pd.DataFrame, vehicles: pd.DataFrame, model: EmissionModel) -> pd.DataFrame:
+@dataclass(frozen=True)
+class ResolvedVehicles:
+    """Vehicle master joined to its class parameters, gap and T2/T3 calibration.
+
+    Everything :func:`resolve_trip_vehicles` attaches that does not depend on the trip's load.
+    ``frame`` has one row per distinct vehicle id, in the order of ``ids``. ``unknown`` is the
+    one row that a trip of a vehicle missing from the master takes: every master column missing.
+    """
+
+    frame: pd.DataFrame
+    unknown: pd.DataFrame
+    ids: pd.Index
+
+
+#: Columns of the vehicle master that the model reads.
+_VEHICLE_COLUMNS = [c.VEHICLE_ID, c.VEHICLE_CLASS, c.FUEL_TYPE, c.CATALOG_FE, c.TEST_CYCLE, c.MAX_PAYLOAD_KG]
+
+
+def resolve_trip_vehicles(
+    trips: pd.DataFrame, vehicles: pd.DataFrame | ResolvedVehicles, model: EmissionModel
+) -> pd.DataFrame:
     """Attach vehicle attributes, class parameters and the T2/T3 calibration to every trip.
+
+    ``vehicles`` is the vehicle master, or the result of :func:`resolve_vehicles` for this model
+    (a worker resolves its master once and reuses it for every piece).
 
     Returns
     -------
@@ -263,21 +288,37 @@ def resolve_trip_vehicles(trips: pd.DataFrame, vehicles: pd.DataFrame, model: Em
         load_factor, fuel_per_kj, residual_gap, catalog_gap, distance_fuel_per_km (T4 or T5
         base), variable_share, positive_force_n, calibration flags and confirmation flags.
     """
-    settings = model.settings
-    vehicle_columns = [c.VEHICLE_ID, c.VEHICLE_CLASS, c.FUEL_TYPE, c.CATALOG_FE, c.TEST_CYCLE, c.MAX_PAYLOAD_KG]
-    master = vehicles[vehicle_columns].drop_duplicates(c.VEHICLE_ID, keep="first")
-    frame = trips.reset_index(drop=True).merge(master, on=c.VEHICLE_ID, how="left")
-    frame = frame.merge(model.vehicle_params, on=[c.VEHICLE_CLASS, c.FUEL_TYPE], how="left")
+    resolved = vehicles if isinstance(vehicles, ResolvedVehicles) else resolve_vehicles(vehicles, model)
+    trips = trips.reset_index(drop=True)
+    rows = resolved.ids.get_indexer(trips[c.VEHICLE_ID].to_numpy(dtype=object))
+    source = resolved.frame
+    if (rows < 0).any():
+        # Concatenating the unknown row widens the dtypes (bool to object, int to float) as the
+        # left merge of a master without the vehicle does.
+        source = pd.concat([source, resolved.unknown], ignore_index=True)
+        rows = np.where(rows >= 0, rows, len(source) - 1)
+    vehicle = source.drop(columns=[c.VEHICLE_ID]).take(rows).reset_index(drop=True)
+    frame = pd.concat([trips, vehicle], axis=1)
+    _attach_load(frame, model)
+    return frame
+
+
+def resolve_vehicles(vehicles: pd.DataFrame, model: EmissionModel) -> ResolvedVehicles:
+    """Resolve every vehicle of the master for ``model``: the load-independent part of
+    :func:`resolve_trip_vehicles`. The first row of a repeated vehicle id wins."""
+    master = vehicles[_VEHICLE_COLUMNS].drop_duplicates(c.VEHICLE_ID, keep="first").reset_index(drop=True)
+    frame = _resolve_master(master, model)
+    unknown = _resolve_master(master.iloc[:0].reindex([0]), model)
+    return ResolvedVehicles(frame=frame, unknown=unknown, ids=pd.Index(frame[c.VEHICLE_ID].to_numpy(dtype=object)))
+
+
+def _resolve_master(master: pd.DataFrame, model: EmissionModel) -> pd.DataFrame:
+    frame = master.merge(model.vehicle_params, on=[c.VEHICLE_CLASS, c.FUEL_TYPE], how="left")
     frame["vehicle_found"] = frame["empty_mass_kg"].notna()
 
-    # Load, mass and load factor.
-    load_kg = frame[c.LOAD_KG].astype("float64")
+    # Payload.
     payload_known = frame[c.MAX_PAYLOAD_KG].astype("float64") > 0
     frame["payload_kg"] = frame[c.MAX_PAYLOAD_KG].astype("float64").where(payload_known, frame["default_max_payload_kg"])
-    frame["mass_kg"] = frame["empty_mass_kg"] + load_kg.where(load_kg.notna(), frame["default_load_kg"])
-    known_factor = (load_kg / frame["payload_kg"]).where(load_kg.notna() & (frame["payload_kg"] > 0))
-    frame["load_factor"] = known_factor.fillna(frame["default_load_factor"]).clip(settings.min_load_factor, 1.0)
-    frame["load_unknown"] = frame["is_truck"].fillna(False).astype(bool) & load_kg.isna()
     frame["payload_default"] = frame["is_truck"].fillna(False).astype(bool) & ~payload_known
     frame = _attach_tonkm(frame, model)
 
@@ -293,14 +334,35 @@ def resolve_trip_vehicles(trips: pd.DataFrame, vehicles: pd.DataFrame, model: Em
     frame["residual_gap"] = np.where(frame["catalog_usable"], np.maximum(frame["catalog_gap"] - explained, 1.0), 1.0)
     frame["gap_confirmed"] = np.where(frame["catalog_usable"], gap["confirmed"].fillna(False).to_numpy(dtype=bool), True)
 
-    # Fuel per km of T5 (defaults) and T4 (catalog), before the grade and idle corrections.
-    default_per_km = _default_fuel_per_km(frame)
-    catalog_load = _load_multiplier(frame, settings.catalog_reference_load_factor)
-    catalog_per_km = frame["catalog_gap"] / catalog * catalog_load
-    frame["default_fuel_per_km"] = default_per_km
-    frame["distance_fuel_per_km"] = np.where(frame["catalog_usable"], catalog_per_km, default_per_km)
-
     return _calibrate(frame, cycle, model)
+
+
+def _attach_load(frame: pd.DataFrame, model: EmissionModel) -> None:
+    """Add the columns that depend on the trip's load: mass, load factor, the T5 (defaults) and T4
+    (catalog) fuel per km before the grade and idle corrections. Numpy on whole columns."""
+    settings = model.settings
+    load_kg = _floats(frame, c.LOAD_KG)
+    payload_kg = _floats(frame, "payload_kg")
+    known = ~np.isnan(load_kg)
+    is_truck = frame["is_truck"].fillna(False).to_numpy(dtype=bool)
+    frame["mass_kg"] = _floats(frame, "empty_mass_kg") + np.where(known, load_kg, _floats(frame, "default_load_kg"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        known_factor = np.where(known & (payload_kg > 0), load_kg / payload_kg, np.nan)
+    load_factor = np.clip(np.where(np.isnan(known_factor), _floats(frame, "default_load_factor"), known_factor),
+                          settings.min_load_factor, 1.0)
+    frame["load_factor"] = load_factor
+    frame["load_unknown"] = is_truck & ~known
+
+    default_per_km = _default_fuel_per_km(frame).to_numpy(dtype="float64")
+    catalog_load = _load_multiplier(frame, settings.catalog_reference_load_factor).to_numpy(dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        catalog_per_km = _floats(frame, "catalog_gap") / _floats(frame, c.CATALOG_FE) * catalog_load
+    frame["default_fuel_per_km"] = default_per_km
+    frame["distance_fuel_per_km"] = np.where(frame["catalog_usable"].to_numpy(dtype=bool), catalog_per_km, default_per_km)
+
+
+def _floats(frame: pd.DataFrame, name: str) -> np.ndarray:
+    return frame[name].to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _calibrate(frame: pd.DataFrame, cycle: pd.Series, model: EmissionModel) -> pd.DataFrame:

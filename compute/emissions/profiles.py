@@ -66,16 +66,46 @@ class TachoProfile:
     has_speed_rows: np.ndarray
 
 
-def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel) -> SegmentProfile:
+@dataclass(frozen=True)
+class SegmentColumns:
+    """Segment columns that both profiles read, converted to numpy once per partition.
+
+    ``position`` is the row of each segment's trip in the trip frame (-1 when unknown), and
+    ``start_s`` the segment start in seconds since 1970 (NaN when missing). ``grade_pct`` is the
+    link gradient, else the grade from Z, NaN when both are missing (not clipped).
+    """
+
+    position: np.ndarray
+    start_s: np.ndarray
+    grade_pct: np.ndarray
+
+
+def segment_columns(segments: pd.DataFrame, trip_frame: pd.DataFrame) -> SegmentColumns:
+    """Convert the segment columns of :class:`SegmentColumns`."""
+    if segments.empty:
+        return SegmentColumns(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
+    link = segments[c.LINK_GRADIENT_PCT].to_numpy(dtype="float64", na_value=np.nan)
+    from_z = segments[c.GRADE_PCT].to_numpy(dtype="float64", na_value=np.nan)
+    return SegmentColumns(
+        position=np.ascontiguousarray(_trip_positions(trip_frame, segments[c.TRIP_ID]), dtype=np.int64),
+        start_s=_epoch_seconds(segments[c.T_START]),
+        grade_pct=np.where(np.isnan(link), from_z, link),
+    )
+
+
+def segment_profile(
+    segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel, columns: SegmentColumns | None = None
+) -> SegmentProfile:
     """Compute fuel per segment with the T3 physics model and the T4/T5 distance model.
 
     The per-segment arithmetic and the per-trip sums run in one compiled pass
-    (``_segment_pass``). Only the median vertex interval per trip is a pandas groupby.
+    (``_segment_pass``). ``columns`` are :func:`segment_columns` of the same frames, when the
+    caller has them already.
     """
     settings = model.settings
     n_trips = len(trip_frame)
-    n = len(segments)
-    position = _trip_positions(trip_frame, segments[c.TRIP_ID]).astype(np.int64) if n else np.zeros(0, np.int64)
+    columns = segment_columns(segments, trip_frame) if columns is None else columns
+    position = columns.position
     valid = position >= 0
     safe = np.where(valid, position, 0)
 
@@ -94,11 +124,10 @@ def segment_profile(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: Emi
     per_trip = np.stack([trip_values(name) for name in _SEGMENT_TRIP_VALUES] + [
         _epoch_seconds(trip_frame[c.START_TIME]) if n_trips else np.zeros(0), accel_factor,
     ]) if n_trips else np.zeros((len(_SEGMENT_TRIP_VALUES) + 2, 0))
-    grade = segments[c.LINK_GRADIENT_PCT].astype("float64").fillna(segments[c.GRADE_PCT].astype("float64")).to_numpy()
     physics, distance, grade_pct, sums = _segment_pass(
         position, duration, length,
-        segments[c.SPEED_KMH].to_numpy(dtype="float64"), segments[c.ACCEL_M_S2].to_numpy(dtype="float64"), grade,
-        _epoch_seconds(segments[c.T_START]) if n else np.zeros(0), per_trip, n_trips,
+        segments[c.SPEED_KMH].to_numpy(dtype="float64"), segments[c.ACCEL_M_S2].to_numpy(dtype="float64"), columns.grade_pct,
+        columns.start_s, per_trip, n_trips,
         float(settings.idle_speed_kmh), float(settings.max_abs_grade_pct),
         bool(settings.cold_start), float(settings.cold_start_duration_s), 1.0 + settings.cold_start_excess_pct / 100.0,
         float(settings.max_gps_accel_m_s2), settings.max_gps_speed_change_kmh / 3.6,
@@ -308,7 +337,10 @@ def _segment_pass(
     return physics, distance, grade_out, sums
 
 
-def tacho_profile(tacho: pd.DataFrame, segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel) -> TachoProfile:
+def tacho_profile(
+    tacho: pd.DataFrame, segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel,
+    columns: SegmentColumns | None = None,
+) -> TachoProfile:
     """Sum measured fuel (T1) and run the physics model on 1 Hz tachograph speed (T2).
 
     Rows are paired with the next row of the same trip into intervals; an interval has the mean
@@ -318,7 +350,8 @@ def tacho_profile(tacho: pd.DataFrame, segments: pd.DataFrame, trip_frame: pd.Da
     ``max_tacho_median_interval_s``.
 
     The rows are walked once by a compiled loop (``_tacho_trip_sums``) that keeps the per-trip
-    sums as it goes, so no per-interval array is built.
+    sums as it goes, so no per-interval array is built. ``columns`` are :func:`segment_columns`
+    of ``segments``, when the caller has them already.
     """
     settings = model.settings
     n_trips = len(trip_frame)
@@ -337,7 +370,7 @@ def tacho_profile(tacho: pd.DataFrame, segments: pd.DataFrame, trip_frame: pd.Da
         order = np.lexsort((seconds, position))
         seconds, position, speed_kmh, fuel_ml = seconds[order], position[order], speed_kmh[order], fuel_ml[order]
 
-    grades = _segment_grades(segments, trip_frame, model)
+    grades = _segment_grades(segments, trip_frame, model, columns)
     trip_values = _per_trip_arrays(trip_frame)
     per_trip = np.stack([trip_values(name) for name in _TACHO_TRIP_VALUES])
     trip_start_s = _epoch_seconds(trip_frame[c.START_TIME])
@@ -427,6 +460,11 @@ def _tacho_trip_sums(
         first[trip] = seconds[i]
         last[trip] = seconds[end - 1]
         n_gaps = 0
+        # Rows of a trip come in time order, so the segment running at each interval start only
+        # moves forward: ``seg`` is the last segment starting at or before the previous interval.
+        seg_lo = seg_first[trip]
+        seg_hi = seg_end[trip]
+        seg = seg_lo - 1
         for r in range(i, end - 1):
             dt = seconds[r + 1] - seconds[r]
             gaps[n_gaps] = dt
@@ -437,7 +475,10 @@ def _tacho_trip_sums(
                 continue
             speed = 0.5 * (v0 + v1)
             accel = (v1 - v0) / dt
-            grade = _grade_of(seconds[r], trip, seg_first, seg_end, seg_start_s, seg_grade)
+            # The rule of ``_grade_of`` (dt > 0 above means the time is not NaN).
+            while seg + 1 < seg_hi and seg_start_s[seg + 1] <= seconds[r]:
+                seg += 1
+            grade = seg_grade[seg] if seg >= seg_lo else 0.0
             slope = grade / 100.0
             sin_theta = slope / np.sqrt(1.0 + slope * slope)
             inertia = mass_t * inertia_factor * accel * speed
@@ -510,7 +551,9 @@ def _grade_at(
     return _grades_at(np.asarray(start_s, dtype=np.float64), np.asarray(interval_trip, dtype=np.int64), *grades)
 
 
-def _segment_grades(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _segment_grades(
+    segments: pd.DataFrame, trip_frame: pd.DataFrame, model: EmissionModel, columns: SegmentColumns | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Segments of known trips sorted by (trip, start time, segment order), for ``_grade_of``.
 
     Returns per trip the first and end row, then per row the start time (epoch s) and the grade:
@@ -521,12 +564,13 @@ def _segment_grades(segments: pd.DataFrame, trip_frame: pd.DataFrame, model: Emi
         zeros = np.zeros(n_trips, dtype=np.int64)
         return zeros, zeros, np.zeros(0), np.zeros(0)
     limit = model.settings.max_abs_grade_pct
-    seg_position = _trip_positions(trip_frame, segments[c.TRIP_ID]).astype(np.int64)
-    grade = segments[c.LINK_GRADIENT_PCT].astype("float64").fillna(segments[c.GRADE_PCT].astype("float64"))
-    known = seg_position >= 0
-    seg_trip = seg_position[known]
-    seg_start_s = _epoch_seconds(segments[c.T_START])[known]
-    seg_grade = np.clip(grade.fillna(0.0).to_numpy()[known], -limit, limit)
+    columns = segment_columns(segments, trip_frame) if columns is None else columns
+    known = columns.position >= 0
+    everything = bool(known.all())
+    seg_trip = columns.position if everything else columns.position[known]
+    seg_start_s = columns.start_s if everything else columns.start_s[known]
+    grade = columns.grade_pct if everything else columns.grade_pct[known]
+    seg_grade = np.clip(np.where(np.isnan(grade), 0.0, grade), -limit, limit)
     if not _is_sorted_by_trip_and_time(seg_trip, seg_start_s):
         order = np.lexsort((np.arange(seg_trip.size), seg_start_s, seg_trip))
         seg_trip, seg_start_s, seg_grade = seg_trip[order], seg_start_s[order], seg_grade[order]
@@ -551,15 +595,61 @@ def _trip_positions(trip_frame: pd.DataFrame, trip_ids: pd.Series) -> np.ndarray
 
 def _is_sorted_by_trip_and_time(position: np.ndarray, seconds: np.ndarray) -> bool:
     """Tell whether rows are already in (trip, time) order, as the aligned tachograph files store
-    them and as segments come from a piece."""
-    step_trip = np.diff(position)
-    return bool(np.all((step_trip > 0) | ((step_trip == 0) & (np.diff(seconds) >= 0))))
+    them and as segments come from a piece. A NaN time is out of order."""
+    return bool(_sorted_by_key_and_value(np.ascontiguousarray(position, dtype=np.int64), np.ascontiguousarray(seconds, dtype=np.float64)))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _sorted_by_key_and_value(key: np.ndarray, value: np.ndarray) -> bool:
+    for i in range(key.shape[0] - 1):
+        step = key[i + 1] - key[i]
+        if not (step > 0 or (step == 0 and value[i + 1] - value[i] >= 0)):
+            return False
+    return True
 
 
 def _group_median(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """Return the median of ``values`` per group ``0 .. n_groups - 1``, skipping NaN (NaN for none).
+
+    Groups in ascending order (segments of a piece) go through a compiled loop that takes the
+    median of each run. It gives the values of the ``pandas`` groupby ``median``, which also
+    averages the two middle values of an even count as ``(a + b) / 2``. Other orders use pandas.
+    """
     if values.size == 0:
         return np.full(n_groups, np.nan)
+    groups = np.ascontiguousarray(groups, dtype=np.int64)
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    if groups[0] >= 0 and groups[-1] < n_groups and _ascending(groups):
+        return _run_medians(groups, values, n_groups)
     return pd.Series(values).groupby(groups).median().reindex(range(n_groups)).to_numpy(dtype="float64")
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _ascending(key: np.ndarray) -> bool:
+    for i in range(key.shape[0] - 1):
+        if key[i + 1] < key[i]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _run_medians(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    out = np.full(n_groups, np.nan)
+    scratch = np.empty(values.shape[0])
+    n = values.shape[0]
+    i = 0
+    while i < n:
+        end = i
+        count = 0
+        while end < n and groups[end] == groups[i]:
+            if not np.isnan(values[end]):
+                scratch[count] = values[end]
+                count += 1
+            end += 1
+        if count:
+            out[groups[i]] = np.median(scratch[:count])
+        i = end
+    return out
 
 
 def _epoch_seconds(times: pd.Series) -> np.ndarray:

@@ -114,13 +114,11 @@ class TestAlignedRowOrder:
 
 
 class TestVehicleMaster:
-    """A piece's vehicles picked from the broadcast master equal a filter of the whole master."""
+    """The broadcast master keeps the first row of a repeated vehicle id."""
 
-    def test_picks_first_row_of_each_trip_vehicle(self) -> None:
+    def test_keeps_first_row_of_each_vehicle(self) -> None:
         vehicles = pd.DataFrame({c.VEHICLE_ID: ["v3", "v1", "v2", "v1", "v4"], c.VEHICLE_CLASS: ["a", "b", "c", "dup", "d"]})
         master = pipeline.VehicleMaster.of(vehicles)
-        picked = master.for_trips(pd.Series(["v1", "v9", "v3", "v1", None], dtype=object))
-        assert list(picked[c.VEHICLE_ID]) == ["v3", "v1"]
-        assert list(picked[c.VEHICLE_CLASS]) == ["a", "b"]  # the first row of v1, not its duplicate
-        assert list(picked.index) == [0, 1]
-        assert master.for_trips(pd.Series([], dtype=object)).empty
+        assert list(master.frame[c.VEHICLE_ID]) == ["v3", "v1", "v2", "v4"]
+        assert list(master.frame[c.VEHICLE_CLASS]) == ["a", "b", "c", "d"]  # the first row of v1, not its duplicate
+        assert list(master.ids) == ["v3", "v1", "v2", "v4"]

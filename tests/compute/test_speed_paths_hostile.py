@@ -922,6 +922,46 @@ class TestParquetEncodings:
         assert back.column("text").to_pylist() == table.column("text").to_pylist()
         assert back.schema == table.schema
 
+    def test_times_round_trip_through_delta_encoding(self) -> None:
+        """Timestamps are delta-encoded and uncompressed; jumps, disorder, nulls and extremes survive."""
+        ticks = [T0_MS, T0_MS + 1_000, T0_MS - 86_400_000, None, 0, -1, 2**62, -(2**62), T0_MS, T0_MS]
+        table = pa.table({
+            "t": pa.array(ticks, pa.timestamp("ms", tz="UTC")), "naive": pa.array(ticks, pa.timestamp("us")),
+            "x": pa.array(np.arange(len(ticks), dtype=np.float64)),
+        })
+
+        data = pipeline.parquet_bytes(table, **pipeline.SEGMENT_WRITE_OPTIONS)
+
+        back = pq.read_table(io.BytesIO(data))
+        assert back.equals(table)
+        column = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0).column(0)
+        assert "DELTA_BINARY_PACKED" in column.encodings
+        assert column.compression == "UNCOMPRESSED"
+
+    def test_duckdb_reads_the_segment_intermediate(self, tmp_path: Path) -> None:
+        """DuckDB 1.4 reads BYTE_STREAM_SPLIT only for floats; the intermediate stays readable."""
+        duckdb = pytest.importorskip("duckdb")
+        n = 1_000
+        table = pa.table({
+            c.TRIP_ID: pa.array([f"T{i // 100}" for i in range(n)]).dictionary_encode(),
+            c.SEG_INDEX: pa.array(np.arange(n, dtype=np.int32) % 100),
+            c.T_START: pa.array(T0_MS + np.arange(n, dtype=np.int64) * 1_000, pa.timestamp("ms", tz="UTC")),
+            c.LENGTH_M: pa.array(np.linspace(0.0, 25.0, n)),
+            c.MATCHED: pa.array(np.arange(n) % 3 == 0),
+        })
+        path = tmp_path / "part-00000.parquet"
+        path.write_bytes(pipeline.parquet_bytes(table, **pipeline.SEGMENT_WRITE_OPTIONS))
+
+        row = duckdb.connect().execute(
+            f"SELECT count(*), sum({c.SEG_INDEX}), sum(epoch_ms({c.T_START})), sum({c.LENGTH_M}), "
+            f"count(DISTINCT {c.TRIP_ID}), sum({c.MATCHED}::INT) FROM read_parquet('{path}')"
+        ).fetchone()
+
+        seconds = T0_MS + np.arange(n, dtype=np.int64) * 1_000
+        assert row[:3] == (n, int((np.arange(n) % 100).sum()), int(seconds.sum()))
+        assert row[3] == pytest.approx(float(np.linspace(0.0, 25.0, n).sum()), rel=1e-12)
+        assert row[4:] == (10, int((np.arange(n) % 3 == 0).sum()))
+
     def test_segment_intermediate_equals_from_pandas(self) -> None:
         n = 6
         seg_out = pd.DataFrame({

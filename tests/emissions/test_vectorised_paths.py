@@ -20,9 +20,10 @@ import pytest
 from sample_piece import PieceInputs, build_piece_inputs
 
 from compute import columns as c
-from compute import metrics
-from compute.emissions import estimate_trips, flags, profiles
-from compute.emissions.model import EmissionModel
+from compute import metrics, pipeline
+from compute.emissions import EmissionSettings, estimate_trips, flags, load_model, profiles, resolve_vehicles
+from compute.emissions import model as model_module
+from compute.emissions.model import EmissionModel, resolve_trip_vehicles
 from compute.emissions.profiles import _grade_at
 from compute.sample import SampleSpec
 
@@ -322,3 +323,153 @@ class TestSegmentShares:
     def test_no_trips(self) -> None:
         got = profiles.segment_shares(np.full(3, -1), np.zeros(0, bool), np.ones(3), np.ones(3), np.ones(3), np.ones(3), 0)
         assert np.isnan(got).all()
+
+
+class TestGroupMedian:
+    """``profiles._group_median`` gives the medians of a pandas groupby, in both of its paths."""
+
+    @staticmethod
+    def _reference(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+        return pd.Series(values).groupby(groups).median().reindex(range(n_groups)).to_numpy(dtype="float64")
+
+    @pytest.mark.parametrize("ordered", [True, False])
+    def test_matches_pandas_groupby(self, ordered: bool) -> None:
+        rng = np.random.default_rng(7)
+        n_groups, n = 300, 9_000
+        groups = rng.integers(0, n_groups, n)
+        groups[groups == 11] = 12  # group 11 has no value at all
+        values = np.round(rng.uniform(0.5, 4.0, n), 1)  # many ties, odd and even counts
+        values[groups == 20] = np.nan  # a group of NaN only
+        values[rng.random(n) < 0.05] = np.nan
+        if ordered:
+            order = np.argsort(groups, kind="stable")
+            groups, values = groups[order], values[order]
+
+        got = profiles._group_median(groups, values, n_groups)
+
+        expected = self._reference(groups, values, n_groups)
+        np.testing.assert_array_equal(got, expected)
+        assert np.isnan(got[[11, 20]]).all()
+        assert np.isfinite(got[[0, 1, 2]]).all()
+
+    def test_even_count_averages_the_middle_values(self) -> None:
+        got = profiles._group_median(np.array([0, 0, 0, 0, 1]), np.array([4.0, 1.0, 3.0, 2.0, 5.0]), 3)
+        np.testing.assert_array_equal(got, [2.5, 5.0, np.nan])
+
+    def test_no_values(self) -> None:
+        assert np.isnan(profiles._group_median(np.zeros(0, np.int64), np.zeros(0), 2)).all()
+
+
+class TestSortedCheck:
+    @pytest.mark.parametrize(
+        ("position", "seconds", "expected"),
+        [
+            ([0, 0, 1, 1], [5.0, 6.0, 1.0, 1.0], True),
+            ([0, 0, 1, 1], [6.0, 5.0, 1.0, 2.0], False),
+            ([1, 0], [0.0, 9.0], False),
+            ([0, 0], [np.nan, 1.0], False),
+            ([0, 1], [np.nan, 1.0], True),
+            ([], [], True),
+        ],
+    )
+    def test_trip_then_time_order(self, position: list[int], seconds: list[float], expected: bool) -> None:
+        assert profiles._is_sorted_by_trip_and_time(np.array(position, dtype=np.int64), np.array(seconds)) is expected
+
+
+class TestResolvedVehicles:
+    """Resolving the master once and attaching it per trip gives the frame of one merge per trip."""
+
+    @staticmethod
+    def _merge_formulation(trips: pd.DataFrame, vehicles: pd.DataFrame, model: EmissionModel) -> pd.DataFrame:
+        """The per-trip formulation that the two stages replaced: master and parameters merged
+        onto the trips, then the load, gap, distance fuel and calibration columns."""
+        settings = model.settings
+        columns = [c.VEHICLE_ID, c.VEHICLE_CLASS, c.FUEL_TYPE, c.CATALOG_FE, c.TEST_CYCLE, c.MAX_PAYLOAD_KG]
+        master = vehicles[columns].drop_duplicates(c.VEHICLE_ID, keep="first")
+        frame = trips.reset_index(drop=True).merge(master, on=c.VEHICLE_ID, how="left")
+        frame = frame.merge(model.vehicle_params, on=[c.VEHICLE_CLASS, c.FUEL_TYPE], how="left")
+        frame["vehicle_found"] = frame["empty_mass_kg"].notna()
+
+        load_kg = frame[c.LOAD_KG].astype("float64")
+        payload_known = frame[c.MAX_PAYLOAD_KG].astype("float64") > 0
+        frame["payload_kg"] = frame[c.MAX_PAYLOAD_KG].astype("float64").where(payload_known, frame["default_max_payload_kg"])
+        frame["mass_kg"] = frame["empty_mass_kg"] + load_kg.where(load_kg.notna(), frame["default_load_kg"])
+        known_factor = (load_kg / frame["payload_kg"]).where(load_kg.notna() & (frame["payload_kg"] > 0))
+        frame["load_factor"] = known_factor.fillna(frame["default_load_factor"]).clip(settings.min_load_factor, 1.0)
+        frame["load_unknown"] = frame["is_truck"].fillna(False).astype(bool) & load_kg.isna()
+        frame["payload_default"] = frame["is_truck"].fillna(False).astype(bool) & ~payload_known
+        frame = model_module._attach_tonkm(frame, model)
+
+        catalog = frame[c.CATALOG_FE].astype("float64")
+        cycle = frame[c.TEST_CYCLE].astype(object).where(frame[c.TEST_CYCLE].notna(), None)
+        frame["catalog_present"] = catalog > 0
+        frame["catalog_usable"] = frame["catalog_present"] & cycle.isin(["WLTC", "JC08", "JH25"])
+        powertrain = np.where(frame[c.FUEL_TYPE] == "hybrid", "hybrid", "conventional")
+        gap = model.gap.reindex(pd.MultiIndex.from_arrays([cycle.fillna(""), powertrain]))
+        frame["catalog_gap"] = np.where(frame["catalog_usable"], gap["catalog_gap"].to_numpy(), 1.0)
+        explained = gap["explained_by_profile"].to_numpy()
+        frame["residual_gap"] = np.where(frame["catalog_usable"], np.maximum(frame["catalog_gap"] - explained, 1.0), 1.0)
+        frame["gap_confirmed"] = np.where(frame["catalog_usable"], gap["confirmed"].fillna(False).to_numpy(dtype=bool), True)
+
+        default_per_km = model_module._default_fuel_per_km(frame)
+        catalog_load = model_module._load_multiplier(frame, settings.catalog_reference_load_factor)
+        frame["default_fuel_per_km"] = default_per_km
+        frame["distance_fuel_per_km"] = np.where(frame["catalog_usable"], frame["catalog_gap"] / catalog * catalog_load, default_per_km)
+        return model_module._calibrate(frame, cycle, model)
+
+    @staticmethod
+    def _hostile(sample_piece: PieceInputs) -> tuple[pd.DataFrame, pd.DataFrame]:
+        rng = np.random.default_rng(17)
+        trips = sample_piece.trips.copy()
+        n = len(trips)
+        ids = trips[c.VEHICLE_ID].to_numpy(dtype=object).copy()
+        ids[::7] = "not-in-master"
+        ids[1] = None
+        trips[c.VEHICLE_ID] = ids
+        load = rng.uniform(0.0, 3_000.0, n)
+        load[::3] = np.nan
+        load[::11] = 0.0
+        load[::13] = 1e9
+        trips[c.LOAD_KG] = load
+        vehicles = sample_piece.vehicles.copy()
+        m = len(vehicles)
+        vehicles[c.MAX_PAYLOAD_KG] = np.where(np.arange(m) % 4 == 0, 0.0, np.where(np.arange(m) % 5 == 0, np.nan, vehicles[c.MAX_PAYLOAD_KG]))
+        vehicles[c.CATALOG_FE] = np.where(np.arange(m) % 6 == 0, np.nan, vehicles[c.CATALOG_FE])
+        cycles = vehicles[c.TEST_CYCLE].to_numpy(dtype=object).copy()
+        cycles[::5] = "NEDC"
+        vehicles[c.TEST_CYCLE] = cycles
+        duplicate = vehicles.iloc[:3].assign(**{c.VEHICLE_CLASS: "bus", c.FUEL_TYPE: "diesel"})
+        return trips, pd.concat([vehicles, duplicate], ignore_index=True)
+
+    @staticmethod
+    def _assert_same_frame(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
+        assert sorted(actual.columns) == sorted(expected.columns)
+        pd.testing.assert_frame_equal(actual[list(expected.columns)], expected, check_exact=True)
+
+    @pytest.mark.parametrize("case", ["clean", "hostile", "no master"])
+    def test_matches_merge_formulation(self, sample_piece: PieceInputs, model: EmissionModel, case: str) -> None:
+        trips, vehicles = sample_piece.trips, sample_piece.vehicles
+        if case == "hostile":
+            trips, vehicles = self._hostile(sample_piece)
+        elif case == "no master":
+            vehicles = vehicles.iloc[:0]
+
+        expected = self._merge_formulation(trips, vehicles, model)
+
+        self._assert_same_frame(resolve_trip_vehicles(trips, vehicles, model), expected)
+        self._assert_same_frame(resolve_trip_vehicles(trips, resolve_vehicles(vehicles, model), model), expected)
+        if case == "hostile":
+            assert not expected["vehicle_found"].all()
+            assert expected["load_unknown"].any()
+
+    def test_master_resolves_once_per_model(self, sample_piece: PieceInputs, model: EmissionModel) -> None:
+        trips, vehicles = self._hostile(sample_piece)
+        master = pipeline.VehicleMaster.of(vehicles)
+
+        first = master.resolved(model)
+
+        assert master.resolved(model) is first
+        self._assert_same_frame(resolve_trip_vehicles(trips, first, model), self._merge_formulation(trips, vehicles, model))
+        other = load_model(EmissionSettings(gap_explained_by_profile=1.0))
+        assert master.resolved(other) is not first
+        assert master.resolved(other).frame["residual_gap"].tolist() != first.frame["residual_gap"].tolist()

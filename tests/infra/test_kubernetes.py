@@ -240,6 +240,12 @@ class TestDaskClusterTemplate:
         worker = daskcluster["spec"]["worker"]["spec"]["containers"][0]["resources"]
         assert scheduler != worker
 
+    def test_worker_preloads_the_task_module(self, daskcluster: dict[str, Any]) -> None:
+        from compute.cluster import WORKER_PRELOAD
+
+        args = daskcluster["spec"]["worker"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--preload") + 1] == WORKER_PRELOAD
+
     def test_worker_threads_match_cpu(self, daskcluster: dict[str, Any]) -> None:
         container = daskcluster["spec"]["worker"]["spec"]["containers"][0]
         args = container["args"]
