@@ -10,9 +10,10 @@ is no Python loop per trip or per vertex.
 
 Two entry points share one core:
 
-* :func:`build_segments_from_arrow` takes the validated Arrow table as read from Parquet. It
-  decodes little-endian WKB LineStrings with numpy and flattens the ``timestamps`` list column
-  through its Arrow offsets, so no shapely object and no per-trip array is created.
+* :func:`build_segments_from_arrow` takes the validated Arrow table as read from Parquet. Arrow's
+  ``binary_slice`` copies the coordinates of little-endian WKB LineStrings into one float64
+  buffer, and the per-vertex times are read from the ``timestamps`` list column through its
+  Arrow offsets, so no shapely object and no per-trip array is created.
 * :func:`build_segments` takes a pandas frame with shapely geometry (as ``contract.to_frame``
   returns it) and converts it to the same flat arrays.
 
@@ -30,6 +31,7 @@ Invariants
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numba
@@ -56,10 +58,12 @@ LOCAL_LENGTH_MAX_M = 1_000.0
 _WKB_LINESTRING_2D = (2,)
 _WKB_LINESTRING_3D = (1002, 0x80000002)
 
-SEGMENT_COLUMNS: tuple[str, ...] = (
-    c.TRIP_ID, c.VEHICLE_ID, c.SEG_INDEX, c.T_START, c.DURATION_S, c.LENGTH_M, c.SPEED_KMH,
-    c.ACCEL_M_S2, c.GRADE_PCT, c.LON_MID, c.LAT_MID,
+# The float64 columns of the segments come last, so that one 2D array can hold all of them.
+_SEGMENT_KEY_COLUMNS: tuple[str, ...] = (c.TRIP_ID, c.VEHICLE_ID, c.SEG_INDEX, c.T_START)
+_SEGMENT_FLOAT_COLUMNS: tuple[str, ...] = (
+    c.DURATION_S, c.LENGTH_M, c.SPEED_KMH, c.ACCEL_M_S2, c.GRADE_PCT, c.LON_MID, c.LAT_MID,
 )
+SEGMENT_COLUMNS: tuple[str, ...] = _SEGMENT_KEY_COLUMNS + _SEGMENT_FLOAT_COLUMNS
 TRIP_COLUMNS: tuple[str, ...] = (
     c.TRIP_ID, c.VEHICLE_ID, c.START_TIME, c.END_TIME, c.LOAD_KG, c.N_VERTICES, c.TIME_SOURCE,
 )
@@ -71,9 +75,10 @@ INPUT_COLUMNS: tuple[str, ...] = (c.TRIP_ID, c.VEHICLE_ID, c.GEOMETRY, c.TIMESTA
 class _Vertices:
     """Every vertex of a partition as flat arrays, with per-trip attributes."""
 
-    coords: np.ndarray  # (n_vertices, 3) lon, lat, z (NaN for 2D)
-    counts: np.ndarray  # vertices per trip
-    given_ms: np.ndarray | None  # epoch ms per vertex of the trips that have timestamps, in order
+    coords: np.ndarray  # (n_vertices, 3) lon, lat, z (NaN for 2D), or (n_vertices, 2) lon, lat from 2D WKB
+    counts: np.ndarray  # vertices per trip, int64
+    given_ms: np.ndarray  # values of the timestamps list column in epoch ms: int64, or float64 with NaN for nulls
+    given_first: np.ndarray  # per trip, int64: index in given_ms of its first timestamp (used where has_times)
     has_times: np.ndarray  # per trip
     start_ms: np.ndarray  # per trip, NaN when missing
     end_ms: np.ndarray
@@ -109,7 +114,9 @@ def build_segments(trajectories: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
 
     Notes
     -----
-    Cost is linear in the number of vertices; memory is about 150 bytes per vertex while running.
+    Cost is linear in the number of vertices. On a piece of 747k vertices of 2D trips, the peak
+    memory above the input was about 160 bytes per vertex here and 110 in
+    :func:`build_segments_from_arrow` (process ``ru_maxrss``), of which the returned segments take 72.
     """
     geometry = trajectories[c.GEOMETRY]
     geoms = np.asarray(geometry.array if hasattr(geometry, "array") else geometry, dtype=object)
@@ -220,64 +227,99 @@ def _segments_of(v: _Vertices) -> tuple[pd.DataFrame, pd.DataFrame]:
     if n_trips == 0:
         return empty_segments(), _trip_frame(v, np.zeros(0), np.zeros(0))
     first_vertex = np.cumsum(v.counts) - v.counts
-    coords = np.ascontiguousarray(v.coords, dtype=np.float64)
+    segment_counts = np.maximum(v.counts - 1, 0)
+    coords = _read_only(np.ascontiguousarray(v.coords, dtype=np.float64))
+
+    # The loops write the float columns into the rows of one array, which becomes the float
+    # block of the frame without a copy.
+    floats = np.empty((len(_SEGMENT_FLOAT_COLUMNS), int(segment_counts.sum())), dtype=np.float64)
+    duration_s, length_m, speed_kmh, accel, grade_pct, lon_mid, lat_mid = floats
 
     # Segments are consecutive vertex pairs of the same trip. The loop measures each one locally,
     # then pyproj measures again those of 1 km or more.
-    a, trip_of_segment, seg_index, length_m = _segment_geometry(coords, v.counts)
-    far = ~(length_m < LOCAL_LENGTH_MAX_M)
-    if far.any():
-        b = a[far] + 1
-        _, _, exact = _GEOD.inv(coords[a[far], 0], coords[a[far], 1], coords[b, 0], coords[b, 1])
-        length_m[far] = np.abs(np.asarray(exact, dtype=np.float64))
+    seg_index, n_far = _segment_geometry(coords, v.counts, length_m, lon_mid, lat_mid)
+    if n_far:
+        _measure_far_segments(coords, first_vertex, segment_counts, length_m)
 
     # Per-vertex times, given or interpolated along the line.
-    vertex_ms = _vertex_times(v, length_m)
+    vertex_ms = _vertex_times(v.counts, _read_only(v.given_ms), v.given_first, v.has_times, length_m,
+                              _read_only(np.asarray(v.start_ms, dtype=np.float64)), _read_only(np.asarray(v.end_ms, dtype=np.float64)))
 
     # Kinematics; acceleration is the change of segment speed across the shared vertex.
-    start_ms, duration_s, speed_kmh, accel, grade_pct, lon_mid, lat_mid = _segment_kinematics(coords, vertex_ms, a, seg_index, length_m)
+    start_ms = _segment_kinematics(coords, v.counts, vertex_ms, length_m, duration_s, speed_kmh, accel, grade_pct)
 
-    segments = pd.DataFrame(
-        {
-            c.TRIP_ID: _categorical_take(v.trip_ids, trip_of_segment),
-            c.VEHICLE_ID: _categorical_take(v.vehicle_ids, trip_of_segment),
-            c.SEG_INDEX: seg_index,
-            c.T_START: _to_timestamps(start_ms),
-            c.DURATION_S: duration_s,
-            c.LENGTH_M: length_m,
-            c.SPEED_KMH: speed_kmh,
-            c.ACCEL_M_S2: accel,
-            c.GRADE_PCT: grade_pct,
-            c.LON_MID: lon_mid,
-            c.LAT_MID: lat_mid,
-        }
-    )
+    segments = _segment_frame(v, segment_counts, seg_index, start_ms, floats)
     last_vertex = first_vertex + v.counts - 1
     trips = _trip_frame(v, vertex_ms[first_vertex], vertex_ms[last_vertex])
     return segments, trips
+
+
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """Return a read-only view of ``values``.
+
+    numba compiles a loop once per combination of argument types, and the write flag is part of
+    an array's type. Whether an input is writeable depends on where it came from (``to_numpy`` of
+    an Arrow array returns a read-only array, shapely and numpy writeable ones). The loops get
+    read-only views of their inputs, so each one compiles once for every source.
+    """
+    view = values.view()
+    view.flags.writeable = False
+    return view
+
+
+def _measure_far_segments(coords: np.ndarray, first_vertex: np.ndarray, segment_counts: np.ndarray, length_m: np.ndarray) -> None:
+    """Replace the lengths of segments of at least :data:`LOCAL_LENGTH_MAX_M` (or NaN) by ``pyproj.Geod.inv``."""
+    far = np.flatnonzero(~(length_m < LOCAL_LENGTH_MAX_M))
+    segment_end = np.cumsum(segment_counts)
+    trip = np.searchsorted(segment_end, far, side="right")
+    a = first_vertex[trip] + (far - (segment_end - segment_counts)[trip])
+    b = a + 1
+    _, _, exact = _GEOD.inv(coords[a, 0], coords[a, 1], coords[b, 0], coords[b, 1])
+    length_m[far] = np.abs(np.asarray(exact, dtype=np.float64))
+
+
+def _segment_frame(v: _Vertices, segment_counts: np.ndarray, seg_index: np.ndarray, start_ms: np.ndarray, floats: np.ndarray) -> pd.DataFrame:
+    """Assemble the segments frame from the loop outputs without copying them.
+
+    ``floats`` contains the columns :data:`_SEGMENT_FLOAT_COLUMNS` as rows. ``start_ms`` contains
+    whole epoch milliseconds, with ``numpy.iinfo(np.int64).min`` for NaT.
+    """
+    keys = pd.DataFrame(
+        {
+            c.TRIP_ID: _repeat_categorical(v.trip_ids, segment_counts),
+            c.VEHICLE_ID: _repeat_categorical(v.vehicle_ids, segment_counts),
+            c.SEG_INDEX: seg_index,
+            c.T_START: pd.array(start_ms.view("datetime64[ms]"), dtype=pd.DatetimeTZDtype("ms", "UTC")),
+        },
+        copy=False,
+    )
+    # The transposed 2D array becomes the float64 block of the frame as it is. The frame
+    # constructor with a dict of 1D columns would copy them into a new block instead.
+    values = pd.DataFrame(floats.T, columns=list(_SEGMENT_FLOAT_COLUMNS), copy=False)
+    return pd.concat([keys, values], axis=1)
 
 
 # -- compiled loops ----------------------------------------------------------------------------
 #
 # One pass over the vertices of a piece each, in float64 with fastmath off: the same formulas, in
 # the same order of operations, as ``geodesic_length_m`` and the numpy code they replaced. They
-# avoid the dozen full-length temporary arrays that the array expressions built per piece.
+# avoid the dozen full-length temporary arrays that the array expressions built per piece, and
+# write into arrays the caller allocates once.
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _segment_geometry(coords: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Return, per segment, its first vertex, its trip, its index within the trip and its local
-    length in metres (mid-latitude radii of curvature; :func:`geodesic_length_m` below 1 km)."""
-    n_segments = 0
-    for t in range(counts.shape[0]):
-        if counts[t] > 1:
-            n_segments += counts[t] - 1
+def _segment_geometry(
+    coords: np.ndarray, counts: np.ndarray, length_m: np.ndarray, lon_mid: np.ndarray, lat_mid: np.ndarray,
+) -> tuple[np.ndarray, int]:
+    """Write the local length in metres and the midpoint of every segment.
 
-    first = np.empty(n_segments, dtype=np.int64)
-    trip = np.empty(n_segments, dtype=np.int64)
-    index = np.empty(n_segments, dtype=np.int32)
-    length = np.empty(n_segments, dtype=np.float64)
-
+    Returns the index of each segment within its trip and the number of segments that pyproj has
+    to measure again. The length uses the mid-latitude radii of curvature, as
+    :func:`geodesic_length_m` does below 1 km. A segment of :data:`LOCAL_LENGTH_MAX_M` or more, or
+    of NaN length, counts for pyproj.
+    """
+    index = np.empty(length_m.shape[0], dtype=np.int32)
+    n_far = 0
     s = 0
     vertex = 0
     for t in range(counts.shape[0]):
@@ -287,62 +329,128 @@ def _segment_geometry(coords: np.ndarray, counts: np.ndarray) -> tuple[np.ndarra
             lat1 = coords[i, 1]
             lon2 = coords[i + 1, 0]
             lat2 = coords[i + 1, 1]
-            lat_mid = (0.5 * (lat1 + lat2)) * _RADIANS
-            sin_mid = np.sin(lat_mid)
+            lat_mid_rad = (0.5 * (lat1 + lat2)) * _RADIANS
+            sin_mid = np.sin(lat_mid_rad)
             w = np.sqrt(1.0 - _WGS84_E2 * sin_mid * sin_mid)
             meridian_m = _WGS84_A_M * (1.0 - _WGS84_E2) / (w * w * w)
             prime_vertical_m = _WGS84_A_M / w
-            dlon = ((lon2 - lon1 + 180.0) % 360.0 - 180.0) * _RADIANS
-            length[s] = np.hypot(prime_vertical_m * np.cos(lat_mid) * dlon, meridian_m * ((lat2 - lat1) * _RADIANS))
-            first[s] = i
-            trip[s] = t
+            # x % 360 is x itself for 0 <= x < 360 (fmod is exact there), so the library call is
+            # only needed for a step across the antimeridian or a NaN.
+            shifted = lon2 - lon1 + 180.0
+            wrapped = shifted if 0.0 <= shifted < 360.0 else shifted % 360.0
+            dlon = (wrapped - 180.0) * _RADIANS
+            # NOTE: keep sin and cos apart. LLVM merged them into one sincos call when they were
+            # adjacent statements, and libm does not document that sincos returns the same bits as
+            # sin and cos. With numba 0.68.1 this loop calls sin and cos separately.
+            length = np.hypot(prime_vertical_m * np.cos(lat_mid_rad) * dlon, meridian_m * ((lat2 - lat1) * _RADIANS))
+            length_m[s] = length
+            if not length < LOCAL_LENGTH_MAX_M:
+                n_far += 1
+            lon_mid[s] = (lon1 + lon2) / 2.0
+            lat_mid[s] = (lat1 + lat2) / 2.0
             index[s] = k
             s += 1
         vertex += counts[t]
-    return first, trip, index, length
+    return index, n_far
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _segment_kinematics(
-    coords: np.ndarray, vertex_ms: np.ndarray, first: np.ndarray, seg_index: np.ndarray, length_m: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Return start time (epoch ms), duration, speed (km/h), acceleration, grade and midpoint per segment.
+    coords: np.ndarray, counts: np.ndarray, vertex_ms: np.ndarray, length_m: np.ndarray,
+    duration_s: np.ndarray, speed_kmh: np.ndarray, accel: np.ndarray, grade_pct: np.ndarray,
+) -> np.ndarray:
+    """Write duration, speed (km/h), acceleration and grade of every segment.
 
-    Speed is NaN for a segment of 0 s; grade is NaN below 0.5 m or without Z. Acceleration is the
-    change of speed from the previous segment of the trip over the mean of both durations, and 0
-    on the first segment of a trip or where it is undefined.
+    Returns the start time of each segment in whole epoch milliseconds (``datetime64[ms]``
+    integers, NaT for a NaN time). Speed is NaN for a segment of 0 s. Grade is NaN below 0.5 m or
+    without Z (``coords`` with two columns, or NaN Z). Acceleration is the change of speed from the previous segment of the trip
+    over the mean of both durations, and 0 on the first segment of a trip or where it is undefined.
     """
-    n = first.shape[0]
-    start_ms = np.empty(n, dtype=np.float64)
-    duration_s = np.empty(n, dtype=np.float64)
-    speed_kmh = np.empty(n, dtype=np.float64)
-    accel = np.zeros(n, dtype=np.float64)
-    grade_pct = np.empty(n, dtype=np.float64)
-    lon_mid = np.empty(n, dtype=np.float64)
-    lat_mid = np.empty(n, dtype=np.float64)
-    previous_speed = np.nan
-    previous_duration = np.nan
-    for s in range(n):
-        a = first[s]
-        b = a + 1
-        start = vertex_ms[a]
-        duration = (vertex_ms[b] - start) / 1000.0
-        length = length_m[s]
-        speed = length / duration if duration > 0 else np.nan
-        if s > 0 and seg_index[s] > 0:
-            dv = speed - previous_speed
-            dt = 0.5 * (duration + previous_duration)
-            if dt > 0 and np.isfinite(dv):
-                accel[s] = dv / dt
-        start_ms[s] = start
-        duration_s[s] = duration
-        speed_kmh[s] = speed * 3.6
-        grade_pct[s] = 100.0 * (coords[b, 2] - coords[a, 2]) / length if length > 0.5 else np.nan
-        lon_mid[s] = (coords[a, 0] + coords[b, 0]) / 2.0
-        lat_mid[s] = (coords[a, 1] + coords[b, 1]) / 2.0
-        previous_speed = speed
-        previous_duration = duration
-    return start_ms, duration_s, speed_kmh, accel, grade_pct, lon_mid, lat_mid
+    start_ms = np.empty(length_m.shape[0], dtype=np.int64)
+    has_z = coords.shape[1] > 2
+    s = 0
+    vertex = 0
+    for t in range(counts.shape[0]):
+        previous_speed = np.nan
+        previous_duration = np.nan
+        for k in range(counts[t] - 1):
+            a = vertex + k
+            b = a + 1
+            start = vertex_ms[a]
+            duration = (vertex_ms[b] - start) / 1000.0
+            length = length_m[s]
+            speed = length / duration if duration > 0 else np.nan
+            acceleration = 0.0
+            if k > 0:
+                dv = speed - previous_speed
+                dt = 0.5 * (duration + previous_duration)
+                if dt > 0 and np.isfinite(dv):
+                    acceleration = dv / dt
+            start_ms[s] = _floor_epoch_ms(start)
+            duration_s[s] = duration
+            speed_kmh[s] = speed * 3.6
+            accel[s] = acceleration
+            if has_z and length > 0.5:
+                grade_pct[s] = 100.0 * (coords[b, 2] - coords[a, 2]) / length
+            else:
+                grade_pct[s] = np.nan
+            previous_speed = speed
+            previous_duration = duration
+            s += 1
+        vertex += counts[t]
+    return start_ms
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _floor_epoch_ms(value_ms: float) -> int:
+    """Return ``floor(value_ms)`` as an int64, or the NaT integer (int64 minimum) for NaN, an
+    infinity or a value outside int64. numpy's float to int64 cast gives the same on x86-64."""
+    nat = -9_223_372_036_854_775_808
+    if not np.isfinite(value_ms):
+        return nat
+    floored = np.floor(value_ms)
+    if -9.223372036854775808e18 <= floored < 9.223372036854775808e18:
+        return int(floored)
+    return nat
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _vertex_times(
+    counts: np.ndarray, given_ms: np.ndarray, given_first: np.ndarray, has_times: np.ndarray, length_m: np.ndarray,
+    start_ms: np.ndarray, end_ms: np.ndarray,
+) -> np.ndarray:
+    """Return epoch milliseconds per vertex: the given timestamps of a trip that has them,
+    else times spread from its start to its end in proportion to the length travelled.
+
+    A trip without a positive, finite length keeps its start time on every vertex. Each trip is
+    summed on its own, so a NaN length stays in its trip.
+    """
+    n_vertices = 0
+    for t in range(counts.shape[0]):
+        n_vertices += counts[t]
+    vertex_ms = np.empty(n_vertices, dtype=np.float64)
+    vertex = 0
+    segment = 0
+    for t in range(counts.shape[0]):
+        n_trip_vertices = counts[t]
+        n_segments = n_trip_vertices - 1 if n_trip_vertices > 1 else 0
+        if has_times[t]:
+            first = given_first[t]
+            for k in range(n_trip_vertices):
+                vertex_ms[vertex + k] = given_ms[first + k]
+        else:
+            total = 0.0
+            for j in range(n_segments):
+                total += length_m[segment + j]
+            along = 0.0
+            for k in range(n_trip_vertices):
+                if k > 0:
+                    along += length_m[segment + k - 1]
+                fraction = along / total if total > 0 else 0.0
+                vertex_ms[vertex + k] = start_ms[t] + fraction * (end_ms[t] - start_ms[t])
+        vertex += n_trip_vertices
+        segment += n_segments
+    return vertex_ms
 
 
 def _flat_vertices(
@@ -356,11 +464,13 @@ def _flat_vertices(
     load_kg: np.ndarray | None,
 ) -> _Vertices:
     n_trips = len(counts)
-    given_ms, has_times = _given_timestamps(timestamps, counts, trip_ids)
+    counts = counts.astype(np.int64)
+    given_ms, given_first, has_times = _given_timestamps(timestamps, counts, trip_ids)
     return _Vertices(
         coords=coords,
-        counts=counts.astype(np.int64),
+        counts=counts,
         given_ms=given_ms,
+        given_first=given_first,
         has_times=has_times,
         start_ms=start_ms,
         end_ms=end_ms,
@@ -370,60 +480,22 @@ def _flat_vertices(
     )
 
 
-def _vertex_times(v: _Vertices, length_m: np.ndarray) -> np.ndarray:
-    """Return epoch milliseconds per vertex: given timestamps, else spread along the trip."""
-    n_vertices = int(v.counts.sum())
-    if v.given_ms is not None and v.has_times.all():
-        return v.given_ms
-    owner = np.repeat(np.arange(len(v.counts), dtype=np.int64), v.counts)
-    vertex_ms = np.empty(n_vertices, dtype=np.float64)
-    if v.given_ms is not None:
-        vertex_ms[v.has_times[owner]] = v.given_ms
-    missing_trips = ~v.has_times
-    if missing_trips.any():
-        _spread_times(v.counts, length_m, np.asarray(v.start_ms, dtype=np.float64), np.asarray(v.end_ms, dtype=np.float64),
-                      missing_trips, vertex_ms)
-    return vertex_ms
+def _given_timestamps(timestamps: pa.Array | None, counts: np.ndarray, trip_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a list column of per-vertex times through its Arrow offsets (no per-trip loop).
 
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _spread_times(
-    counts: np.ndarray, length_m: np.ndarray, start_ms: np.ndarray, end_ms: np.ndarray, missing: np.ndarray, vertex_ms: np.ndarray,
-) -> None:
-    """Write the times of the vertices of each ``missing`` trip, spread from its start to its end
-    in proportion to the length travelled. A trip without a positive, finite length keeps its
-    start time on every vertex. Each trip is summed on its own, so a NaN length stays in its trip.
-    """
-    vertex = 0
-    segment = 0
-    for t in range(counts.shape[0]):
-        n_vertices = counts[t]
-        n_segments = n_vertices - 1 if n_vertices > 1 else 0
-        if missing[t]:
-            total = 0.0
-            for j in range(n_segments):
-                total += length_m[segment + j]
-            along = 0.0
-            for k in range(n_vertices):
-                if k > 0:
-                    along += length_m[segment + k - 1]
-                fraction = along / total if total > 0 else 0.0
-                vertex_ms[vertex + k] = start_ms[t] + fraction * (end_ms[t] - start_ms[t])
-        vertex += n_vertices
-        segment += n_segments
-
-
-def _given_timestamps(timestamps: pa.Array | None, counts: np.ndarray, trip_ids: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-    """Flatten a list column of per-vertex times through its Arrow offsets (no per-trip loop).
-
-    Returns the epoch milliseconds of every vertex of the trips that have timestamps, in trip
-    order, and per trip whether it has them.
+    Returns the values of the list column in epoch milliseconds (without a copy when none is
+    null, else as float64 with NaN for nulls), the index of each trip's first value among them,
+    and per trip whether it has timestamps.
     """
     n_trips = len(counts)
     if timestamps is None or len(timestamps) == 0 or timestamps.null_count == len(timestamps):
-        return None, np.zeros(n_trips, dtype=bool)
+        return np.zeros(0, dtype=np.int64), np.zeros(n_trips, dtype=np.int64), np.zeros(n_trips, dtype=bool)
+    if not (pa.types.is_list(timestamps.type) or pa.types.is_large_list(timestamps.type)):
+        timestamps = timestamps.cast(pa.list_(timestamps.type.value_type))
     present = timestamps.is_valid().to_numpy(zero_copy_only=False)
-    lengths = pc.list_value_length(timestamps).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    # The offsets of a sliced list array index its whole, unsliced values array.
+    offsets = timestamps.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    lengths = np.diff(offsets)
     mismatch = present & (lengths != counts)
     if mismatch.any():
         bad = int(np.flatnonzero(mismatch)[0])
@@ -431,10 +503,10 @@ def _given_timestamps(timestamps: pa.Array | None, counts: np.ndarray, trip_ids:
             f"trip {trip_ids[bad]!r} has {lengths[bad]} timestamps for {counts[bad]} vertices; "
             "validate trajectories before building segments (reason timestamps_count_mismatch)"
         )
-    # flatten() skips the values behind null lists and honours the slice offset.
-    values = timestamps.flatten()
-    epoch_ms = pc.cast(values, pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64)
-    return epoch_ms, present
+    epoch_ms = pc.cast(timestamps.values, pa.int64())
+    if epoch_ms.null_count:
+        return epoch_ms.to_numpy(zero_copy_only=False).astype(np.float64), offsets[:-1], present
+    return epoch_ms.to_numpy(), offsets[:-1], present
 
 
 def _timestamps_as_arrow(trajectories: pd.DataFrame) -> pa.Array | None:
@@ -452,23 +524,33 @@ def _timestamps_as_arrow(trajectories: pd.DataFrame) -> pa.Array | None:
 
 
 def _decode_wkb_linestrings(geometry: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
-    """Decode little-endian WKB LineStrings with numpy into ``(coords, counts)``; None if unsupported."""
+    """Decode little-endian WKB LineStrings into ``(coords, counts)``; None if unsupported.
+
+    ``coords`` has two columns when every row is 2D and three when every row has Z. It is a
+    view of the buffer that ``binary_slice`` returns.
+    """
     if len(geometry) == 0:
         return np.zeros((0, 3)), np.zeros(0, np.int64)
     header = _wkb_linestring_header(geometry)
-    if header is None:
+    # The float64 view below has the right values only on a little-endian machine.
+    if header is None or sys.byteorder != "little":
         return None
-    data, start, stop, counts, width = header
+    _, _, counts, width = header
+    n_values = int(counts.sum()) * width
+    if n_values == 0:
+        return np.zeros((0, width)), counts
 
-    # Drop the 9-byte headers; the coordinates of all rows are then one float64 run.
-    keep = np.zeros(len(data), dtype=bool)
-    keep[start[0]: stop] = True
-    keep[(start[:, None] + np.arange(9)).ravel()] = False
-    flat = data[keep].view("<f8").reshape(-1, width)
-    if width == 3:
-        return np.ascontiguousarray(flat, dtype=np.float64), counts
-    coords = np.full((len(flat), 3), np.nan)
-    coords[:, :2] = flat
+    # binary_slice copies the bytes after each 9-byte header into one new buffer, where the
+    # coordinates of all rows are then one run of float64 values. The explicit stop (the longest
+    # row) is needed: without one, pyarrow 26.0.1 overflows its output size estimate and raises
+    # "Negative buffer resize" for an even number of rows.
+    longest_row_bytes = 9 + int(counts.max()) * width * 8
+    payload = pc.binary_slice(geometry, 9, longest_row_bytes)
+    offset_type = np.int64 if pa.types.is_large_binary(payload.type) else np.int32
+    first_byte = int(np.frombuffer(payload.buffers()[1], dtype=offset_type)[payload.offset])
+    coords = np.frombuffer(payload.buffers()[2], dtype=np.float64, count=n_values, offset=first_byte).reshape(-1, width)
+    if not coords.flags.aligned:
+        coords = coords.copy()
     return coords, counts
 
 
@@ -479,13 +561,13 @@ def vertex_counts(geometry: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return np.zeros(0, np.int64)
     header = _wkb_linestring_header(array)
     if header is not None:
-        return header[3]
+        return header[2]
     geoms = shapely.from_wkb(array.to_numpy(zero_copy_only=False), on_invalid="ignore")
     return np.asarray(shapely.get_num_coordinates(geoms), dtype=np.int64)
 
 
-def _wkb_linestring_header(geometry: pa.Array) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, int] | None:
-    """Return ``(bytes, row starts, end, vertex counts, dimensions)`` when every row is a plain LineString."""
+def _wkb_linestring_header(geometry: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+    """Return ``(bytes, row starts, vertex counts, dimensions)`` when every row is a plain LineString."""
     n = len(geometry)
     if geometry.null_count or not (pa.types.is_binary(geometry.type) or pa.types.is_large_binary(geometry.type)):
         return None
@@ -503,17 +585,22 @@ def _wkb_linestring_header(geometry: pa.Array) -> tuple[np.ndarray, np.ndarray, 
     dims = np.where(three_d, 3, 2)
     if not known.all() or (size != 9 + counts * dims * 8).any() or len(np.unique(dims)) != 1:
         return None
-    return data, start, int(offsets[-1]), counts, int(dims[0])
+    return data, start, counts, int(dims[0])
 
 
-def _categorical_take(values: np.ndarray, positions: np.ndarray) -> pd.Categorical:
-    """Return ``values[positions]`` as a categorical, without one Python string per row."""
+def _repeat_categorical(values: np.ndarray, repeats: np.ndarray) -> pd.Categorical:
+    """Return ``np.repeat(values, repeats)`` as a categorical, without one Python string per row."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    return pd.Categorical.from_codes(codes[positions], categories=pd.Index(uniques, dtype=object))
+    per_value = pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype=object))
+    # The codes keep the smallest integer type that from_codes chose for the categories.
+    return pd.Categorical.from_codes(np.repeat(per_value.codes, repeats), dtype=per_value.dtype)
 
 
 def _combined(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    """Return a column as one array. A single chunk is returned as it is, because combine_chunks would copy it."""
+    if not isinstance(column, pa.ChunkedArray):
+        return column
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _arrow_epoch_ms(column: pa.ChunkedArray) -> np.ndarray:

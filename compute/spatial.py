@@ -23,11 +23,13 @@ How the joins run
 -----------------
 Both joins use a uniform grid in degrees with a sorted cell table (CSR): every feature, or every
 straight edge of a link, is registered in the cells it can matter for, and a midpoint reads only
-its own cell. A compiled loop (numba) walks each midpoint's cell: the point-to-edge distance for
-links, and a strict interior test for polygons that are axis-aligned rectangles (mesh cells). It
-keeps the best candidate as it goes, so no candidate-pair arrays are built. Other polygons go
-through ``shapely.contains_xy`` on their candidate pairs only. No shapely geometry is created
-per segment.
+its own cell. A compiled loop (numba) first reads the member range of every midpoint's cell, then
+walks the members: the point-to-edge distance for links, and a strict interior test for polygons
+that are axis-aligned rectangles (mesh cells). It keeps the best candidate as it goes, so no
+candidate-pair arrays are built. For links, ``np.hypot`` runs only for an edge whose squared
+distance does not already show it to be out of range or farther than the best edge so far, which
+gives the same result as running it for every edge. Other polygons go through
+``shapely.contains_xy`` on their candidate pairs only. No shapely geometry is created per segment.
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ _WGS84_A_M = 6_378_137.0
 _WGS84_E2 = (1.0 / 298.257223563) * (2.0 - 1.0 / 298.257223563)
 _RAD = np.pi / 180.0
 _NO_MEMBER = np.iinfo(np.int64).max
-#: Upper bound of grid cells along one axis of the area index (keys stay small and sparse).
+#: Upper bound of grid cells along one axis of the area and link indexes (keys stay small and sparse).
 _MAX_CELLS_PER_AXIS = 1 << 20
+#: Smallest cell of the link grid (m). Cells are one search radius wide when the radius is larger.
+_MIN_LINK_CELL_M = 10.0
 #: Grids with at most this many cells also get a table of member offsets by cell key (4 bytes a
 #: cell, 16 MiB at most), which replaces a binary search per point by one lookup. A city or
 #: prefecture fits; a country-wide layer at 25 m cells does not and keeps the binary search.
@@ -160,6 +164,8 @@ class GeoLayers:
     _edges: _LinkEdges | None = field(default=None, repr=False)
     _link_grids: dict[float, _Grid] = field(default_factory=dict, repr=False)
     _text_codes: dict[tuple[str, str], tuple[np.ndarray, pd.Index]] = field(default_factory=dict, repr=False)
+    _text_tables: dict[tuple[str, str], tuple[np.ndarray, pd.CategoricalDtype]] = field(default_factory=dict, repr=False)
+    _number_tables: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def n_features(self) -> int:
@@ -174,6 +180,29 @@ class GeoLayers:
             codes, uniques = pd.factorize(series.astype(object).where(series.notna(), None).to_numpy(), use_na_sentinel=True)
             self._text_codes[key] = (codes, pd.Index(uniques, dtype=object))
         return self._text_codes[key]
+
+    def _text_table(self, layer: str, column: str) -> tuple[np.ndarray, pd.CategoricalDtype]:
+        """Return the codes of a text column by row with -1 appended, and their categorical dtype.
+
+        Indexing the table with a pick (-1 for none) gives the codes of the picked rows. The codes
+        are in the integer type pandas stores for that number of categories, so building the
+        categorical does not convert them again.
+        """
+        key = (layer, column)
+        if key not in self._text_tables:
+            codes, uniques = self.text_codes(layer, column)
+            dtype = pd.CategoricalDtype(uniques, ordered=False)
+            code_type = pd.Categorical.from_codes(np.zeros(0, dtype=np.int64), dtype=dtype).codes.dtype
+            self._text_tables[key] = (np.append(codes, -1).astype(code_type), dtype)
+        return self._text_tables[key]
+
+    def _number_table(self, layer: str, column: str) -> np.ndarray:
+        """Return a numeric column as float64 by row with NaN appended (non-numeric values are NaN)."""
+        key = (layer, column)
+        if key not in self._number_tables:
+            values = pd.to_numeric(getattr(self, layer)[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            self._number_tables[key] = np.append(values, np.nan)
+        return self._number_tables[key]
 
     def link_grid(self, max_distance_m: float) -> _Grid | None:
         """Return the edge grid for ``max_distance_m``, built on first use and kept."""
@@ -253,15 +282,22 @@ def join_segments(segments: pd.DataFrame, layers: GeoLayers, max_distance_m: flo
     area_pick = locate_areas(lon, lat, layers)
     link_pick, distance = nearest_links(lon, lat, layers, max_distance_m)
 
+    joined = {
+        c.AREA_ID: _take(layers, "areas", c.FEATURE_ID, area_pick),
+        c.AREA_TYPE: _take(layers, "areas", c.AREA_TYPE, area_pick),
+        c.LINK_ID: _take(layers, "links", c.FEATURE_ID, link_pick),
+        c.ROAD_CLASS: _take(layers, "links", c.ROAD_CLASS, link_pick),
+        c.SPEED_LIMIT_KMH: _take_float(layers, "links", c.SPEED_LIMIT_KMH, link_pick),
+        c.LINK_GRADIENT_PCT: _take_float(layers, "links", c.GRADIENT_PCT, link_pick),
+        c.LINK_DISTANCE_M: distance,
+        c.MATCHED: link_pick >= 0,
+    }
+
     out = segments.copy(deep=False)
-    out[c.AREA_ID] = _take(layers, "areas", c.FEATURE_ID, area_pick)
-    out[c.AREA_TYPE] = _take(layers, "areas", c.AREA_TYPE, area_pick)
-    out[c.LINK_ID] = _take(layers, "links", c.FEATURE_ID, link_pick)
-    out[c.ROAD_CLASS] = _take(layers, "links", c.ROAD_CLASS, link_pick)
-    out[c.SPEED_LIMIT_KMH] = _take_float(layers.links, c.SPEED_LIMIT_KMH, link_pick)
-    out[c.LINK_GRADIENT_PCT] = _take_float(layers.links, c.GRADIENT_PCT, link_pick)
-    out[c.LINK_DISTANCE_M] = distance
-    out[c.MATCHED] = link_pick >= 0
+    for name, values in joined.items():
+        # pandas 3.1 copies a bare ndarray on assignment. A Series on the frame's own index is
+        # stored without a copy, which is safe because nothing else refers to these arrays.
+        out[name] = pd.Series(values, index=out.index, copy=False)
     return out
 
 
@@ -317,6 +353,21 @@ def nearest_links(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers, max_dista
 # point on a grid line. Arithmetic is float64 with fastmath off, so the compiler keeps the order
 # of operations, and error_model="numpy" makes a division by zero give inf or NaN as numpy does.
 # A longitude difference already in [-180, 180) is used as it is (``_wrapped``).
+#
+# Each join runs in two passes. The first (``_cell_ranges``) only reads the member range of every
+# point's own cell from the cell table, so the CPU can run the reads of many points at once. The
+# second pass walks the candidates. On a 747k-segment piece the two passes took less time than
+# one loop doing both.
+
+#: Value of ``end`` that marks a point on a grid line (a whole-number cell coordinate). The second
+#: pass reads up to four cells for such a point.
+_ON_GRID_LINE = -1
+#: A candidate is skipped without ``np.hypot`` when its squared distance exceeds the squared
+#: limit by this relative margin (see ``_squared_limit``).
+_SKIP_MARGIN = 1e-9
+#: Limits below this (m) are never used to skip a candidate, so that squares stay far from the
+#: subnormal range where the margin would not cover the rounding.
+_SKIP_MIN_M = 1e-150
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -326,6 +377,12 @@ def _cell_members(key: int, keys: np.ndarray, starts: np.ndarray, dense: np.ndar
         if key + 1 < dense.shape[0]:
             return dense[key], dense[key + 1]
         return 0, 0
+    return _searched_members(key, keys, starts)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _searched_members(key: int, keys: np.ndarray, starts: np.ndarray) -> tuple[int, int]:
+    """Return the member range of cell ``key`` by binary search in the sorted ``keys``."""
     n = keys.shape[0]
     lo = 0
     hi = n
@@ -338,6 +395,14 @@ def _cell_members(key: int, keys: np.ndarray, starts: np.ndarray, dense: np.ndar
     if lo < n and keys[lo] == key:
         return starts[lo], starts[lo + 1]
     return 0, 0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cell_key(column: float, row: float, n_columns: int) -> int:
+    """Return the key of the cell at whole ``column`` and ``row``, or -1 outside the grid."""
+    if column >= 0 and column < n_columns and row >= 0:
+        return int(row * n_columns + column)
+    return -1
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -359,11 +424,45 @@ def _point_cell(x: float, y: float, x0: float, y0: float, width: float, height: 
         return -1
     if shift_row > 0 and not (row_f == row and row > 0):
         return -1
-    column -= shift_column
-    row -= shift_row
-    if column >= 0 and column < n_columns and row >= 0:
-        return int(row * n_columns + column)
-    return -1
+    return _cell_key(column - shift_column, row - shift_row, n_columns)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _cell_ranges(
+    lon: np.ndarray, lat: np.ndarray, x0: float, y0: float, width: float, height: float, n_columns: int,
+    keys: np.ndarray, starts: np.ndarray, dense: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the member range ``[first, end)`` of each point's own cell.
+
+    The range is empty for a point outside the grid or with a non-finite coordinate. A point on a
+    grid line gets ``end = _ON_GRID_LINE`` and its cells are read with ``_point_cell``.
+    """
+    n = lon.shape[0]
+    first = np.zeros(n, dtype=np.int64)
+    end = np.zeros(n, dtype=np.int64)
+    use_dense = dense.shape[0] > 0
+    for i in range(n):
+        column_f = (lon[i] - x0) / width
+        row_f = (lat[i] - y0) / height
+        column = np.floor(column_f)
+        row = np.floor(row_f)
+        if not (np.isfinite(column) and np.isfinite(row)):
+            continue
+        if (column_f == column and column > 0) or (row_f == row and row > 0):
+            end[i] = _ON_GRID_LINE
+            continue
+        cell = _cell_key(column, row, n_columns)
+        if cell < 0:
+            continue
+        # The table read is written out here. numba 0.68 compiles a call to ``_cell_members``
+        # instead of inlining it, and that call per point made this pass about three times slower.
+        if use_dense:
+            if cell + 1 < dense.shape[0]:
+                first[i] = dense[cell]
+                end[i] = dense[cell + 1]
+        else:
+            first[i], end[i] = _searched_members(cell, keys, starts)
+    return first, end
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -384,25 +483,47 @@ def _metres_per_degree_at(lat: float) -> tuple[float, float]:
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _squared_limit(distance_m: float) -> float:
+    """Return a squared length above which a candidate's distance is surely greater than ``distance_m``.
+
+    ``ex * ex + ey * ey`` lies within a few 2**-53 (relative) of the exact squared length, and so
+    does ``np.hypot(ex, ey) ** 2`` for a ``hypot`` accurate to a few ulps. A sum above
+    ``distance_m ** 2 * (1 + 1e-9)`` therefore means that ``np.hypot`` returns more than
+    ``distance_m``. This is true only while the squares are normal floats, so the limit is
+    infinity (nothing is skipped) below ``_SKIP_MIN_M`` and for a NaN ``distance_m``.
+    """
+    if distance_m >= _SKIP_MIN_M:
+        return distance_m * distance_m * (1.0 + _SKIP_MARGIN)
+    return np.inf
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _locate_boxes(
     lon: np.ndarray, lat: np.ndarray, x0: float, y0: float, width: float, height: float, n_columns: int,
     keys: np.ndarray, starts: np.ndarray, dense: np.ndarray, members: np.ndarray, is_box: np.ndarray, bounds: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Find, per point, the smallest rectangular area row whose interior contains it (-1 for none),
     and whether a non-rectangular area is among its candidates (those need GEOS)."""
+    first, end = _cell_ranges(lon, lat, x0, y0, width, height, n_columns, keys, starts, dense)
     n = lon.shape[0]
     pick = np.full(n, -1, dtype=np.int64)
     needs_geos = np.zeros(n, dtype=np.bool_)
     for i in range(n):
+        if end[i] == first[i]:
+            continue
         x = lon[i]
         y = lat[i]
         best = _NO_MEMBER
-        for k in range(4):
-            cell = _point_cell(x, y, x0, y0, width, height, n_columns, k)
-            if cell < 0:
-                continue
-            first, end = _cell_members(cell, keys, starts, dense)
-            for j in range(first, end):
+        n_cells = 4 if end[i] == _ON_GRID_LINE else 1
+        for k in range(n_cells):
+            if n_cells == 1:
+                cell_first, cell_end = first[i], end[i]
+            else:
+                cell = _point_cell(x, y, x0, y0, width, height, n_columns, k)
+                if cell < 0:
+                    continue
+                cell_first, cell_end = _cell_members(cell, keys, starts, dense)
+            for j in range(cell_first, cell_end):
                 area = members[j]
                 if not is_box[area]:
                     needs_geos[i] = True
@@ -423,24 +544,32 @@ def _nearest_edges(
     """Write, per point, the nearest link within ``max_distance_m`` into ``pick`` and ``distance``.
 
     Distance is measured in the tangent plane of the point, scaled as :func:`_metres_per_degree`
-    does; the scale is computed only for a point that has candidates. Equal distances go to the
-    smaller link row.
+    does; the scale is computed only for a point whose own cell has members or that lies on a grid
+    line. Equal distances go to the smaller link row. ``np.hypot`` is skipped for a candidate whose squared distance shows that it
+    is beyond ``max_distance_m`` or farther than the best link so far (``_squared_limit``), so
+    ``pick`` and ``distance`` are those of computing it for every candidate.
     """
+    first, end = _cell_ranges(lon, lat, x0, y0, width, height, n_columns, keys, starts, dense)
+    limit_max = _squared_limit(max_distance_m)
     for i in range(lon.shape[0]):
+        if end[i] == first[i]:
+            continue
         px = lon[i]
         py = lat[i]
-        kxp = np.nan
-        kyp = np.nan
+        kxp, kyp = _metres_per_degree_at(py)
         best = np.inf
         best_link = _NO_MEMBER
-        for k in range(4):
-            cell = _point_cell(px, py, x0, y0, width, height, n_columns, k)
-            if cell < 0:
-                continue
-            first, end = _cell_members(cell, keys, starts, dense)
-            if end > first and np.isnan(kyp):
-                kxp, kyp = _metres_per_degree_at(py)
-            for j in range(first, end):
+        limit = limit_max
+        n_cells = 4 if end[i] == _ON_GRID_LINE else 1
+        for k in range(n_cells):
+            if n_cells == 1:
+                cell_first, cell_end = first[i], end[i]
+            else:
+                cell = _point_cell(px, py, x0, y0, width, height, n_columns, k)
+                if cell < 0:
+                    continue
+                cell_first, cell_end = _cell_members(cell, keys, starts, dense)
+            for j in range(cell_first, cell_end):
                 edge = members[j]
                 x1 = _wrapped(ax[edge] - px) * kxp
                 y1 = (ay[edge] - py) * kyp
@@ -450,12 +579,17 @@ def _nearest_edges(
                 t = 0.0
                 if squared > 0:
                     t = min(max(-(x1 * dx + y1 * dy) / squared, 0.0), 1.0)
-                d = np.hypot(x1 + t * dx, y1 + t * dy)
+                ex = x1 + t * dx
+                ey = y1 + t * dy
+                if ex * ex + ey * ey > limit:
+                    continue
+                d = np.hypot(ex, ey)
                 if d <= max_distance_m:
                     link = edge_link[edge]
                     if d < best or (d == best and link < best_link):
                         best = d
                         best_link = link
+                        limit = min(limit, _squared_limit(d))
         if best_link != _NO_MEMBER:
             pick[i] = best_link
             distance[i] = best
@@ -480,7 +614,8 @@ def _build_area_grid(bounds: np.ndarray) -> _Grid:
 
 
 def _build_edge_grid(edges: _LinkEdges, max_distance_m: float) -> _Grid:
-    """Grid of cells one search radius wide; each edge is registered in every cell within the radius.
+    """Grid of cells one search radius wide (at least :data:`_MIN_LINK_CELL_M`); each edge is
+    registered in every cell within the radius.
 
     The radius in degrees is taken where it is widest: east-west at the highest latitude a point
     within ``max_distance_m`` of a link can have, north-south at the equator's meridian radius.
@@ -500,7 +635,15 @@ def _build_edge_grid(edges: _LinkEdges, max_distance_m: float) -> _Grid:
         np.minimum(edges.ax, edges.bx) - width, np.minimum(edges.ay, edges.by) - height,
         np.maximum(edges.ax, edges.bx) + width, np.maximum(edges.ay, edges.by) + height,
     ]
-    return _register(bounds, float(bounds[:, 0].min()), float(bounds[:, 1].min()), width, height)
+    # Cells may be wider than the radius, which only adds candidates. The floor keeps a small
+    # radius (the settings allow any positive one) from registering a 250 m edge in millions of
+    # centimetre cells, and the cap on cells per axis keeps the cell keys inside int64.
+    cell_m = max(max_distance_m, _MIN_LINK_CELL_M)
+    extent_x = float(bounds[:, 2].max() - bounds[:, 0].min())
+    extent_y = float(bounds[:, 3].max() - bounds[:, 1].min())
+    cell_width = max(width * cell_m / max_distance_m, extent_x / _MAX_CELLS_PER_AXIS)
+    cell_height = max(height * cell_m / max_distance_m, extent_y / _MAX_CELLS_PER_AXIS)
+    return _register(bounds, float(bounds[:, 0].min()), float(bounds[:, 1].min()), cell_width, cell_height)
 
 
 def _register(bounds: np.ndarray, x0: float, y0: float, width: float, height: float) -> _Grid:
@@ -581,20 +724,17 @@ def _take(layers: GeoLayers, layer: str, column: str, pick: np.ndarray) -> pd.Ca
     frame = getattr(layers, layer)
     if column not in frame.columns or len(frame) == 0:
         return pd.Categorical.from_codes(np.full(len(pick), -1), categories=pd.Index([], dtype=object))
-    codes, uniques = layers.text_codes(layer, column)
-    picked_codes = np.where(pick >= 0, codes[np.maximum(pick, 0)], -1)
-    return pd.Categorical.from_codes(picked_codes, categories=uniques)
+    table, dtype = layers._text_table(layer, column)
+    # The table contains only codes of its categories and -1, so pandas need not check them again.
+    return pd.Categorical.from_codes(table[pick], dtype=dtype, validate=False)
 
 
-def _take_float(frame: pd.DataFrame, column: str, pick: np.ndarray) -> np.ndarray:
-    """Values of a numeric ``column`` at ``pick``; -1 gives NaN."""
-    out = np.full(len(pick), np.nan)
+def _take_float(layers: GeoLayers, layer: str, column: str, pick: np.ndarray) -> np.ndarray:
+    """Return the values of a numeric ``column`` of ``layer`` at ``pick``, NaN where ``pick`` is -1."""
+    frame = getattr(layers, layer)
     if column not in frame.columns or len(frame) == 0:
-        return out
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    found = pick >= 0
-    out[found] = values[pick[found]]
-    return out
+        return np.full(len(pick), np.nan)
+    return layers._number_table(layer, column)[pick]
 
 
 def _metric_crs(frame: gpd.GeoDataFrame) -> pyproj.CRS:

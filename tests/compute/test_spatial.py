@@ -181,3 +181,58 @@ class TestRules:
         geo = gpd.GeoDataFrame({c.FEATURE_ID: ["a"]}, geometry=[shapely.Point(0, 0)], crs="EPSG:3857")
         with pytest.raises(ValueError, match="EPSG:4326"):
             spatial.prepare_layers(geo)
+
+
+class TestJoinedColumns:
+    def test_columns_hold_picked_rows(self) -> None:
+        """Each joined column contains the value of the picked area or link row, missing where none."""
+        rng = np.random.default_rng(12)
+        geo = _layer(rng)
+        is_link = geo[c.FEATURE_ID].str.startswith("link-").to_numpy()
+        geo[c.ROAD_CLASS] = np.where(is_link, rng.choice(np.array(["primary", "secondary", None], dtype=object), len(geo)), None)
+        speeds = rng.choice(np.array([30.0, 50.0, np.nan, "unknown"], dtype=object), len(geo))
+        geo[c.SPEED_LIMIT_KMH] = pd.Series(speeds, dtype=object)
+        geo = geo.drop(columns=[c.GRADIENT_PCT])
+        layers = spatial.prepare_layers(geo)
+        lon, lat = _lonlat(rng.uniform(-100, 2100, 5_000), rng.uniform(-100, 2100, 5_000))
+
+        joined = spatial.join_segments(_segments(lon, lat), layers, 25.0)
+        area_pick = spatial.locate_areas(lon, lat, layers)
+        link_pick, distance = spatial.nearest_links(lon, lat, layers, 25.0)
+
+        def picked(frame: pd.DataFrame, column: str, pick: np.ndarray) -> list[object]:
+            values = frame[column].astype(object).to_numpy()
+            return [None if p < 0 or pd.isna(values[p]) else values[p] for p in pick]
+
+        assert (link_pick >= 0).sum() > 500
+        assert (link_pick < 0).sum() > 500
+        assert list(_ids(joined[c.AREA_ID])) == picked(layers.areas, c.FEATURE_ID, area_pick)
+        assert list(_ids(joined[c.AREA_TYPE])) == picked(layers.areas, c.AREA_TYPE, area_pick)
+        assert list(_ids(joined[c.LINK_ID])) == picked(layers.links, c.FEATURE_ID, link_pick)
+        assert list(_ids(joined[c.ROAD_CLASS])) == picked(layers.links, c.ROAD_CLASS, link_pick)
+        speed = pd.to_numeric(layers.links[c.SPEED_LIMIT_KMH], errors="coerce").to_numpy(dtype=float)
+        expected_speed = np.where(link_pick >= 0, speed[np.maximum(link_pick, 0)], np.nan)
+        assert np.array_equal(joined[c.SPEED_LIMIT_KMH].to_numpy(), expected_speed, equal_nan=True)
+        assert joined[c.LINK_GRADIENT_PCT].isna().all()
+        assert np.array_equal(joined[c.LINK_DISTANCE_M].to_numpy(), distance, equal_nan=True)
+        assert np.array_equal(joined[c.MATCHED].to_numpy(), link_pick >= 0)
+        for column in (c.AREA_ID, c.AREA_TYPE, c.LINK_ID, c.ROAD_CLASS):
+            assert isinstance(joined[column].dtype, pd.CategoricalDtype), column
+
+    def test_editing_output_leaves_next_join_unchanged(self) -> None:
+        """The joined columns share no memory with the tables the layers keep for the next piece."""
+        rng = np.random.default_rng(13)
+        layers = spatial.prepare_layers(_layer(rng))
+        lon, lat = _lonlat(rng.uniform(-100, 2100, 2_000), rng.uniform(-100, 2100, 2_000))
+        segments = _segments(lon, lat)
+        first = spatial.join_segments(segments, layers, 25.0)
+        expected = first.copy(deep=True)
+
+        for column in (c.SPEED_LIMIT_KMH, c.LINK_GRADIENT_PCT, c.LINK_DISTANCE_M, c.LON_MID):
+            first.loc[:, column] = -1.0
+        for column in (c.AREA_ID, c.AREA_TYPE, c.LINK_ID, c.ROAD_CLASS):
+            first.loc[:, column] = None
+        second = spatial.join_segments(segments, layers, 25.0)
+
+        pd.testing.assert_frame_equal(second, expected)
+        assert np.array_equal(segments[c.LON_MID].to_numpy(), lon)

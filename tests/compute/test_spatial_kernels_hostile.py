@@ -10,6 +10,7 @@ the grid, so a candidate that the grid loses shows up as a difference.
 from __future__ import annotations
 
 import geopandas as gpd
+import numba
 import numpy as np
 import pandas as pd
 import pytest
@@ -270,6 +271,24 @@ class TestAgainstBruteForce:
         unclear = np.flatnonzero(~clear & (actual >= 0))
         best = per_link[unclear].min(axis=1)
         assert np.all(per_link[unclear, actual[unclear]] - best <= AMBIGUOUS_M)
+
+    @pytest.mark.parametrize("radius_m", [1e-300, 1e-6, 0.5, 3.0])
+    def test_small_radii_build_and_match(self, radius_m: float) -> None:
+        """Radii far below the grid's smallest cell: the layer still indexes and matches exactly."""
+        rng = np.random.default_rng(23)
+        layers = spatial.prepare_layers(_hostile_layer("tokyo", rng), link_max_distance_m=radius_m)
+        lon, lat = _hostile_points(layers, rng, "tokyo")
+        vertices = shapely.get_coordinates(np.asarray(layers.links.geometry.array, dtype=object))[:200]
+        lon, lat = np.r_[lon, vertices[:, 0]], np.r_[lat, vertices[:, 1]]  # points exactly on a link
+
+        expected, expected_distance, clear = _reference_links(lon, lat, layers, radius_m)
+        actual, actual_distance = spatial.nearest_links(lon, lat, layers, radius_m)
+
+        assert (actual[-200:] >= 0).all()
+        assert (actual_distance[-200:] == 0.0).all()
+        mismatch = np.flatnonzero(clear & (actual != expected))
+        assert mismatch.size == 0, f"{mismatch.size} picks differ, first at ({lon[mismatch[0]]!r}, {lat[mismatch[0]]!r})"
+        np.testing.assert_allclose(actual_distance[clear], expected_distance[clear], rtol=1e-12, atol=1e-9)
 
     def test_links_at_69n_match_geodesic_nearest(self) -> None:
         """Compare with sjoin_nearest in an azimuthal equidistant CRS centred on the site (geodesic distances).
@@ -572,6 +591,74 @@ class TestLinkRules:
 
         assert list(pick) == [-1, -1, 0, 0]
         assert distance[2] == pytest.approx(0.01 * 1e-3 * 90_600.0, rel=0.01)
+
+
+@numba.njit(cache=False)
+def _count_limit_misses(ex: np.ndarray, ey: np.ndarray) -> tuple[int, int]:
+    """Count the offsets whose squared sum exceeds ``hypot ** 2``, and those whose sum exceeds
+    ``_squared_limit(hypot)``, computed with the operations of ``_nearest_edges``."""
+    above_square = 0
+    above_limit = 0
+    for i in range(ex.shape[0]):
+        d = np.hypot(ex[i], ey[i])
+        squared = ex[i] * ex[i] + ey[i] * ey[i]
+        if squared > d * d:
+            above_square += 1
+        if squared > spatial._squared_limit(d):
+            above_limit += 1
+    return above_square, above_limit
+
+
+class TestHypotSkip:
+    """``_nearest_edges`` skips ``np.hypot`` for a candidate whose squared distance is above
+    ``_squared_limit`` of the radius or of the best distance so far."""
+
+    def test_candidate_at_limit_is_never_skipped(self) -> None:
+        rng = np.random.default_rng(70)
+        n = 200_000
+        angle = rng.uniform(0.0, 2.0 * np.pi, 2 * n)
+        length_m = np.r_[rng.uniform(0.0, 30.0, n), 10.0 ** rng.uniform(-149.0, 150.0, n)]
+
+        above_square, above_limit = _count_limit_misses(length_m * np.cos(angle), length_m * np.sin(angle))
+
+        # About a quarter of the sums round above hypot ** 2, so a limit without margin would skip them.
+        assert above_square > 1000
+        assert above_limit == 0
+
+    @pytest.mark.parametrize("distance_m", [0.0, 1e-151, np.nan, np.inf, 1e200])
+    def test_no_limit_outside_normal_squares(self, distance_m: float) -> None:
+        assert spatial._squared_limit(distance_m) == np.inf
+
+    def test_near_ties_match_single_link_distances(self) -> None:
+        """Two links mirrored about each point are equally far up to rounding. The result with both
+        links must be the smaller of the distances measured to each link alone (smaller row on a tie)."""
+        rng = np.random.default_rng(71)
+        n = 400
+        lon = 139.5 + 0.01 * np.arange(n) + rng.uniform(-1e-3, 1e-3, n)
+        lat = 35.5 + rng.uniform(-0.2, 0.2, n)
+        angle = rng.uniform(0.0, np.pi, n)
+        offset_deg = rng.uniform(2e-5, 2e-4, n)
+        to_line_x, to_line_y = -np.sin(angle) * offset_deg, np.cos(angle) * offset_deg
+        half_x, half_y = np.cos(angle) * 5e-4, np.sin(angle) * 5e-4
+
+        def lines(sign: float) -> list[shapely.Geometry]:
+            x = lon + sign * to_line_x
+            y = lat + sign * to_line_y
+            return list(shapely.linestrings(np.stack([np.c_[x - half_x, x + half_x], np.c_[y - half_y, y + half_y]], axis=-1)))
+
+        ids_a = [f"p{i:04d}-a" for i in range(n)]
+        ids_b = [f"p{i:04d}-b" for i in range(n)]
+        both = spatial.prepare_layers(_frame(lines(1.0) + lines(-1.0), ids_a + ids_b))
+        _, distance_a = spatial.nearest_links(lon, lat, spatial.prepare_layers(_frame(lines(1.0), ids_a)), 100.0)
+        _, distance_b = spatial.nearest_links(lon, lat, spatial.prepare_layers(_frame(lines(-1.0), ids_b)), 100.0)
+
+        pick, distance = spatial.nearest_links(lon, lat, both, 100.0)
+
+        assert (distance_a == distance_b).sum() > 50
+        assert (distance_a != distance_b).sum() > 50
+        expected_ids = np.where(distance_b < distance_a, np.array(ids_b), np.array(ids_a))
+        assert list(both.links[c.FEATURE_ID].to_numpy()[pick]) == list(expected_ids)
+        assert np.array_equal(distance, np.minimum(distance_a, distance_b))
 
 
 class TestNonFiniteAndEmpty:
