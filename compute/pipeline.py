@@ -24,6 +24,7 @@ index, independent of the size of the day.
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import json
@@ -350,6 +351,16 @@ class TripIndex:
     def n_trips(self) -> int:
         return len(self.trip_ids)
 
+    @functools.cached_property
+    def pieces_ascending(self) -> bool:
+        """Whether the trips are numbered in piece order, checked once (a pass over every trip)."""
+        return bool(np.all(np.diff(self.piece) >= 0))
+
+    @functools.cached_property
+    def trip_keys(self) -> tachograph.TripKeys:
+        """The trips sorted for :func:`tachograph.assign_trips`, once for all alignment tasks."""
+        return tachograph.sort_trips(self.vehicle_codes, self.start_ms)
+
 
 @dataclass(frozen=True)
 class VehicleMaster:
@@ -484,7 +495,7 @@ def build_trip_index(parts: list[pd.DataFrame]) -> TripIndex:
     piece = frame["piece"].to_numpy(dtype=np.int64)
     sizes = np.bincount(piece, minlength=int(piece.max()) + 1 if len(piece) else 0)
     row = np.arange(len(piece), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    return TripIndex(
+    index = TripIndex(
         trip_ids=frame[c.TRIP_ID].to_numpy(dtype=object),
         vehicle_ids=pd.Index(vehicles),
         vehicle_codes=codes.astype(np.int64),
@@ -493,6 +504,9 @@ def build_trip_index(parts: list[pd.DataFrame]) -> TripIndex:
         piece=piece,
         row=row,
     )
+    # Filled before the index is broadcast, so every worker receives them computed.
+    _ = index.trip_keys, index.pieces_ascending
+    return index
 
 
 def align_tacho_piece(temp: StoreRef, relative: str, index: TripIndex) -> AlignResult:
@@ -519,7 +533,7 @@ def align_tacho_piece(temp: StoreRef, relative: str, index: TripIndex) -> AlignR
     indices = vehicles.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
     vehicle_codes = np.where(vehicles.is_valid().to_numpy(zero_copy_only=False), dictionary_codes[indices], -1) if len(dictionary_codes) else np.full(len(indices), -1)
     ts_ms = _epoch_ms_of(table.column(c.TS))
-    trip = tachograph.assign_trips(vehicle_codes, ts_ms, index.vehicle_codes, index.start_ms, index.end_ms)
+    trip = tachograph.assign_trips(vehicle_codes, ts_ms, index.vehicle_codes, index.start_ms, index.end_ms, index.trip_keys)
     clock.lap("align")
 
     rows = _in_piece_trip_time_order(np.flatnonzero(trip >= 0), trip, ts_ms, index)
@@ -730,7 +744,7 @@ def _in_piece_trip_time_order(rows: np.ndarray, trip: np.ndarray, ts_ms: np.ndar
         return rows
     trip_of_row = trip[rows]
     since_start = ts_ms[rows] - index.start_ms[trip_of_row]
-    fits = bool(index.n_trips < (1 << 31) and np.all(np.diff(index.piece) >= 0)
+    fits = bool(index.n_trips < (1 << 31) and index.pieces_ascending
                 and since_start.min() >= 0 and since_start.max() < (1 << 32))
     if not fits:
         return rows[np.lexsort((ts_ms[rows], trip_of_row, index.piece[trip_of_row]))]

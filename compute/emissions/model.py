@@ -537,16 +537,17 @@ def _distribute_to_segments(
     out = segments.copy(deep=False)  # new columns only; the input columns are shared, not copied
     position = np.ascontiguousarray(seg.trip_position, dtype=np.int64)
     n_trips = len(trip_frame)
-    safe = np.where(position >= 0, position, 0)
     share = profiles.segment_shares(
         position, np.ascontiguousarray(seg.timed_trip, dtype=np.bool_), np.ascontiguousarray(seg.physics_fuel, dtype=np.float64),
         np.ascontiguousarray(seg.distance_fuel, dtype=np.float64), np.ascontiguousarray(seg.duration_s, dtype=np.float64),
         np.ascontiguousarray(seg.length_m, dtype=np.float64), n_trips,
     )
 
-    for column in SEGMENT_OUTPUT_COLUMNS:
-        trip_values = trips_out[column].to_numpy(dtype="float64")
-        out[column] = share * trip_values[safe] if len(out) else np.zeros(0)
+    trip_values = np.vstack([trips_out[column].to_numpy(dtype="float64") for column in SEGMENT_OUTPUT_COLUMNS])
+    spread = profiles.spread_to_segments(share, position, trip_values)
+    for row, column in enumerate(SEGMENT_OUTPUT_COLUMNS):
+        # A Series on the frame's index is stored without the copy that a bare array gets.
+        out[column] = pd.Series(spread[row], index=out.index, copy=False)
     return out
 
 

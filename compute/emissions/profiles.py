@@ -209,21 +209,47 @@ def _segment_shares(
             totals[max(position[i], 0)] += weight[i]
         if level == 3:
             break
+        changed = False
         for i in range(n):
             p = position[i]
             if p >= 0 and not totals[p] > 0:
+                changed = True
                 if level == 0:
                     weight[i] = duration_s[i]
                 elif level == 1:
                     weight[i] = length_m[i]
                 else:
                     weight[i] = 1.0
+        if not changed:
+            # No weight changed, so the sums of the next levels would equal these.
+            break
 
     share = np.empty(n, dtype=np.float64)
     for i in range(n):
         p = position[i]
         share[i] = weight[i] / totals[p] if p >= 0 else np.nan
     return share
+
+
+def spread_to_segments(share: np.ndarray, position: np.ndarray, trip_values: np.ndarray) -> np.ndarray:
+    """Return ``share * trip_values[:, position]`` per segment, one row per row of ``trip_values``.
+
+    ``trip_values`` has one column per trip. A segment of no trip (position -1) gets NaN.
+    """
+    return _spread_to_segments(
+        np.ascontiguousarray(share, dtype=np.float64), np.ascontiguousarray(position, dtype=np.int64),
+        np.ascontiguousarray(trip_values, dtype=np.float64),
+    )
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _spread_to_segments(share: np.ndarray, position: np.ndarray, trip_values: np.ndarray) -> np.ndarray:
+    out = np.empty((trip_values.shape[0], share.shape[0]))
+    for i in range(share.shape[0]):
+        p = position[i]
+        for k in range(trip_values.shape[0]):
+            out[k, i] = share[i] * trip_values[k, p] if p >= 0 else np.nan
+    return out
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

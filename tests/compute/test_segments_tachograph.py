@@ -200,6 +200,13 @@ class TestAlignToTrips:
         )
         got = np.where(rows >= 0, trips[c.TRIP_ID].to_numpy()[np.maximum(rows, 0)], None)
         assert np.array_equal(got, np.where(expected.isna(), None, expected.to_numpy()))
+        # The trips sorted once, as the broadcast trip index carries them, give the same rows.
+        keys = tachograph.sort_trips(trip_codes, _epoch_ms(trips[c.START_TIME]))
+        again = tachograph.assign_trips(
+            codes, _epoch_ms(tacho[c.TS]), trip_codes, _epoch_ms(trips[c.START_TIME]), _epoch_ms(trips[c.END_TIME]), keys
+        )
+        np.testing.assert_array_equal(again, rows)
+        assert (_epoch_ms(tacho[c.TS]) < keys.origin_ms).any()  # some records precede every trip
 
     def test_record_after_trip_end_is_outside(self) -> None:
         trips = pd.DataFrame({

@@ -324,6 +324,20 @@ class TestSegmentShares:
         got = profiles.segment_shares(np.full(3, -1), np.zeros(0, bool), np.ones(3), np.ones(3), np.ones(3), np.ones(3), 0)
         assert np.isnan(got).all()
 
+    def test_spread_matches_gather_and_multiply(self) -> None:
+        rng = np.random.default_rng(33)
+        position = np.sort(rng.integers(-1, 50, 2_000))
+        share = rng.uniform(0.0, 1.0, 2_000)
+        trip_values = rng.uniform(0.0, 9.0, (4, 50))
+        trip_values[2, ::3] = np.nan
+
+        got = profiles.spread_to_segments(share, position, trip_values)
+
+        expected = share * trip_values[:, np.maximum(position, 0)]
+        expected[:, position < 0] = np.nan
+        np.testing.assert_array_equal(got, expected)
+        assert got.shape == (4, 2_000)
+
 
 class TestGroupMedian:
     """``profiles._group_median`` gives the medians of a pandas groupby, in both of its paths."""
