@@ -30,6 +30,7 @@ import itertools
 import json
 import math
 import operator
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -196,7 +197,8 @@ def parquet_bytes(table: pa.Table, *, compression: str = "zstd", statistics: boo
     encodings: dict[str, str] | None = None
     codecs: str | dict[str, str] = compression
     if split_floats:
-        encodings = {f.name: "BYTE_STREAM_SPLIT" for f in table.schema if pa.types.is_floating(f.type)}
+        # float32 and float64 only: DuckDB 1.4 rejects BYTE_STREAM_SPLIT on float16.
+        encodings = {f.name: "BYTE_STREAM_SPLIT" for f in table.schema if pa.types.is_float32(f.type) or pa.types.is_float64(f.type)}
         times = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
         encodings.update({name: "DELTA_BINARY_PACKED" for name in times})
         codecs = {f.name: "none" if f.name in times else compression for f in table.schema}
@@ -362,6 +364,11 @@ class TripIndex:
         return tachograph.sort_trips(self.vehicle_codes, self.start_ms)
 
 
+#: Serialises :meth:`VehicleMaster.resolved` within a worker process (a lock cannot be pickled
+#: with the broadcast master, so it lives here).
+_RESOLVE_LOCK = threading.Lock()
+
+
 @dataclass(frozen=True)
 class VehicleMaster:
     """The vehicle master as broadcast to the compute tasks: one row per vehicle id, first row kept.
@@ -392,9 +399,13 @@ class VehicleMaster:
         """
         kept = self._resolved.get(id(model))
         if kept is None or kept[0] is not model:
-            self._resolved.clear()
-            kept = (model, resolve_vehicles(self.frame, model))
-            self._resolved[id(model)] = kept
+            # Threads of one worker that start at once resolve once; the others wait for it.
+            with _RESOLVE_LOCK:
+                kept = self._resolved.get(id(model))
+                if kept is None or kept[0] is not model:
+                    self._resolved.clear()
+                    kept = (model, resolve_vehicles(self.frame, model))
+                    self._resolved[id(model)] = kept
         return kept[1]
 
 
@@ -644,21 +655,29 @@ def arrow_column(values: pd.Series) -> pa.Array:
     """
     dtype = values.dtype
     if isinstance(dtype, np.dtype) and dtype.kind == "f":
-        numbers = values.to_numpy()
-        return _with_validity(numbers, np.isnan(numbers), pa.from_numpy_dtype(dtype))
+        # Big-endian values are swapped to native order first (pyarrow rejects them).
+        numbers = values.to_numpy().astype(dtype.newbyteorder("="), copy=False)
+        return _with_validity(numbers, np.isnan(numbers), pa.from_numpy_dtype(numbers.dtype))
     if isinstance(dtype, pd.DatetimeTZDtype) or (isinstance(dtype, np.dtype) and dtype.kind == "M"):
         ticks = pd.DatetimeIndex(values).asi8
         return _with_validity(ticks, ticks == np.iinfo(np.int64).min, pa.array(values.iloc[:0]).type)
-    if isinstance(dtype, pd.CategoricalDtype):
+    if isinstance(dtype, pd.CategoricalDtype) and _plain_categories(dtype.categories):
         codes = np.asarray(values.array.codes)
         arrow_type, dictionary = _arrow_dictionary(values)
         indices = _with_validity(codes, codes < 0, arrow_type.index_type)
         # pandas codes lie inside the categories, so the bounds check of every index is skipped.
-        return pa.DictionaryArray.from_arrays(indices, dictionary, ordered=arrow_type.ordered, safe=False)
+        # The flag comes from the column: as_ordered() keeps the categories object of the cache key.
+        return pa.DictionaryArray.from_arrays(indices, dictionary, ordered=bool(dtype.ordered), safe=False)
     if isinstance(dtype, np.dtype) and dtype.kind == "b":
         flags = values.to_numpy()
         return pa.Array.from_buffers(pa.bool_(), len(flags), [None, pa.py_buffer(np.packbits(flags, bitorder="little"))])
     return pa.array(values)
+
+
+def _plain_categories(categories: pd.Index) -> bool:
+    """Whether categories are text or numpy numbers; others (intervals, periods) go to pyarrow."""
+    dtype = categories.dtype
+    return isinstance(dtype, pd.StringDtype) or (isinstance(dtype, np.dtype) and dtype.kind in "OUifb")
 
 
 #: Arrow dictionaries of recent categories objects: ``id -> (categories, type, dictionary)``.

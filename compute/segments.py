@@ -249,8 +249,13 @@ def _segments_of(v: _Vertices) -> tuple[pd.DataFrame, pd.DataFrame]:
     start_ms = _segment_kinematics(coords, v.counts, vertex_ms, length_m, duration_s, speed_kmh, accel, grade_pct)
 
     segments = _segment_frame(v, segment_counts, seg_index, start_ms, floats)
-    last_vertex = first_vertex + v.counts - 1
-    trips = _trip_frame(v, vertex_ms[first_vertex], vertex_ms[last_vertex])
+    # A trip without vertices (an empty LineString) keeps its given start and end.
+    has_vertices = v.counts > 0
+    first_ms = np.asarray(v.start_ms, dtype=np.float64).copy()
+    last_ms = np.asarray(v.end_ms, dtype=np.float64).copy()
+    first_ms[has_vertices] = vertex_ms[first_vertex[has_vertices]]
+    last_ms[has_vertices] = vertex_ms[(first_vertex + v.counts - 1)[has_vertices]]
+    trips = _trip_frame(v, first_ms, last_ms)
     return segments, trips
 
 

@@ -641,8 +641,9 @@ def _build_edge_grid(edges: _LinkEdges, max_distance_m: float) -> _Grid:
     cell_m = max(max_distance_m, _MIN_LINK_CELL_M)
     extent_x = float(bounds[:, 2].max() - bounds[:, 0].min())
     extent_y = float(bounds[:, 3].max() - bounds[:, 1].min())
-    cell_width = max(width * cell_m / max_distance_m, extent_x / _MAX_CELLS_PER_AXIS)
-    cell_height = max(height * cell_m / max_distance_m, extent_y / _MAX_CELLS_PER_AXIS)
+    # From metres directly: a radius below about 1e-318 m is 0 in degrees.
+    cell_width = max(cell_m / float(kx[0]), extent_x / _MAX_CELLS_PER_AXIS)
+    cell_height = max(cell_m / (_WGS84_A_M * (1.0 - _WGS84_E2) * _RAD), extent_y / _MAX_CELLS_PER_AXIS)
     return _register(bounds, float(bounds[:, 0].min()), float(bounds[:, 1].min()), cell_width, cell_height)
 
 

@@ -290,7 +290,9 @@ def resolve_trip_vehicles(
     """
     resolved = vehicles if isinstance(vehicles, ResolvedVehicles) else resolve_vehicles(vehicles, model)
     trips = trips.reset_index(drop=True)
-    rows = resolved.ids.get_indexer(trips[c.VEHICLE_ID].to_numpy(dtype=object))
+    trip_vehicles = trips[c.VEHICLE_ID].to_numpy(dtype=object)
+    rows = resolved.ids.get_indexer(trip_vehicles)
+    rows[pd.isna(trip_vehicles)] = -1  # a missing id is no vehicle, however it is spelled
     source = resolved.frame
     if (rows < 0).any():
         # Concatenating the unknown row widens the dtypes (bool to object, int to float) as the

@@ -244,6 +244,13 @@ def _assert_same_bits(got: pd.DataFrame, expected: pd.DataFrame) -> None:
 def _assert_same_as_previous(table: pa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
     segs, trips = segments.build_segments_from_arrow(table)
     expected_segs, expected_trips = _previous_build(table)
+    # One change on purpose: a trip without vertices keeps its given start and end. The previous
+    # code read the vertex times of its neighbours there, or indexed past the last vertex.
+    empty = (expected_trips[c.N_VERTICES] == 0).to_numpy()
+    if empty.any():
+        for name in (c.START_TIME, c.END_TIME):
+            given = pd.Series(table.column(name).to_pandas().to_numpy()[empty]).astype(expected_trips[name].dtype)
+            expected_trips.loc[empty, name] = given.to_numpy()
     _assert_same_bits(segs, expected_segs)
     _assert_same_bits(trips, expected_trips)
     return segs, trips
