@@ -55,7 +55,7 @@ typecheck: env
 	$(BIN)/mypy compute flows
 
 bench: env
-	$(BIN)/python benchmarks/bench_compute.py
+	$(BIN)/python benchmarks/bench_compute.py --bench-dir var/bench
 
 real: env
 	$(BIN)/python -m flows.real

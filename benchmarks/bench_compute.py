@@ -73,8 +73,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="Runs per size and worker count; medians are printed.")
     parser.add_argument("--memory-limit", default="8GiB", help="Memory limit per worker (Dask size string).")
     parser.add_argument("--no-duckdb", action="store_true", help="Skip the DuckDB-spatial comparison.")
-    parser.add_argument("--bench-dir", default=os.environ.get("LMCO2_BENCH_DIR", "/tmp/lmco2-bench"),
-                        help="Folder for the generated days (reused between runs); outside the repository.")
+    parser.add_argument("--bench-dir", default=os.environ.get("LMCO2_BENCH_DIR", "var/bench"),
+                        help="Folder for the generated days (reused between runs); var/ is ignored by git.")
     return parser.parse_args()
 
 
@@ -198,6 +198,11 @@ def _duckdb(temp: Store, workers: int) -> dict[str, float]:
     con = duckdb.connect()
     con.execute(f"SET threads = {workers}")
     con.execute("SET enable_progress_bar = false")
+    # DuckDB spills to ./.tmp by default; keep the spill next to the benchmark day, and bounded, so a
+    # 100k run cannot fill the disk of the working tree.
+    spill = Path(temp.path("duckdb-spill"))
+    con.execute(f"SET temp_directory = '{spill}'")
+    con.execute("SET max_temp_directory_size = '20GiB'")
     con.execute(f"LOAD '{extension}'")
     before = _cpu_seconds()
     started = time.perf_counter()

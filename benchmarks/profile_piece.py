@@ -7,7 +7,7 @@ where the time of a piece goes; the whole-phase figures come from ``bench_comput
 
 Example::
 
-    .venv/bin/python benchmarks/profile_piece.py --bench-dir /tmp/lmco2-bench --size 10k --piece 0
+    .venv/bin/python benchmarks/profile_piece.py --bench-dir var/bench --size 10k --piece 0
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ RUN_DATE = dt.date(2026, 12, 1)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Profile one compute piece in-process.")
-    parser.add_argument("--bench-dir", default=os.environ.get("LMCO2_BENCH_DIR", "/tmp/lmco2-bench"))
+    parser.add_argument("--bench-dir", default=os.environ.get("LMCO2_BENCH_DIR", "var/bench"))
     parser.add_argument("--size", default="10k", help="A day prepared by bench_compute.py.")
     parser.add_argument("--piece", type=int, default=0, help="Index of the piece to profile.")
     parser.add_argument("--repeat", type=int, default=2, help="Timed calls after the warm-up call.")

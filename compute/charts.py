@@ -678,7 +678,7 @@ def _markdown(inputs: ReportInputs, figures: dict[str, Any], charts: dict[str, C
 
     if charts:
         out += [f"## {message('report.charts', lang)}", ""]
-        if lang == "ja" and chart_language != "ja":
+        if lang == "ja" and chart_language != "ja" and find_japanese_font() is None:
             out += [message("report.font_fallback", lang), ""]
         for name in CHART_ORDER:
             if name in charts:
@@ -801,16 +801,23 @@ def _trips_with_class(trips: pd.DataFrame, vehicles: pd.DataFrame) -> pd.DataFra
     if vehicles is None or len(vehicles) == 0 or c.VEHICLE_CLASS not in vehicles:
         out[c.VEHICLE_CLASS] = UNMATCHED
         return out
-    classes = vehicles.drop_duplicates(c.VEHICLE_ID).set_index(c.VEHICLE_ID)[c.VEHICLE_CLASS]
-    out[c.VEHICLE_CLASS] = out[c.VEHICLE_ID].map(classes).fillna(UNMATCHED).astype(str) if len(out) else pd.Series(dtype=str)
+    master = vehicles.drop_duplicates(c.VEHICLE_ID).set_index(c.VEHICLE_ID)
+    out[c.VEHICLE_CLASS] = out[c.VEHICLE_ID].map(master[c.VEHICLE_CLASS]).fillna(UNMATCHED).astype(str) if len(out) else pd.Series(dtype=str)
+    if c.FUEL_TYPE in master:
+        out[c.FUEL_TYPE] = out[c.VEHICLE_ID].map(master[c.FUEL_TYPE])
     return out
 
 
 def _judged_trips(trips: pd.DataFrame, settings: PlausibilitySettings) -> pd.DataFrame:
-    """Trips whose g/km the plausibility check judges: long enough and with a finite intensity."""
+    """Trips whose g/km the plausibility check judges: long enough, with a finite intensity, of a
+    class that has a range, and not electric (0 g/km tank-to-wheel by definition), as in
+    ``plausibility``."""
     if trips.empty:
         return trips
     keep = (trips[c.DISTANCE_KM] >= settings.min_trip_distance_km) & np.isfinite(trips[c.CO2_G_PER_KM].astype("float64"))
+    keep &= trips[c.VEHICLE_CLASS].isin(list(settings.intensity_ranges_g_per_km))
+    if c.FUEL_TYPE in trips:
+        keep &= (trips[c.FUEL_TYPE] != "electric").to_numpy(dtype=bool)
     return trips[keep]
 
 
