@@ -198,8 +198,8 @@ def _duckdb(temp: Store, workers: int) -> dict[str, float]:
     con = duckdb.connect()
     con.execute(f"SET threads = {workers}")
     con.execute("SET enable_progress_bar = false")
-    # DuckDB spills to ./.tmp by default; keep the spill next to the benchmark day, and bounded, so a
-    # 100k run cannot fill the disk of the working tree.
+    # DuckDB spills to ./.tmp by default. The spill goes next to the benchmark day instead, with a
+    # cap, so a 100k run cannot fill the disk of the working tree.
     spill = Path(temp.path("duckdb-spill"))
     con.execute(f"SET temp_directory = '{spill}'")
     con.execute("SET max_temp_directory_size = '20GiB'")

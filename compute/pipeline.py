@@ -675,7 +675,7 @@ def arrow_column(values: pd.Series) -> pa.Array:
 
 
 def _plain_categories(categories: pd.Index) -> bool:
-    """Whether categories are text or numpy numbers; others (intervals, periods) go to pyarrow."""
+    """Tell whether categories are text or numpy numbers; others (intervals, periods) go to pyarrow."""
     dtype = categories.dtype
     return isinstance(dtype, pd.StringDtype) or (isinstance(dtype, np.dtype) and dtype.kind in "OUifb")
 
@@ -701,8 +701,8 @@ def _arrow_dictionary(values: pd.Series) -> tuple[pa.DictionaryType, pa.Array]:
 
 
 def _with_validity(numbers: np.ndarray, missing: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
-    """An Arrow array on the buffer of ``numbers`` (fixed width, matching ``arrow_type``), null where
-    ``missing``."""
+    """Wrap the buffer of ``numbers`` (fixed width, matching ``arrow_type``) as an Arrow array, null
+    where ``missing``."""
     numbers = np.ascontiguousarray(numbers)
     n_missing = int(np.count_nonzero(missing))
     validity = pa.py_buffer(np.packbits(~missing, bitorder="little")) if n_missing else None
