@@ -52,9 +52,9 @@ WORKER_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "DO_NOT_TRACK": "1",
 
 #: Module every worker imports while it starts (Dask's worker preload), before any task arrives.
 #: Importing the task module pulls in pandas, pyarrow, geopandas, pyproj, shapely and numba and
-#: seeds the numba cache (``compute.numba_cache``): 1.85 s of wall time per worker process here.
-#: Without the preload the first task of each worker paid it, in the phase's time; with it the
-#: cost is part of starting the cluster, and on GKE it overlaps the other pods' start.
+#: seeds the numba cache (``compute.numba_cache``): 1.35 to 1.85 s of wall time per process here.
+#: Without the preload the first task of each worker paid it inside the phase. With it the cost is
+#: part of starting the cluster, and on GKE it overlaps the other pods' start.
 WORKER_PRELOAD = "compute.pipeline"
 
 #: Label keys that tie a DaskCluster to its flow run, for the leftover-cluster cleanup.

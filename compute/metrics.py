@@ -234,8 +234,7 @@ def _codes_with_unmatched(category: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     and the missing codes point to it, which is what ``fillna("unmatched")`` gives.
     """
     if isinstance(category.dtype, pd.CategoricalDtype):
-        codes = np.asarray(category.array.codes, dtype=np.int64)
-        uniques = category.cat.categories.to_numpy(dtype=object)
+        codes, uniques = _factorised(category)
         where = np.flatnonzero(uniques == UNMATCHED) if uniques.size else np.zeros(0, np.int64)
         if where.size == 0:
             uniques = np.append(uniques, np.array([UNMATCHED], dtype=object))

@@ -397,16 +397,16 @@ class VehicleMaster:
         Only the latest model is kept. The entry keeps a reference to the model, so its id cannot
         be reused by another model while the entry exists.
         """
-        kept = self._resolved.get(id(model))
-        if kept is None or kept[0] is not model:
+        entry = self._resolved.get(id(model))
+        if entry is None or entry[0] is not model:
             # Threads of one worker that start at once resolve once; the others wait for it.
             with _RESOLVE_LOCK:
-                kept = self._resolved.get(id(model))
-                if kept is None or kept[0] is not model:
+                entry = self._resolved.get(id(model))
+                if entry is None or entry[0] is not model:
                     self._resolved.clear()
-                    kept = (model, resolve_vehicles(self.frame, model))
-                    self._resolved[id(model)] = kept
-        return kept[1]
+                    entry = (model, resolve_vehicles(self.frame, model))
+                    self._resolved[id(model)] = entry
+        return entry[1]
 
 
 @dataclass(frozen=True)
@@ -648,10 +648,9 @@ def arrow_column(values: pd.Series) -> pa.Array:
     Missing values (NaN, NaT, a category code of -1) become nulls, and the type is the one
     pyarrow infers. Floats, timestamps and category codes keep their numpy buffer, with a
     validity bitmap packed by numpy, and numpy packs booleans too. pyarrow's own conversion
-    inspects every value. The
-    dictionary of a categorical is converted once per categories object and kept
-    (:func:`_arrow_dictionary`): every piece of a run shares the layer's 29,040 link ids, for
-    example. Other columns go through ``pyarrow.array``.
+    inspects every value. The dictionary of a categorical is converted once per categories object
+    and kept (:func:`_arrow_dictionary`), because every piece of a run shares the layer's 29,040
+    link ids, for example. Other columns go through ``pyarrow.array``.
     """
     dtype = values.dtype
     if isinstance(dtype, np.dtype) and dtype.kind == "f":
@@ -689,9 +688,9 @@ def _arrow_dictionary(values: pd.Series) -> tuple[pa.DictionaryType, pa.Array]:
     """Return the Arrow type and dictionary of a categorical column, converted once per categories
     object. The cache keeps the object itself, so its id cannot be reused while it is kept."""
     categories = values.cat.categories
-    kept = _DICTIONARIES.get(id(categories))
-    if kept is not None and kept[0] is categories:
-        return kept[1], kept[2]
+    entry = _DICTIONARIES.get(id(categories))
+    if entry is not None and entry[0] is categories:
+        return entry[1], entry[2]
     arrow_type = pa.array(values.iloc[:0]).type
     dictionary = pa.array(categories.to_numpy(dtype=object), type=arrow_type.value_type)
     if len(_DICTIONARIES) >= _DICTIONARIES_KEPT:

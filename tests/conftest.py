@@ -10,6 +10,7 @@ import datetime as dt
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,3 +67,19 @@ def write_profile(path: Path, data_dir: Path, **extra: object) -> Path:
             profile[key] = value
     path.write_text(yaml.safe_dump(profile, sort_keys=False), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def model() -> Any:
+    """Default emission model (loading reads the data files once per session)."""
+    from compute.emissions import EmissionSettings, load_model
+
+    return load_model(EmissionSettings())
+
+
+@pytest.fixture(scope="session")
+def model_no_gap() -> Any:
+    """Emission model whose T2/T3 residual gap is 1, so profile tiers return catalog-basis fuel."""
+    from compute.emissions import EmissionSettings, load_model
+
+    return load_model(EmissionSettings(gap_explained_by_profile=1.0))

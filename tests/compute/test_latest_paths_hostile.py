@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -45,20 +46,10 @@ T0_MS = 1_796_000_000_000
 START = pd.Timestamp(T0_MS, unit="ms", tz="UTC")
 TIME_DTYPE = "datetime64[ms, UTC]"
 UTC_MS = pa.timestamp("ms", tz="UTC")
-BENCHMARK_TEMP = Path("/work/lmco2-bench/100k/lake/temp/20261201")
+# The 100k day that benchmarks/bench_compute.py prepares, when it exists on this machine.
+BENCHMARK_TEMP = Path(os.environ.get("LMCO2_BENCH_DIR", "var/bench")) / "100k" / "lake" / "temp" / "20261201"
 PLAIN_OPTIONS = {"compression": "lz4", "statistics": False}
 BINARY = pa.binary()
-
-
-@pytest.fixture(scope="module")
-def model() -> EmissionModel:
-    return load_model(EmissionSettings())
-
-
-@pytest.fixture(scope="module")
-def other_model() -> EmissionModel:
-    """Load a model whose calibration differs from the default one."""
-    return load_model(EmissionSettings(gap_explained_by_profile=1.0))
 
 
 # -- pipeline.arrow_column ---------------------------------------------------------------------
@@ -557,10 +548,10 @@ class TestResolvedVehicles:
             _assert_same_frame(got.segments, expected.segments)
         assert len(expected.trips) == len(trips)
 
-    def test_concurrent_first_calls(self, model: EmissionModel, other_model: EmissionModel) -> None:
+    def test_concurrent_first_calls(self, model: EmissionModel, model_no_gap: EmissionModel) -> None:
         _, frame = _case("duplicate master ids", model)
         master = pipeline.VehicleMaster.of(frame)
-        references = {id(model): resolve_vehicles(frame, model), id(other_model): resolve_vehicles(frame, other_model)}
+        references = {id(model): resolve_vehicles(frame, model), id(model_no_gap): resolve_vehicles(frame, model_no_gap)}
         results: list[tuple[EmissionModel, ResolvedVehicles]] = []
         errors: list[BaseException] = []
         barrier = threading.Barrier(4)
@@ -573,7 +564,7 @@ class TestResolvedVehicles:
             except BaseException as error:  # collected and asserted below
                 errors.append(error)
 
-        threads = [threading.Thread(target=resolve, args=(m,)) for m in (model, model, other_model, model)]
+        threads = [threading.Thread(target=resolve, args=(m,)) for m in (model, model, model_no_gap, model)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -587,16 +578,16 @@ class TestResolvedVehicles:
             _assert_same_frame(resolved.unknown, reference.unknown)
             assert list(resolved.ids) == list(reference.ids)
 
-    def test_models_alternate(self, model: EmissionModel, other_model: EmissionModel) -> None:
+    def test_models_alternate(self, model: EmissionModel, model_no_gap: EmissionModel) -> None:
         trips, frame = _case("missing vehicles", model)
         master = pipeline.VehicleMaster.of(frame)
 
-        for chosen_model in (model, other_model, model, other_model):
+        for chosen_model in (model, model_no_gap, model, model_no_gap):
             got = resolve_trip_vehicles(trips, master.resolved(chosen_model), chosen_model)
             _assert_same_frame(got, resolve_trip_vehicles(trips, frame, chosen_model))
 
-        assert master.resolved(other_model) is master.resolved(other_model)
-        assert not master.resolved(model).frame["residual_gap"].equals(master.resolved(other_model).frame["residual_gap"])
+        assert master.resolved(model_no_gap) is master.resolved(model_no_gap)
+        assert not master.resolved(model).frame["residual_gap"].equals(master.resolved(model_no_gap).frame["residual_gap"])
 
     def test_new_model_after_old_one_is_dropped(self, model: EmissionModel) -> None:
         """A model created after another was dropped may get its id, but it must not get its resolution."""

@@ -249,8 +249,8 @@ def _assert_same_as_previous(table: pa.Table) -> tuple[pd.DataFrame, pd.DataFram
     empty = (expected_trips[c.N_VERTICES] == 0).to_numpy()
     if empty.any():
         for name in (c.START_TIME, c.END_TIME):
-            given = pd.Series(table.column(name).to_pandas().to_numpy()[empty]).astype(expected_trips[name].dtype)
-            expected_trips.loc[empty, name] = given.to_numpy()
+            given_times = pd.Series(table.column(name).to_pandas().to_numpy()[empty]).astype(expected_trips[name].dtype)
+            expected_trips.loc[empty, name] = given_times.to_numpy()
     _assert_same_bits(segs, expected_segs)
     _assert_same_bits(trips, expected_trips)
     return segs, trips
@@ -267,7 +267,7 @@ def _hostile_table(rng: np.random.Generator, n_trips: int, *, with_z: bool) -> p
     Trip T2 takes steps of about 180 degrees of longitude 5 m from the North Pole, which stay
     under 1 km, so the local length of a step across the antimeridian is kept. Segments
     of 0 s occur at random. About 30 % of the trips, the last one included, have a null timestamp
-    list with values behind it; the first of them also has a null start time. T1 has a null
+    list with values behind it. The first of them also has a null start time. T1 has a null
     vehicle id.
     """
     counts = rng.integers(2, 40, n_trips)

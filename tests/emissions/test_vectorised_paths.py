@@ -21,7 +21,7 @@ from sample_piece import PieceInputs, build_piece_inputs
 
 from compute import columns as c
 from compute import metrics, pipeline
-from compute.emissions import EmissionSettings, estimate_trips, flags, load_model, profiles, resolve_vehicles
+from compute.emissions import estimate_trips, flags, profiles, resolve_vehicles
 from compute.emissions import model as model_module
 from compute.emissions.model import EmissionModel, resolve_trip_vehicles
 from compute.emissions.profiles import _grade_at
@@ -476,7 +476,7 @@ class TestResolvedVehicles:
             assert not expected["vehicle_found"].all()
             assert expected["load_unknown"].any()
 
-    def test_master_resolves_once_per_model(self, sample_piece: PieceInputs, model: EmissionModel) -> None:
+    def test_master_resolves_once_per_model(self, sample_piece: PieceInputs, model: EmissionModel, model_no_gap: EmissionModel) -> None:
         trips, vehicles = self._hostile(sample_piece)
         master = pipeline.VehicleMaster.of(vehicles)
 
@@ -484,6 +484,5 @@ class TestResolvedVehicles:
 
         assert master.resolved(model) is first
         self._assert_same_frame(resolve_trip_vehicles(trips, first, model), self._merge_formulation(trips, vehicles, model))
-        other = load_model(EmissionSettings(gap_explained_by_profile=1.0))
-        assert master.resolved(other) is not first
-        assert master.resolved(other).frame["residual_gap"].tolist() != first.frame["residual_gap"].tolist()
+        assert master.resolved(model_no_gap) is not first
+        assert master.resolved(model_no_gap).frame["residual_gap"].tolist() != first.frame["residual_gap"].tolist()
