@@ -559,7 +559,7 @@ def align_tacho_piece(temp: StoreRef, relative: str, index: TripIndex) -> AlignR
         }
     )
     out_path = f"{TACHO_ALIGNED}/{relative.rsplit('/', 1)[-1]}"
-    directory = _write_grouped(store, out_path, aligned, target)
+    directory = _write_grouped(store, out_path, with_required_fields(aligned, ("trip_row", c.TS)), target)
     clock.lap("write")
     return AlignResult(table.num_rows, len(rows), table.num_rows - len(rows), out_path, directory, clock.seconds)
 
@@ -570,6 +570,8 @@ _SEGMENT_INTERMEDIATE_COLUMNS = (
     c.TRIP_ID, c.SEG_INDEX, c.T_START, c.LENGTH_M, c.LON_MID, c.LAT_MID, c.AREA_ID, c.LINK_ID, c.ROAD_CLASS, c.MATCHED,
     c.FUEL_L, c.FUEL_M3, c.ENERGY_KWH, c.CO2_TTW_KG,
 )
+#: Columns of ``temp/segments`` that every segment has by construction (written as not nullable).
+_SEGMENT_REQUIRED_COLUMNS = (c.TRIP_ID, c.SEG_INDEX, c.T_START, c.LENGTH_M, c.LON_MID, c.LAT_MID, c.MATCHED)
 
 
 def compute_piece(
@@ -639,7 +641,25 @@ def _segment_intermediate(seg_out: pd.DataFrame) -> pa.Table:
     """
     # Column by column: selecting the columns as a frame first would copy every one of them.
     present = [name for name in _SEGMENT_INTERMEDIATE_COLUMNS if name in seg_out.columns]
-    return pa.table({name: arrow_column(seg_out[name]) for name in present})
+    return with_required_fields(pa.table({name: arrow_column(seg_out[name]) for name in present}), _SEGMENT_REQUIRED_COLUMNS)
+
+
+def with_required_fields(table: pa.Table, required: Iterable[str]) -> pa.Table:
+    """Mark the ``required`` columns of ``table`` as not nullable, where they hold no null.
+
+    The Parquet writer then stores no definition level per value for them: on a 750k-segment
+    piece the segment intermediate took about a fifth less CPU to encode. A required column that
+    does hold a null (which the validated input should rule out) stays nullable, so its values
+    are kept; readers of the folder take the first file's schema and read such a file as well.
+    """
+    wanted = set(required)
+    fields = [
+        field.with_nullable(False) if field.name in wanted and table.column(i).null_count == 0 else field
+        for i, field in enumerate(table.schema)
+    ]
+    if all(f.nullable == old.nullable for f, old in zip(fields, table.schema, strict=True)):
+        return table
+    return pa.Table.from_arrays(table.columns, schema=pa.schema(fields, metadata=table.schema.metadata))
 
 
 def arrow_column(values: pd.Series) -> pa.Array:
@@ -732,7 +752,8 @@ def _read_aligned_tacho(store: Store, parts: list[TachoRowGroups], trips: pd.Dat
     for part in parts:
         with store.open(part.path) as handle:
             tables.append(pq.ParquetFile(handle).read_row_groups(list(part.row_groups)))
-    table = pa.concat_tables(tables) if tables else None
+    # Files may differ in the nullability of a column (with_required_fields), never in its type.
+    table = pa.concat_tables(tables, promote_options="default") if tables else None
     trip_ids = pd.Index(trips[c.TRIP_ID].to_numpy(dtype=object))
     if table is None or table.num_rows == 0:
         return pd.DataFrame({

@@ -681,12 +681,19 @@ def _run_medians(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.nd
 def _epoch_seconds(times: pd.Series) -> np.ndarray:
     """Return seconds since 1970 as float64, NaN for a missing time.
 
-    The integer count of the column's unit is divided by the units per second, which is what
-    ``(times - epoch) / Timedelta(seconds=1)`` computes, without the intermediate timedelta arrays.
+    The integer count of the column's unit is divided by the units per second, with no
+    intermediate timedelta array. For whole seconds and milliseconds that is the exact value
+    rounded once, which ``(times - epoch) / Timedelta(seconds=1)`` misses by an ulp at times.
     """
-    values = pd.DatetimeIndex(pd.to_datetime(times, utc=True))
-    seconds = values.asi8 / float(_UNITS_PER_SECOND[values.unit])
-    seconds[np.asarray(values.isna())] = np.nan
+    dtype = times.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype) or (isinstance(dtype, np.dtype) and dtype.kind == "M"):
+        # Already datetimes (naive ones count as UTC): no conversion, the integer buffer is read.
+        values = pd.DatetimeIndex(times)
+    else:
+        values = pd.DatetimeIndex(pd.to_datetime(times, utc=True))
+    ticks = values.asi8
+    seconds = ticks / float(_UNITS_PER_SECOND[values.unit])
+    seconds[ticks == np.iinfo(np.int64).min] = np.nan  # NaT
     return seconds
 
 

@@ -66,3 +66,38 @@ def test_dictionary_follows_the_categories_object() -> None:
         fresh = pd.Series(pd.Categorical.from_codes([1], categories=pd.Index(["p", "q"], dtype=object)))
         assert pipeline.arrow_column(fresh).to_pylist() == ["q"]
     assert len(pipeline._DICTIONARIES) <= pipeline._DICTIONARIES_KEPT
+
+
+# -- required columns ---------------------------------------------------------------------------
+
+
+def _aligned_table(ts_ms: list[int | None]) -> pa.Table:
+    return pa.table({
+        "trip_row": pa.array(np.arange(len(ts_ms), dtype=np.int32)),
+        "ts": pa.array(ts_ms, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        "speed_kmh": pa.array(np.linspace(0.0, 50.0, len(ts_ms))),
+        "fuel_ml": pa.array([None] * len(ts_ms), pa.float64()),
+    })
+
+
+def test_required_column_with_a_null_stays_nullable_and_keeps_its_values(tmp_path) -> None:
+    from compute.storage import Store
+
+    complete = pipeline.with_required_fields(_aligned_table([0, 1_000, 2_000]), ("trip_row", "ts"))
+    holed = pipeline.with_required_fields(_aligned_table([3_000, None]), ("trip_row", "ts"))
+    assert [f.nullable for f in complete.schema] == [False, False, True, True]
+    assert [f.nullable for f in holed.schema] == [False, True, True, True]
+
+    store = Store(str(tmp_path))
+    for name, table in (("a.parquet", complete), ("b.parquet", holed)):
+        pipeline._write_grouped(store, f"aligned/{name}", table, np.zeros(table.num_rows, np.int64))
+    frame = pipeline._read_aligned_tacho(
+        store,
+        [pipeline.TachoRowGroups("aligned/a.parquet", (0,)), pipeline.TachoRowGroups("aligned/b.parquet", (0,))],
+        pd.DataFrame({"trip_id": [f"t{i}" for i in range(3)]}),
+    )
+    assert frame["ts"].isna().tolist() == [False, False, False, False, True]
+    assert frame["trip_id"].astype(str).tolist() == ["t0", "t1", "t2", "t0", "t1"]
+
+    folder = pipeline.read_folder(store, "aligned")
+    assert folder is not None and folder.column("ts").null_count == 1 and folder.num_rows == 5
