@@ -1,9 +1,10 @@
 """Compiled loops built into the image, so that a new pod does not compile them again.
 
 numba compiles the ``@numba.njit(cache=True)`` loops of :mod:`compute.segments`,
-:mod:`compute.spatial` and :mod:`compute.emissions.profiles` on their first call, about 8 s of
-CPU per process, and keeps the machine code in ``NUMBA_CACHE_DIR``. Every pod of an ephemeral
-cluster starts with an empty folder, so every worker used to pay that once per run.
+:mod:`compute.spatial`, :mod:`compute.tachograph`, :mod:`compute.metrics` and
+:mod:`compute.emissions.profiles` on their first call, about 8 s of CPU per process, and keeps
+the machine code in ``NUMBA_CACHE_DIR``. Every pod of an ephemeral cluster starts with an empty
+folder, so every worker used to pay that once per run.
 
 The image now carries a cache built when the image is built (:func:`main`, with
 ``NUMBA_CACHE_DIR=/opt/numba-cache``), and :func:`seed` copies it into ``NUMBA_CACHE_DIR``
@@ -37,7 +38,7 @@ from typing import Any
 
 SEED_ENV = "LMCO2_NUMBA_CACHE_SEED"
 #: Modules whose compiled loops the image carries.
-COMPILED_MODULES = ("compute.segments", "compute.spatial", "compute.emissions.profiles")
+COMPILED_MODULES = ("compute.segments", "compute.spatial", "compute.tachograph", "compute.metrics", "compute.emissions.profiles")
 
 _log = logging.getLogger(__name__)
 

@@ -6,14 +6,16 @@ last at or before it (the as-of rule), so each record belongs to at most one tri
 with the same start, the last one in trip order wins. Records outside every trip of their vehicle
 are returned separately: they are valid data that no trip explains.
 
-The alignment is one ``numpy.searchsorted`` over a combined (vehicle, time) key: vehicles are
+The alignment searches a combined (vehicle, time) key of the trips, sorted once: vehicles are
 turned into integer codes through the trips' vehicle ids, so no string is compared per record.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -123,29 +125,78 @@ def assign_trips(
 
     Notes
     -----
-    Cost is a sort of the trips (unless ``trip_keys`` is given) and one binary search per record.
+    Cost is a sort of the trips (unless ``trip_keys`` is given) and one search per record, which
+    starts at the previous record's result while the records come in key order.
     """
     n_records = len(ts_ms)
     out = np.full(n_records, -1, dtype=np.int64)
     sorted_trips = sort_trips(trip_vehicle_codes, trip_start_ms) if trip_keys is None else trip_keys
     if n_records == 0 or sorted_trips.rows.size == 0:
         return out
-    origin = sorted_trips.origin_ms
-    trip_rows, trip_key = sorted_trips.rows, sorted_trips.keys
-
-    # A record before the earliest start belongs to no trip; leaving it out also keeps its time
-    # offset from the origin non-negative.
-    with np.errstate(invalid="ignore"):
-        usable = (vehicle_codes >= 0) & np.isfinite(ts_ms) & (ts_ms >= origin)
-    record_key = _combined_key(np.where(usable, vehicle_codes, 0), np.where(usable, ts_ms, origin), origin)
-    position = np.searchsorted(trip_key, record_key, side="right") - 1
-    candidate = trip_rows[np.maximum(position, 0)]
-    same_vehicle = (position >= 0) & (trip_vehicle_codes[candidate] == vehicle_codes)
-    with np.errstate(invalid="ignore"):
-        before_end = ts_ms <= trip_end_ms[candidate]
-    match = usable & same_vehicle & before_end
-    out[match] = candidate[match]
+    _assign_sorted(
+        np.ascontiguousarray(vehicle_codes, dtype=np.int64), np.ascontiguousarray(ts_ms, dtype=np.float64),
+        sorted_trips.origin_ms, sorted_trips.rows, sorted_trips.keys,
+        np.ascontiguousarray(trip_vehicle_codes, dtype=np.int64), np.ascontiguousarray(trip_end_ms, dtype=np.float64), out,
+    )
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _assign_sorted(
+    vehicle_codes: np.ndarray,
+    ts_ms: np.ndarray,
+    origin_ms: float,
+    trip_rows: np.ndarray,
+    trip_key: np.ndarray,
+    trip_vehicle_codes: np.ndarray,
+    trip_end_ms: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Fill ``out`` with the trip row of every record that a trip contains (see :func:`assign_trips`).
+
+    Per record: its key as :func:`_combined_key` builds it, the last trip whose key is not
+    greater (``searchsorted(side="right") - 1``), then the vehicle and end checks. Records usually
+    come sorted by vehicle and time, so while the keys do not decrease the search starts where the
+    previous one ended and gallops forward: a few probes near the last hit instead of a binary
+    search over the whole day's trips, whose key array does not fit the CPU caches on a day of
+    1M trips.
+    """
+    n_trips = trip_key.size
+    time_max = float((1 << _TIME_BITS) - 1)
+    previous_key = -1
+    previous_stop = 0
+    for i in range(ts_ms.size):
+        vehicle = vehicle_codes[i]
+        time = ts_ms[i]
+        # A record before the earliest start belongs to no trip; NaN and infinity match nothing.
+        if vehicle < 0 or not origin_ms <= time < math.inf:
+            continue
+        key = (vehicle << _TIME_BITS) | np.int64(min(np.floor(time - origin_ms), time_max))
+        low = previous_stop if key >= previous_key else 0
+        high = n_trips
+        probe = low
+        step = 1
+        while probe < n_trips:
+            if trip_key[probe] <= key:
+                low = probe + 1
+                probe = low + step
+                step <<= 1
+            else:
+                high = probe
+                break
+        while low < high:
+            middle = (low + high) >> 1
+            if trip_key[middle] <= key:
+                low = middle + 1
+            else:
+                high = middle
+        previous_key = key
+        previous_stop = low  # the first trip key above this record's key
+        if low == 0:
+            continue
+        candidate = trip_rows[low - 1]
+        if trip_vehicle_codes[candidate] == vehicle and time <= trip_end_ms[candidate]:
+            out[i] = candidate
 
 
 def encode_vehicles(record_vehicles: np.ndarray, trip_vehicles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

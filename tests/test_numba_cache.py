@@ -14,7 +14,8 @@ from compute import numba_cache
 TOP_LEVEL_LOOPS = (
     "compute.segments._segment_geometry", "compute.segments._segment_kinematics", "compute.spatial._locate_boxes",
     "compute.spatial._nearest_edges", "compute.emissions.profiles._segment_pass", "compute.emissions.profiles._tacho_trip_sums",
-    "compute.emissions.profiles._segment_shares",
+    "compute.emissions.profiles._segment_shares", "compute.tachograph._assign_sorted",
+    "compute.metrics._dense_sums",
 )
 
 _WARM = (
