@@ -764,7 +764,7 @@ def _read_aligned_tacho(store: Store, parts: list[TachoRowGroups], trips: pd.Dat
         })
     return pd.DataFrame({
         c.TRIP_ID: pd.Categorical.from_codes(table.column("trip_row").to_numpy().astype(np.int64), categories=trip_ids),
-        c.TS: pd.DatetimeIndex(table.column(c.TS).cast(pa.int64()).to_numpy().astype("datetime64[ms]")).tz_localize("UTC"),
+        c.TS: table.column(c.TS).cast(pa.timestamp("ms", tz="UTC")).to_pandas(),
         c.SPEED_KMH: table.column(c.SPEED_KMH).to_numpy(),
         c.FUEL_ML: table.column(c.FUEL_ML).to_numpy(),
     })
