@@ -61,7 +61,7 @@ _WKB_LINESTRING_3D = (1002, 0x80000002)
 # The float64 columns of the segments come last, so that one 2D array can hold all of them.
 _SEGMENT_KEY_COLUMNS: tuple[str, ...] = (c.TRIP_ID, c.VEHICLE_ID, c.SEG_INDEX, c.T_START)
 _SEGMENT_FLOAT_COLUMNS: tuple[str, ...] = (
-    c.DURATION_S, c.LENGTH_M, c.SPEED_KMH, c.ACCEL_M_S2, c.GRADE_PCT, c.LON_MID, c.LAT_MID,
+    c.DURATION_S, c.LENGTH_M, c.SPEED_KMH, c.ACCEL_M_S2, c.GRADE_PCT, c.LON_MID, c.LAT_MID, c.EAST_M, c.NORTH_M,
 )
 SEGMENT_COLUMNS: tuple[str, ...] = _SEGMENT_KEY_COLUMNS + _SEGMENT_FLOAT_COLUMNS
 TRIP_COLUMNS: tuple[str, ...] = (
@@ -215,6 +215,8 @@ def empty_segments() -> pd.DataFrame:
             c.GRADE_PCT: pd.Series([], dtype=np.float64),
             c.LON_MID: pd.Series([], dtype=np.float64),
             c.LAT_MID: pd.Series([], dtype=np.float64),
+            c.EAST_M: pd.Series([], dtype=np.float64),
+            c.NORTH_M: pd.Series([], dtype=np.float64),
         }
     )
 
@@ -233,11 +235,11 @@ def _segments_of(v: _Vertices) -> tuple[pd.DataFrame, pd.DataFrame]:
     # The loops write the float columns into the rows of one array, which becomes the float
     # block of the frame without a copy.
     floats = np.empty((len(_SEGMENT_FLOAT_COLUMNS), int(segment_counts.sum())), dtype=np.float64)
-    duration_s, length_m, speed_kmh, accel, grade_pct, lon_mid, lat_mid = floats
+    duration_s, length_m, speed_kmh, accel, grade_pct, lon_mid, lat_mid, east_m, north_m = floats
 
     # Segments are consecutive vertex pairs of the same trip. The loop measures each one locally,
     # then pyproj measures again those of 1 km or more.
-    seg_index, n_far = _segment_geometry(coords, v.counts, length_m, lon_mid, lat_mid)
+    seg_index, n_far = _segment_geometry(coords, v.counts, length_m, lon_mid, lat_mid, east_m, north_m)
     if n_far:
         _measure_far_segments(coords, first_vertex, segment_counts, length_m)
 
@@ -315,8 +317,10 @@ def _segment_frame(v: _Vertices, segment_counts: np.ndarray, seg_index: np.ndarr
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _segment_geometry(
     coords: np.ndarray, counts: np.ndarray, length_m: np.ndarray, lon_mid: np.ndarray, lat_mid: np.ndarray,
+    east_m: np.ndarray, north_m: np.ndarray,
 ) -> tuple[np.ndarray, int]:
-    """Write the local length in metres and the midpoint of every segment.
+    """Write the local length in metres, the midpoint and the east and north displacement of every
+    segment (the two legs of the local length, which give the direction of travel).
 
     Returns the index of each segment within its trip and the number of segments that pyproj has
     to measure again. The length uses the mid-latitude radii of curvature, as
@@ -347,8 +351,12 @@ def _segment_geometry(
             # NOTE: keep sin and cos apart. LLVM merged them into one sincos call when they were
             # adjacent statements, and libm does not document that sincos returns the same bits as
             # sin and cos. With numba 0.68.1 this loop calls sin and cos separately.
-            length = np.hypot(prime_vertical_m * np.cos(lat_mid_rad) * dlon, meridian_m * ((lat2 - lat1) * _RADIANS))
+            east = prime_vertical_m * np.cos(lat_mid_rad) * dlon
+            north = meridian_m * ((lat2 - lat1) * _RADIANS)
+            length = np.hypot(east, north)
             length_m[s] = length
+            east_m[s] = east
+            north_m[s] = north
             if not length < LOCAL_LENGTH_MAX_M:
                 n_far += 1
             lon_mid[s] = (lon1 + lon2) / 2.0

@@ -13,6 +13,10 @@ Rules
   geodesic distance by about ``tan(lat) * d / M`` relative (0.1 mm at 25 m near Tokyo). Equal
   distances are broken by the smallest ``feature_id``. No link in range: ``matched`` is False
   and the link columns are null.
+* Link gradient: ``gradient_pct`` rises in the direction the link's LineString is drawn (first
+  to last vertex). A segment travelling against that direction gets the opposite sign. The
+  direction is compared with the nearest edge of the link (the first one found at equal
+  distance); a segment square to it, or without a displacement, keeps the sign as given.
 
 Both rules depend only on the segment and the whole attribute layer, so the result of a partition
 does not depend on how the day was partitioned. The attribute layer is small next to the
@@ -280,7 +284,14 @@ def join_segments(segments: pd.DataFrame, layers: GeoLayers, max_distance_m: flo
     lat = segments[c.LAT_MID].to_numpy(dtype=np.float64)
 
     area_pick = locate_areas(lon, lat, layers)
-    link_pick, distance = nearest_links(lon, lat, layers, max_distance_m)
+    directed = c.EAST_M in segments.columns and c.NORTH_M in segments.columns
+    link_pick, distance, against = _nearest_links_and_directions(
+        lon, lat, layers, max_distance_m,
+        segments[c.EAST_M].to_numpy(dtype=np.float64) if directed else np.zeros(0),
+        segments[c.NORTH_M].to_numpy(dtype=np.float64) if directed else np.zeros(0),
+    )
+    gradient = _take_float(layers, "links", c.GRADIENT_PCT, link_pick)
+    np.negative(gradient, out=gradient, where=against)
 
     joined = {
         c.AREA_ID: _take(layers, "areas", c.FEATURE_ID, area_pick),
@@ -288,7 +299,7 @@ def join_segments(segments: pd.DataFrame, layers: GeoLayers, max_distance_m: flo
         c.LINK_ID: _take(layers, "links", c.FEATURE_ID, link_pick),
         c.ROAD_CLASS: _take(layers, "links", c.ROAD_CLASS, link_pick),
         c.SPEED_LIMIT_KMH: _take_float(layers, "links", c.SPEED_LIMIT_KMH, link_pick),
-        c.LINK_GRADIENT_PCT: _take_float(layers, "links", c.GRADIENT_PCT, link_pick),
+        c.LINK_GRADIENT_PCT: gradient,
         c.LINK_DISTANCE_M: distance,
         c.MATCHED: link_pick >= 0,
     }
@@ -332,18 +343,29 @@ def locate_areas(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers) -> np.ndar
 
 def nearest_links(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers, max_distance_m: float) -> tuple[np.ndarray, np.ndarray]:
     """Return, per point, the row of the nearest link within ``max_distance_m`` (-1) and its distance (NaN)."""
+    pick, distance, _ = _nearest_links_and_directions(lon, lat, layers, max_distance_m, np.zeros(0), np.zeros(0))
+    return pick, distance
+
+
+def _nearest_links_and_directions(
+    lon: np.ndarray, lat: np.ndarray, layers: GeoLayers, max_distance_m: float, east_m: np.ndarray, north_m: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`nearest_links`, plus whether each point's displacement (``east_m``, ``north_m``, or
+    empty arrays for none) runs against the drawn direction of the nearest edge of its link."""
     pick = np.full(len(lon), -1, dtype=np.int64)
     distance = np.full(len(lon), np.nan)
+    against = np.zeros(len(lon), dtype=np.bool_)
     grid = layers.link_grid(max_distance_m)
     if grid is None or len(lon) == 0:
-        return pick, distance
+        return pick, distance, against
     e = layers._edges
     assert e is not None
     lon = np.ascontiguousarray(lon, dtype=np.float64)
     lat = np.ascontiguousarray(lat, dtype=np.float64)
-    _nearest_edges(lon, lat, grid.x0, grid.y0, grid.width_deg, grid.height_deg, grid.n_columns,
-                   grid.keys, grid.starts, grid.dense, grid.members, e.ax, e.ay, e.bx, e.by, e.link, float(max_distance_m), pick, distance)
-    return pick, distance
+    _nearest_edges(lon, lat, grid.x0, grid.y0, grid.width_deg, grid.height_deg, grid.n_columns, grid.keys, grid.starts,
+                   grid.dense, grid.members, e.ax, e.ay, e.bx, e.by, e.link, float(max_distance_m), pick, distance,
+                   np.ascontiguousarray(east_m, dtype=np.float64), np.ascontiguousarray(north_m, dtype=np.float64), against)
+    return pick, distance, against
 
 
 # -- compiled loops ----------------------------------------------------------------------------
@@ -539,9 +561,13 @@ def _nearest_edges(
     lon: np.ndarray, lat: np.ndarray, x0: float, y0: float, width: float, height: float,
     n_columns: int, keys: np.ndarray, starts: np.ndarray, dense: np.ndarray, members: np.ndarray,
     ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray, edge_link: np.ndarray, max_distance_m: float,
-    pick: np.ndarray, distance: np.ndarray,
+    pick: np.ndarray, distance: np.ndarray, east_m: np.ndarray, north_m: np.ndarray, against: np.ndarray,
 ) -> None:
     """Write, per point, the nearest link within ``max_distance_m`` into ``pick`` and ``distance``.
+
+    With a displacement per point (``east_m``, ``north_m``; empty arrays for none), ``against``
+    tells whether it points against the drawn direction of the nearest edge of the picked link
+    (the first one found at equal distance): a negative dot product, in the same metres.
 
     Distance is measured in the tangent plane of the point, scaled as :func:`_metres_per_degree`
     does; the scale is computed only for a point whose own cell has members or that lies on a grid
@@ -551,6 +577,7 @@ def _nearest_edges(
     """
     first, end = _cell_ranges(lon, lat, x0, y0, width, height, n_columns, keys, starts, dense)
     limit_max = _squared_limit(max_distance_m)
+    directed = east_m.shape[0] == lon.shape[0]
     for i in range(lon.shape[0]):
         if end[i] == first[i]:
             continue
@@ -559,6 +586,8 @@ def _nearest_edges(
         kxp, kyp = _metres_per_degree_at(py)
         best = np.inf
         best_link = _NO_MEMBER
+        best_dx = 0.0
+        best_dy = 0.0
         limit = limit_max
         n_cells = 4 if end[i] == _ON_GRID_LINE else 1
         for k in range(n_cells):
@@ -589,10 +618,14 @@ def _nearest_edges(
                     if d < best or (d == best and link < best_link):
                         best = d
                         best_link = link
+                        best_dx = dx
+                        best_dy = dy
                         limit = min(limit, _squared_limit(d))
         if best_link != _NO_MEMBER:
             pick[i] = best_link
             distance[i] = best
+            if directed:
+                against[i] = east_m[i] * best_dx + north_m[i] * best_dy < 0.0
 
 
 # -- indexes -----------------------------------------------------------------------------------

@@ -251,9 +251,28 @@ def _assert_same_as_previous(table: pa.Table) -> tuple[pd.DataFrame, pd.DataFram
         for name in (c.START_TIME, c.END_TIME):
             given_times = pd.Series(table.column(name).to_pandas().to_numpy()[empty]).astype(expected_trips[name].dtype)
             expected_trips.loc[empty, name] = given_times.to_numpy()
-    _assert_same_bits(segs, expected_segs)
+    # The direction columns are new: the previous code had none. They are checked on their own.
+    _assert_same_bits(segs.drop(columns=[c.EAST_M, c.NORTH_M]), expected_segs)
     _assert_same_bits(trips, expected_trips)
+    _assert_direction_legs(segs, table)
     return segs, trips
+
+
+def _assert_direction_legs(segs: pd.DataFrame, table: pa.Table) -> None:
+    """East and north are the legs of the local length, with the sign of the coordinate steps."""
+    east, north = segs[c.EAST_M].to_numpy(), segs[c.NORTH_M].to_numpy()
+    length = segs[c.LENGTH_M].to_numpy()
+    local = length < segments.LOCAL_LENGTH_MAX_M
+    assert np.array_equal(np.hypot(east, north)[local].view(np.int64), length[local].view(np.int64))
+    coords, counts = _previous_decode(table.column(c.GEOMETRY).combine_chunks())
+    starts = np.cumsum(counts) - counts
+    first = np.concatenate([start + np.arange(max(n - 1, 0)) for start, n in zip(starts, counts, strict=True)]).astype(np.int64) if len(counts) else np.zeros(0, np.int64)
+    step_lon = (coords[first + 1, 0] - coords[first, 0] + 180.0) % 360.0 - 180.0
+    step_lat = coords[first + 1, 1] - coords[first, 1]
+    # Where the midpoint latitude is a valid one (cos > 0), the legs have the signs of the steps.
+    valid = np.abs(segs[c.LAT_MID].to_numpy()) < 90.0
+    assert np.array_equal(np.sign(east[valid]), np.sign(step_lon[valid]), equal_nan=True)
+    assert np.array_equal(np.sign(north[valid]), np.sign(step_lat[valid]), equal_nan=True)
 
 
 # -- tables ------------------------------------------------------------------------------------
