@@ -279,9 +279,20 @@ VALUES_FILE = "chart_values.json"
 
 
 def _json_rows(values: pd.DataFrame) -> list[dict[str, Any]]:
-    if values.empty or not {"label", "value"} <= set(values.columns):
-        return []
-    return [{"label": str(label), "value": None if pd.isna(value) else float(value)} for label, value in zip(values["label"], values["value"])]
+    """Return every row of a chart's values with all its columns, as JSON-ready dicts.
+
+    Bar charts have ``label`` and ``value``. The map has ``layer``, ``key`` and ``value``. The
+    intensity histogram has ``vehicle_class``, ``bin_low``, ``bin_high`` and ``value``.
+    """
+    return [{str(name): _json_value(cell) for name, cell in row.items()} for row in values.to_dict(orient="records")]
+
+
+def _json_value(cell: Any) -> Any:
+    if cell is None or (isinstance(cell, float | np.floating) and not np.isfinite(cell)):
+        return None
+    if isinstance(cell, np.generic):
+        return cell.item()
+    return cell
 
 
 @dataclass(frozen=True)
@@ -295,6 +306,10 @@ class Chart:
     @property
     def filename(self) -> str:
         return f"{self.name}.png"
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Return the plotted values as JSON-ready rows with all their columns, as in :data:`VALUES_FILE`."""
+        return _json_rows(self.values)
 
 
 @dataclass(frozen=True)
@@ -310,9 +325,10 @@ class RunReport:
 
     @classmethod
     def from_files(cls, run_date: str, files: dict[str, bytes]) -> RunReport:
-        """Rebuild a report from its delivered files (``<chart>.png``, ``report.<lang>.md``).
+        """Rebuild a report from its delivered files (``<chart>.png``, ``report.<lang>.md``, values).
 
-        The plotted values are not stored with the files, so each chart's ``values`` is empty.
+        Each chart's ``values`` comes from :data:`VALUES_FILE`, and is empty when that file is absent.
+        The figures are not rebuilt.
         """
         charts = {
             name.removesuffix(".png"): Chart(name.removesuffix(".png"), data, pd.DataFrame(columns=["label", "value"]))
@@ -327,14 +343,14 @@ class RunReport:
         values = json.loads(files[VALUES_FILE]) if VALUES_FILE in files else {}
         for name, rows in values.items():
             if name in charts:
-                charts[name] = Chart(name, charts[name].png, pd.DataFrame(rows, columns=["label", "value"]))
+                charts[name] = Chart(name, charts[name].png, pd.DataFrame(rows) if rows else pd.DataFrame(columns=["label", "value"]))
         return cls(run_date, charts, markdown, {}, "", None)
 
     def files(self) -> dict[str, bytes]:
         """Return the report's files by name: ``<chart>.png``, ``report.<lang>.md`` and the plotted values."""
         out = {chart.filename: chart.png for chart in self.charts.values()}
         out.update({f"report.{lang}.md": text.encode("utf-8") for lang, text in self.markdown.items()})
-        values = {name: _json_rows(chart.values) for name, chart in self.charts.items()}
+        values = {name: chart.rows() for name, chart in self.charts.items()}
         out[VALUES_FILE] = json.dumps(values, ensure_ascii=False, indent=1, default=str).encode("utf-8")
         return out
 
@@ -638,6 +654,8 @@ def _figures(inputs: ReportInputs, trips: pd.DataFrame) -> dict[str, Any]:
     return {
         "trips": len(trips),
         "distance_km": round(distance_km, 3),
+        "fuel_l": round(float(trips[c.FUEL_L].sum()), 3) if c.FUEL_L in trips and len(trips) else 0.0,
+        "trips_without_fuel_l": _trips_without_litres(trips),
         "co2_ttw_kg": round(co2_kg, 3),
         "co2_g_per_km": round(co2_kg * 1000.0 / distance_km, 1) if distance_km > 0 else None,
         "matched_share": round(inputs.segments.matched_length_m / length_m, 4) if length_m > 0 else None,
@@ -646,6 +664,18 @@ def _figures(inputs: ReportInputs, trips: pd.DataFrame) -> dict[str, Any]:
         "methods": {str(k): int(v) for k, v in trips[c.METHOD].fillna("unavailable").value_counts().sort_index().items()} if len(trips) else {},
         "rejects_by_reason": {f"{dataset}:{reason}": int(n) for (dataset, reason), n in rejects.items()},
     }
+
+
+def _trips_without_litres(trips: pd.DataFrame) -> dict[str, int]:
+    """Count the trips without a fuel figure in litres by fuel type (CNG in m³ and electric in kWh have none)."""
+    if trips.empty or c.FUEL_L not in trips:
+        return {}
+    missing = trips[trips[c.FUEL_L].isna()]
+    if c.FUEL_TYPE in missing:
+        kinds = missing[c.FUEL_TYPE].fillna(UNMATCHED).astype(str)
+    else:
+        kinds = pd.Series(UNMATCHED, index=missing.index)
+    return {str(kind): int(count) for kind, count in kinds.value_counts().sort_index().items()}
 
 
 def _markdown(inputs: ReportInputs, figures: dict[str, Any], charts: dict[str, Chart], lang: str, chart_language: str) -> str:

@@ -15,7 +15,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 Language = Literal["ja", "en"]
 LANGUAGES: tuple[Language, ...] = ("ja", "en")
@@ -56,3 +56,42 @@ def message(key: str, lang: str = DEFAULT_LANGUAGE, /, **values: object) -> str:
 def keys() -> list[str]:
     """Return every registered key, sorted."""
     return sorted(_CATALOGUE)
+
+
+def has_message(key: str) -> bool:
+    """Return whether ``key`` is registered."""
+    return key in _CATALOGUE
+
+
+class OperatorError(Exception):
+    """An expected failure that the operator can fix, with its text in every language.
+
+    The ``lm-co2`` command prints :meth:`message` as one line without a traceback and exits
+    non-zero. ``str()`` gives the English text, for logs and the Prefect UI.
+
+    Parameters
+    ----------
+    key
+        Catalogue key of the text; it must be registered with :func:`register`.
+    **values
+        Values filled into the text.
+    """
+
+    def __init__(self, key: str, /, **values: object) -> None:
+        self.key = key
+        self.values = dict(values)
+        super().__init__(self.message("en"))
+
+    def message(self, lang: str = DEFAULT_LANGUAGE) -> str:
+        """Return the text in ``lang``."""
+        return message(self.key, lang, **self.values)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the key, the values and any attribute a subclass added when the error is pickled.
+        return (_rebuild_operator_error, (type(self), self.key, self.values), self.__dict__)
+
+
+def _rebuild_operator_error(cls: type[OperatorError], key: str, values: dict[str, object]) -> OperatorError:
+    error = cls.__new__(cls)
+    OperatorError.__init__(error, key, **values)
+    return error

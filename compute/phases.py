@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ from distributed import Client
 
 from compute import charts, contract, pipeline, plausibility, spatial, transfer
 from compute import columns as c
+from compute.i18n import message, register
 from compute.settings import Settings, parse_run_date
 from compute.storage import (
     MANIFEST_NAME,
@@ -160,15 +161,163 @@ def _check_input_unchanged(run: DailyRun) -> None:
     done = run.completed("fetch")
     if done is None:
         return
-    fetched = {o.path: o.size for o in done.objects}
-    current = run.store("input").list()
-    if current == fetched:
-        return
-    added = sorted(set(current) - set(fetched))
-    removed = sorted(set(fetched) - set(current))
-    resized = sorted(p for p in set(current) & set(fetched) if current[p] != fetched[p])
-    detail = ", ".join(f"{label} {len(paths)}: {paths[0]}" for label, paths in (("new", added), ("gone", removed), ("resized", resized)) if paths)
-    raise DeliveryError("input_changed", run.store("input").url, run.day, detail)
+    source = run.store("input")
+    changes = InputChanges.between(done, source.list())
+    if changes:
+        raise InputChangedError(source.url, run.day, changes, True)
+
+
+register(
+    {
+        "phases.input_changed": {
+            "ja": "{run_date} の入力 {url} が前回の取得（fetch）の後に変わりました（{detail}）。新しい入力で作り直すには --force で再実行してください。",
+            "en": "The input of {run_date} in {url} changed after it was fetched ({detail}). Rerun with --force to rebuild the day from the new input.",
+        },
+        "phases.raw_outdated": {
+            "ja": (
+                "{run_date} の入力 {url} が取得（fetch）の後に変わったため、raw のコピーは古くなっています（{detail}）。"
+                "fetch を含めて --force で再実行してください（例: lm-co2 run --date {run_date} --force）。"
+            ),
+            "en": (
+                "The input of {run_date} in {url} changed after it was fetched ({detail}), so the raw copy is out of date. "
+                "Rerun with the fetch phase and --force, for example lm-co2 run --date {run_date} --force."
+            ),
+        },
+        "phases.change.added": {"ja": "追加 {count} 件: {path}", "en": "{count} new: {path}"},
+        "phases.change.removed": {"ja": "削除 {count} 件: {path}", "en": "{count} gone: {path}"},
+        "phases.change.resized": {"ja": "サイズ変更 {count} 件: {path}", "en": "{count} resized: {path}"},
+        "phases.change.more": {"ja": "{path} ほか", "en": "{path} and others"},
+        "phases.change.separator": {"ja": "、", "en": ", "},
+    }
+)
+
+
+@dataclass(frozen=True)
+class InputChanges:
+    """Objects of the client's input that differ from the fetched copy, by relative path."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    resized: tuple[str, ...] = ()
+
+    @classmethod
+    def between(cls, fetched: Manifest, current: dict[str, int]) -> InputChanges:
+        """Compare the objects fetch recorded with the input listed now (``{path: size}``)."""
+        before = {o.path: o.size for o in fetched.objects}
+        return cls(
+            added=tuple(sorted(set(current) - set(before))),
+            removed=tuple(sorted(set(before) - set(current))),
+            resized=tuple(sorted(p for p in set(current) & set(before) if current[p] != before[p])),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.resized)
+
+    def describe(self, lang: str) -> str:
+        """Return the counts of new, gone and resized objects with the first path of each, in ``lang``."""
+        parts = []
+        for kind, paths in (("added", self.added), ("removed", self.removed), ("resized", self.resized)):
+            if not paths:
+                continue
+            path = paths[0] if len(paths) == 1 else message("phases.change.more", lang, path=paths[0])
+            parts.append(message(f"phases.change.{kind}", lang, count=len(paths), path=path))
+        return message("phases.change.separator", lang).join(parts)
+
+
+class InputChangedError(DeliveryError):
+    """The client's input differs from the objects fetch copied (names or sizes), so retrying does not help.
+
+    ``fetch_selected`` chooses the advice. With fetch in the run, the advice is a rerun with
+    ``--force``. Without it, the raw copy is out of date and the rerun must include fetch.
+    """
+
+    def __init__(self, url: str, run_date: str, changes: InputChanges, fetch_selected: bool) -> None:
+        self.changes = changes
+        self.fetch_selected = fetch_selected
+        super().__init__("input_changed", url, run_date, changes.describe("en"))
+
+    def message(self, lang: str = "ja") -> str:
+        key = "phases.input_changed" if self.fetch_selected else "phases.raw_outdated"
+        return message(key, lang, url=self.url, run_date=self.run_date, detail=self.changes.describe(lang))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.url, self.run_date, self.changes, self.fetch_selected))
+
+
+InputCheckStatus = Literal["unchanged", "unreachable", "input_absent", "not_fetched"]
+
+
+@dataclass(frozen=True)
+class InputCheck:
+    """Outcome of comparing the client's input with the raw copy, for a run without fetch.
+
+    ``status`` is one of:
+
+    - ``unchanged``: names and sizes match the fetch marker.
+    - ``unreachable``: listing the input failed, and ``detail`` contains the error.
+    - ``input_absent``: the input has no objects left.
+    - ``not_fetched``: no fetch marker exists to compare with.
+    """
+
+    status: InputCheckStatus
+    url: str
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"status": self.status, "url": self.url, "detail": self.detail}
+
+
+def check_raw_copy_current(run: DailyRun) -> InputCheck:
+    """Compare the client's input with the objects fetch copied to ``raw/``, for runs without fetch.
+
+    Validate reads ``raw/`` and the later phases read what validate wrote, so a run that leaves
+    fetch out would otherwise report figures of an older delivery. The check reads the fetch
+    marker even with ``force``, and compares names and sizes like the check in :func:`fetch`.
+
+    Returns
+    -------
+    InputCheck
+        ``unchanged``, or why the input could not be compared. An input that cannot be listed or
+        has no objects left does not stop the run: the raw copy is the verified copy of what was
+        delivered, and the caller reports that the check was not possible.
+
+    Raises
+    ------
+    InputChangedError
+        If objects were added, removed or resized since the fetch.
+    """
+    source = run.store("input")
+    fetched = read_phase_marker(run.state, "fetch")
+    if fetched is None:
+        return InputCheck("not_fetched", source.url)
+    try:
+        current = source.list()
+    except _listing_errors() as error:
+        return InputCheck("unreachable", source.url, f"{type(error).__name__}: {error}"[:300])
+    if not current:
+        return InputCheck("input_absent", source.url)
+    changes = InputChanges.between(fetched, current)
+    if changes:
+        raise InputChangedError(source.url, run.day, changes, False)
+    return InputCheck("unchanged", source.url)
+
+
+def _listing_errors() -> tuple[type[Exception], ...]:
+    """Errors of listing a store that mean it is unreachable: network, permission and credential errors."""
+    errors: list[type[Exception]] = [OSError]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        errors += [BotoCoreError, ClientError]
+    except ImportError:  # boto3 is only installed for S3 roots
+        pass
+    try:
+        from google.auth.exceptions import GoogleAuthError
+
+        errors.append(GoogleAuthError)
+    except ImportError:  # google-auth is only installed for GCS roots
+        pass
+    return tuple(errors)
 
 
 def _transfer_runner(run: DailyRun, client: Any) -> Callable[[], dict[str, Any]] | None:
@@ -227,7 +376,7 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
             if not files:
                 if dataset in contract.REQUIRED_DATASETS:
                     raise contract.ContractError(
-                        contract.ErrorCode.DATASET_MISSING, dataset, "", f"Parquet files under {dataset}/", f"no files in {raw.url}"
+                        contract.ErrorCode.DATASET_MISSING, dataset, "", f"{dataset}/*.parquet ≥ 1", f"{raw.child_url(dataset)}/*.parquet = 0"
                     )
                 summary.mark_absent(dataset)
                 continue
@@ -692,4 +841,4 @@ def phase_records(results: list[PhaseResult]) -> list[dict[str, Any]]:
     return [{"phase": r.phase, "skipped": r.skipped, "seconds": round(r.seconds, 3), **{k: v for k, v in r.counts.items()}} for r in results]
 
 
-__all__ = ["DailyRun", "PHASES", "PhaseResult", "compute", "fetch", "generate_output", "phase_records", "publish", "validate"]
+__all__ = ["DailyRun", "InputChangedError", "InputChanges", "InputCheck", "PHASES", "PhaseResult", "check_raw_copy_current", "compute", "fetch", "generate_output", "phase_records", "publish", "validate"]

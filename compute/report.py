@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from compute.i18n import message, register
+from compute.i18n import has_message, message, register
 
 register(
     {
@@ -18,7 +18,36 @@ register(
         "summary.rejects": {"ja": "除外行数（rejects）", "en": "Rejects"},
         "summary.trips_out": {"ja": "出力トリップ数", "en": "Trips out"},
         "summary.distance": {"ja": "総走行距離", "en": "Total distance"},
-        "summary.fuel": {"ja": "総燃料消費量", "en": "Total fuel"},
+        "summary.fuel": {"ja": "総燃料消費量（液体燃料のみ。CNG・電気は含まない）", "en": "Total fuel (liquid fuels only, without CNG and electricity)"},
+        "summary.fuel_excluded": {
+            "ja": "L の合計に含まれないトリップ: {count:,} 件（{by_fuel}）。CNG は fuel_m3（m³）、電気は energy_kwh（kWh）として trips ファイルに出力",
+            "en": "Trips not in the litres total: {count:,} ({by_fuel}); the trips file gives CNG as fuel_m3 (m³) and electricity as energy_kwh (kWh)",
+        },
+        "summary.input_check.unchanged": {
+            "ja": "入力は取得（fetch）の時から変わっていません（名前とサイズを確認済み）。",
+            "en": "The input is unchanged since fetch (names and sizes checked).",
+        },
+        "summary.input_check.unreachable": {
+            "ja": "入力 {url} に接続できず、取得（fetch）後に変わっていないかを確認できませんでした（{detail}）。raw のコピーをそのまま使いました。",
+            "en": "Could not reach the input {url} to check it for changes since fetch ({detail}); the raw copy was used as it is.",
+        },
+        "summary.input_check.input_absent": {
+            "ja": "入力 {url} にオブジェクトがないため、取得（fetch）後に変わっていないかを確認できませんでした。raw のコピーをそのまま使いました。",
+            "en": "The input {url} has no objects, so it could not be checked for changes since fetch; the raw copy was used as it is.",
+        },
+        "summary.input_check.not_fetched": {
+            "ja": "この日の取得（fetch）の記録がないため、入力 {url} が変わっていないかを確認できませんでした。",
+            "en": "This day has no fetch record, so the input {url} could not be checked for changes.",
+        },
+        "fuel.gasoline": {"ja": "ガソリン", "en": "gasoline"},
+        "fuel.diesel": {"ja": "軽油", "en": "diesel"},
+        "fuel.hybrid": {"ja": "ハイブリッド", "en": "hybrid"},
+        "fuel.lpg": {"ja": "LPG", "en": "LPG"},
+        "fuel.cng": {"ja": "CNG", "en": "CNG"},
+        "fuel.electric": {"ja": "電気", "en": "electric"},
+        "fuel.unmatched": {"ja": "車両マスタにない車両", "en": "vehicle not in the master"},
+        "summary.method": {"ja": "算定手法", "en": "method"},
+        "summary.trips": {"ja": "トリップ数", "en": "trips"},
         "summary.co2": {"ja": "総 CO2 排出量（TTW）", "en": "Total CO2 (TTW)"},
         "summary.matched": {"ja": "道路リンクに照合した距離の割合", "en": "Distance matched to a road link"},
         "summary.methods": {"ja": "算定手法（tier）別トリップ数", "en": "Trips by method tier"},
@@ -65,9 +94,20 @@ class RunSummary:
     warnings: dict[str, int] = field(default_factory=dict)
     phases: list[dict[str, Any]] = field(default_factory=list)
     output_url: str = ""
+    #: Trips without a fuel figure in litres (CNG, electric), by fuel type; None when unknown.
+    trips_without_fuel_l: dict[str, int] | None = None
+    #: Outcome of the changed-input check of a run without fetch: status, url and detail.
+    input_check: dict[str, str] | None = None
 
     @classmethod
-    def from_phases(cls, run_date: str, phases: list[dict[str, Any]], output_url: str) -> RunSummary:
+    def from_phases(
+        cls, run_date: str, phases: list[dict[str, Any]], output_url: str, report_figures: dict[str, Any] | None = None
+    ) -> RunSummary:
+        """Gather the figures of the phase records; ``report_figures`` are those of ``summary.json``.
+
+        The count of trips left out of the litres total comes from ``report_figures``, and only
+        when its trip count matches the compute record, so figures of an older output are not mixed in.
+        """
         summary = cls(run_date=run_date, phases=phases, output_url=output_url)
         for record in phases:
             if record["phase"] == "validate":
@@ -83,6 +123,9 @@ class RunSummary:
                 summary.methods = dict(record.get("methods", {}))
             if record["phase"] == "output":
                 summary.warnings = {str(k): int(v) for k, v in dict(record.get("warnings") or {}).items()}
+        figures = report_figures or {}
+        if summary.ran("compute") and "trips_without_fuel_l" in figures and figures.get("trips") == summary.trips_out:
+            summary.trips_without_fuel_l = {str(k): int(v) for k, v in dict(figures["trips_without_fuel_l"]).items()}
         return summary
 
     def ran(self, phase: str) -> bool:
@@ -100,12 +143,15 @@ class RunSummary:
             "distance_km": self.distance_km, "fuel_l": self.fuel_l, "co2_ttw_kg": self.co2_ttw_kg,
             "matched_share": self.matched_share, "methods": self.methods, "warnings": self.warnings, "output_url": self.output_url,
             "phases": [{k: p[k] for k in ("phase", "skipped", "seconds")} for p in self.phases],
+            "trips_without_fuel_l": self.trips_without_fuel_l, "input_check": self.input_check,
         }
 
 
 def render_text(summary: RunSummary, lang: str = "ja") -> str:
     """Short plain-text summary for the terminal."""
     lines = [message("summary.title", lang, run_date=summary.run_date)]
+    if summary.input_check:
+        lines.append(f"  {_input_check_text(summary.input_check, lang)}")
     rows_in = sum(summary.rows_in.values())
     rejected = sum(summary.rejected.values())
     lines.append(f"  {message('summary.rows_in', lang)}: {rows_in:,}  ({_by_dataset(summary.rows_in)})")
@@ -115,6 +161,8 @@ def render_text(summary: RunSummary, lang: str = "ja") -> str:
         lines.append(f"  {message('summary.trips_out', lang)}: {summary.trips_out:,}")
         lines.append(f"  {message('summary.distance', lang)}: {summary.distance_km:,.1f} km")
         lines.append(f"  {message('summary.fuel', lang)}: {summary.fuel_l:,.1f} L")
+        if summary.trips_without_fuel_l:
+            lines.append(f"    {_fuel_excluded_text(summary.trips_without_fuel_l, lang)}")
         lines.append(f"  {message('summary.co2', lang)}: {summary.co2_ttw_kg:,.1f} kg")
         if summary.matched_share is not None:
             lines.append(f"  {message('summary.matched', lang)}: {summary.matched_share:.1%}")
@@ -142,7 +190,10 @@ def render_text(summary: RunSummary, lang: str = "ja") -> str:
 def render_markdown(summary: RunSummary, lang: str = "ja") -> str:
     """Markdown summary for the Prefect artifact."""
     item, value = message("summary.item", lang), message("summary.value", lang)
-    out = [f"# {message('summary.title', lang, run_date=summary.run_date)}", "", f"| {item} | {value} |", "|---|---:|"]
+    out = [f"# {message('summary.title', lang, run_date=summary.run_date)}", ""]
+    if summary.input_check:
+        out += [_input_check_text(summary.input_check, lang), ""]
+    out += [f"| {item} | {value} |", "|---|---:|"]
     out.append(f"| {message('summary.trips_out', lang)} | {summary.trips_out:,} |")
     out.append(f"| {message('summary.distance', lang)} | {summary.distance_km:,.1f} km |")
     out.append(f"| {message('summary.fuel', lang)} | {summary.fuel_l:,.1f} L |")
@@ -152,8 +203,10 @@ def render_markdown(summary: RunSummary, lang: str = "ja") -> str:
     out += ["", f"| {message('summary.dataset', lang)} | {message('summary.rows_in', lang)} | {message('summary.rejected', lang)} |", "|---|---:|---:|"]
     for dataset, rows in summary.rows_in.items():
         out.append(f"| {dataset} | {rows:,} | {summary.rejected.get(dataset, 0):,} |")
+    if summary.trips_without_fuel_l:
+        out += ["", _fuel_excluded_text(summary.trips_without_fuel_l, lang)]
     if summary.methods:
-        out += ["", f"**{message('summary.methods', lang)}**", "", "| method | n |", "|---|---:|"]
+        out += ["", f"**{message('summary.methods', lang)}**", "", f"| {message('summary.method', lang)} | {message('summary.trips', lang)} |", "|---|---:|"]
         out += [f"| {k} | {v:,} |" for k, v in summary.methods.items()]
     out += ["", f"| {message('summary.phase', lang)} | {message('summary.seconds', lang)} |", "|---|---:|"]
     for p in summary.phases:
@@ -165,3 +218,19 @@ def render_markdown(summary: RunSummary, lang: str = "ja") -> str:
 
 def _by_dataset(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in counts.items())
+
+
+def _fuel_excluded_text(by_fuel: dict[str, int], lang: str) -> str:
+    """Say how many trips the litres total leaves out, by fuel type."""
+    separator = "、" if lang == "ja" else ", "
+    parts = separator.join(f"{_fuel_name(kind, lang)} {count:,}" for kind, count in sorted(by_fuel.items()))
+    return message("summary.fuel_excluded", lang, count=sum(by_fuel.values()), by_fuel=parts)
+
+
+def _fuel_name(kind: str, lang: str) -> str:
+    key = f"fuel.{kind}"
+    return message(key, lang) if has_message(key) else kind
+
+
+def _input_check_text(check: dict[str, str], lang: str) -> str:
+    return message(f"summary.input_check.{check['status']}", lang, url=check.get("url", ""), detail=check.get("detail", ""))

@@ -25,9 +25,37 @@ def publish_summary(summary: RunSummary, report: RunReport | None, *, language: 
     if report is None:
         return
     for name, chart in sorted(report.charts.items()):
-        rows = [{"label": str(label), "value": value} for label, value in zip(chart.values.get("label", []), chart.values.get("value", []))]
+        rows, description = table_rows(name, chart.rows(), language)
         if rows:
-            create_table_artifact(table=rows, key=f"{key}-{name.replace('_', '-')}", description=name)
+            create_table_artifact(table=rows, key=f"{key}-{name.replace('_', '-')}", description=description)
+
+
+#: Rows of one chart's table artifact. The map of a day has thousands of links and cells, which
+#: the Prefect UI would render as one page; every row stays in ``chart_values.json``.
+ARTIFACT_ROWS_MAX = 500
+
+
+def table_rows(name: str, rows: list[dict[str, Any]], language: str) -> tuple[list[dict[str, Any]], str]:
+    """Return the rows of a chart's table artifact and its description.
+
+    A chart with more than :data:`ARTIFACT_ROWS_MAX` rows keeps the rows with the largest
+    ``value``, in that order, and the description says so.
+    """
+    if len(rows) <= ARTIFACT_ROWS_MAX:
+        return rows, name
+    largest = sorted(rows, key=lambda row: -_number(row.get("value")))[:ARTIFACT_ROWS_MAX]
+    if language == "en":
+        return largest, f"{name}: the {ARTIFACT_ROWS_MAX} largest values of {len(rows):,} rows; all rows are in chart_values.json"
+    return largest, f"{name}: {len(rows):,} 行のうち値の大きい {ARTIFACT_ROWS_MAX} 行。全行は chart_values.json にあります"
+
+
+def _number(value: Any) -> float:
+    """``value`` as a float for sorting; missing or non-numeric values sort last."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return float("-inf")
+    return number if number == number else float("-inf")
 
 
 class ProgressArtifact:

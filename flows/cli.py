@@ -2,6 +2,11 @@
 
 Help and messages are Japanese by default; ``--lang en`` or ``LMCO2_LANGUAGE=en`` switches to
 English.
+
+An expected failure (an invalid argument or profile, a missing or changed delivery, a contract
+error) prints one message in the operator's language and exits with 1, without a traceback: the
+error records of the Prefect run are kept off the console (they still reach the Prefect API).
+Any other failure prints Prefect's records with the traceback, then one line.
 """
 
 from __future__ import annotations
@@ -9,12 +14,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
+import re
 import sys
-from collections.abc import Sequence
-from typing import Any, Literal, NoReturn, cast
+import traceback
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any, Literal, NoReturn, TypeVar, cast
 
-from compute.i18n import message, register
+from compute.i18n import OperatorError, has_message, message, register
 
 register(
     {
@@ -34,7 +43,12 @@ register(
         "cli.backfill": {"ja": "期間内の各日について日次フローを順に実行する。", "en": "Run the daily flow for every day of a date range."},
         "cli.backfill.start": {"ja": "最初の実行日（YYYY-MM-DD）。", "en": "First run date (YYYY-MM-DD)."},
         "cli.backfill.end": {"ja": "最後の実行日（YYYY-MM-DD、この日を含む）。", "en": "Last run date (YYYY-MM-DD, included)."},
-        "cli.backfill.done": {"ja": "バックフィル結果: {outcomes}", "en": "Backfill outcome: {outcomes}"},
+        "cli.backfill.done": {"ja": "バックフィル結果（{count} 日）:", "en": "Backfill outcome ({count} days):"},
+        "cli.backfill.date": {"ja": "  {day}: {state}", "en": "  {day}: {state}"},
+        "cli.state.COMPLETED": {"ja": "完了", "en": "completed"},
+        "cli.state.FAILED": {"ja": "失敗", "en": "failed"},
+        "cli.state.CRASHED": {"ja": "異常終了", "en": "crashed"},
+        "cli.state.CANCELLED": {"ja": "取り消し", "en": "cancelled"},
         "cli.sample": {"ja": "サンプルの 1 日分の入力を書き出す。", "en": "Write a sample day of inputs."},
         "cli.sample.date": {"ja": "サンプルの日付（YYYY-MM-DD）。", "en": "Date of the sample day (YYYY-MM-DD)."},
         "cli.sample.trips": {"ja": "トリップ数（既定: 200）。", "en": "Number of trips (default: 200)."},
@@ -46,6 +60,30 @@ register(
         "cli.validate.path": {"ja": "1 日分のフォルダ（ローカルパスまたは URL）。", "en": "Folder of one day (local path or URL)."},
         "cli.validate.rejects": {"ja": "除外行を書き出す Parquet ファイル。", "en": "Parquet file to write the rejects to."},
         "cli.error": {"ja": "エラー: {error}", "en": "Error: {error}"},
+        "cli.unexpected": {
+            "ja": "想定外のエラー: {error}（詳細は上のトレースバックを参照してください）",
+            "en": "Unexpected error: {error} (see the traceback above)",
+        },
+        "cli.bad_profile": {
+            "ja": "プロファイル {profile!r} が見つかりません。同梱のプロファイル名（{shipped}）か、存在する YAML ファイルのパスを指定してください。",
+            "en": "Profile {profile!r} not found; pass a shipped profile name ({shipped}) or the path of an existing YAML file.",
+        },
+        "cli.bad_settings": {
+            "ja": "プロファイル {profile!r} の設定が不正です（LMCO2_* 環境変数による上書きを含む）: {detail}",
+            "en": "The settings of profile {profile!r} are invalid (LMCO2_* environment overrides included): {detail}",
+        },
+        "cli.argparse.invalid_choice": {
+            "ja": "引数 {argument}: {value} は選べません（選択肢: {choices}）",
+            "en": "argument {argument}: invalid choice: {value} (choose from {choices})",
+        },
+        "cli.argparse.expected_one": {"ja": "引数 {argument}: 値を 1 つ指定してください", "en": "argument {argument}: expected one argument"},
+        "cli.argparse.invalid_value": {
+            "ja": "引数 {argument}: {value} は {kind} 型の値として不正です",
+            "en": "argument {argument}: invalid {kind} value: {value}",
+        },
+        "cli.argparse.required": {"ja": "次の引数が必要です: {arguments}", "en": "the following arguments are required: {arguments}"},
+        "cli.argparse.unrecognized": {"ja": "認識できない引数です: {arguments}", "en": "unrecognized arguments: {arguments}"},
+        "cli.argparse.ambiguous": {"ja": "オプション {option} があいまいです（候補: {matches}）", "en": "ambiguous option: {option} could match {matches}"},
         "cli.usage": {"ja": "使い方: ", "en": "usage: "},
         "cli.positionals": {"ja": "位置引数", "en": "positional arguments"},
         "cli.options": {"ja": "オプション", "en": "options"},
@@ -66,6 +104,18 @@ register(
 
 Phase = Literal["fetch", "validate", "compute", "output", "publish"]
 PHASE_NAMES: tuple[Phase, ...] = ("fetch", "validate", "compute", "output", "publish")
+Result = TypeVar("Result")
+
+# Usage errors of argparse (Python 3.11) with the catalogue key of their text, so that they read
+# in the operator's language. An error that matches none keeps argparse's English text.
+_ARGPARSE_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"argument (?P<argument>\S+): invalid choice: (?P<value>.+) \(choose from (?P<choices>.+)\)"), "cli.argparse.invalid_choice"),
+    (re.compile(r"argument (?P<argument>\S+): expected one argument"), "cli.argparse.expected_one"),
+    (re.compile(r"argument (?P<argument>\S+): invalid (?P<kind>\w+) value: (?P<value>.+)"), "cli.argparse.invalid_value"),
+    (re.compile(r"the following arguments are required: (?P<arguments>.+)"), "cli.argparse.required"),
+    (re.compile(r"unrecognized arguments: (?P<arguments>.+)"), "cli.argparse.unrecognized"),
+    (re.compile(r"ambiguous option: (?P<option>\S+) could match (?P<matches>.+)"), "cli.argparse.ambiguous"),
+)
 
 # Defaults for the process before Prefect or gcsfs are imported: no telemetry, no cloud metadata
 # probes, and time for the ephemeral Prefect server to migrate its database on first use.
@@ -106,7 +156,18 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message_text: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(2, message("cli.usage_error", self.lang, prog=self.prog, detail=message_text) + "\n")
+        self.exit(2, message("cli.usage_error", self.lang, prog=self.prog, detail=_translate_usage_error(message_text, self.lang)) + "\n")
+
+
+def _translate_usage_error(text: str, lang: str) -> str:
+    for pattern, key in _ARGPARSE_ERRORS:
+        match = pattern.fullmatch(text)
+        if match:
+            values = match.groupdict()
+            if values.get("argument") == "command":  # the subcommand's dest, not an option name
+                values["argument"] = message("cli.commands", lang)
+            return message(key, lang, **values)
+    return text
 
 
 def _SubParser(lang: str) -> Any:  # noqa: N802 - used as a class by argparse
@@ -169,48 +230,160 @@ def main(argv: Sequence[str] | None = None) -> int:
     lang = lang if lang in ("ja", "en") else "ja"
     args = build_parser(lang).parse_args(args_list)
     lang = args.lang
+    console = _RunConsole()
     try:
         if args.command == "run":
-            return _run(args, lang)
+            return _run(args, lang, console)
         if args.command == "sample":
             return _sample(args, lang)
         if args.command == "backfill":
-            return _backfill(args, lang)
+            return _backfill(args, lang, console)
         return _validate(args, lang)
-    except Exception as error:  # noqa: BLE001 - the CLI prints one line; the traceback is in the logs
-        print(message("cli.error", lang, error=_describe(error, lang)), file=sys.stderr)
+    except Exception as error:
+        if is_expected(error):
+            print(message("cli.error", lang, error=_describe(error, lang)), file=sys.stderr)
+            return 1
+        if error not in console.shown:
+            traceback.print_exception(error, file=sys.stderr)
+        described = _describe(error, lang) if callable(getattr(error, "message", None)) else f"{type(error).__name__}: {error}"
+        print(message("cli.unexpected", lang, error=described), file=sys.stderr)
         return 1
 
 
-def _backfill(args: argparse.Namespace, lang: str) -> int:
-    from flows.backfill import co2_backfill
+def is_expected(error: BaseException) -> bool:
+    """Return whether ``error`` is a failure the operator can fix, printed without a traceback.
 
-    start, end = _date_argument(args.start, lang), _date_argument(args.end, lang)
-    result = co2_backfill(start_date=start, end_date=end, force=args.force, phases=_phases_argument(args.phases, lang), profile=args.profile)
-    print(message("cli.backfill.done", lang, outcomes=", ".join(f"{day} {state}" for day, state in result["dates"].items())))
+    Expected: :class:`~compute.i18n.OperatorError` (arguments, profiles, backfill ranges), a missing
+    or changed delivery (:class:`~compute.storage.DeliveryError`) and a dataset-level contract
+    error. A failed backfill is expected when every failed date failed with an expected error.
+    """
+    from compute.contract import ContractError
+    from compute.storage import DeliveryError
+
+    failures = getattr(error, "failures", None)
+    if isinstance(error, OperatorError) and isinstance(failures, dict):
+        return all(is_expected(failure) for failure in failures.values())
+    return isinstance(error, OperatorError | DeliveryError | ContractError)
+
+
+class _HeldRecords(logging.Filter):
+    """Keep error records of Prefect flow and task runs back from one console handler."""
+
+    _LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.name.startswith(self._LOGGERS):
+            self.records.append(record)
+            return False
+        return True
+
+
+class _RunConsole:
+    """Run a flow with its error records held back from the console until its outcome is known.
+
+    After an expected failure the held records are dropped, so the operator sees the command's
+    one message. After success or any other failure they are written as Prefect would have
+    written them. ``shown`` then contains the error, so the command prints no second traceback.
+    """
+
+    def __init__(self) -> None:
+        self.shown: list[BaseException] = []
+
+    def run(self, flow_call: Callable[[], Result]) -> Result:
+        handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
+        held: dict[logging.Handler, _HeldRecords] = {handler: _HeldRecords() for handler in handlers}
+        for handler, records in held.items():
+            handler.addFilter(records)
+        try:
+            result = flow_call()
+        except BaseException as error:
+            self._release(held, drop=isinstance(error, Exception) and is_expected(error))
+            if any(r.exc_info and r.exc_info[1] is error for records in held.values() for r in records.records):
+                self.shown.append(error)
+            raise
+        self._release(held, drop=False)
+        return result
+
+    @staticmethod
+    def _release(held: dict[logging.Handler, _HeldRecords], *, drop: bool) -> None:
+        for handler, records in held.items():
+            handler.removeFilter(records)
+            if not drop:
+                for record in records.records:
+                    handler.handle(record)
+
+
+def _backfill(args: argparse.Namespace, lang: str, console: _RunConsole) -> int:
+    from flows.backfill import BackfillError, co2_backfill, dates_between
+
+    start, end = _date_argument(args.start), _date_argument(args.end)
+    phases = _phases_argument(args.phases)
+    _load_settings(args.profile)
+    dates_between(start, end)
+    try:
+        result = console.run(lambda: co2_backfill(start_date=start, end_date=end, force=args.force, phases=phases, profile=args.profile))
+    except BackfillError as error:
+        _print_backfill_outcomes(error.outcomes, lang, file=sys.stderr)
+        raise
+    _print_backfill_outcomes(result["dates"], lang, file=sys.stdout)
     return 0
 
 
-def _phases_argument(value: str | None, lang: str) -> list[Phase] | None:
+def _print_backfill_outcomes(outcomes: dict[str, str], lang: str, *, file: Any) -> None:
+    print(message("cli.backfill.done", lang, count=len(outcomes)), file=file)
+    for day, state in outcomes.items():
+        key = f"cli.state.{state}"
+        label = message(key, lang) if has_message(key) else state
+        print(message("cli.backfill.date", lang, day=day, state=label), file=file)
+
+
+def _phases_argument(value: str | None) -> list[Phase] | None:
     """Split and check a --phases value before anything starts."""
     if not value:
         return None
     phases: list[Phase] = []
     for phase in (p.strip() for p in value.split(",") if p.strip()):
         if phase not in PHASE_NAMES:
-            raise ValueError(message("cli.bad_phase", lang, value=phase, choices=", ".join(PHASE_NAMES)))
+            raise OperatorError("cli.bad_phase", value=phase, choices=", ".join(PHASE_NAMES))
         phases.append(cast(Phase, phase))
     return phases
 
 
-def _date_argument(value: str, lang: str) -> dt.date:
-    """Parse a --date value before anything starts, with the error in the operator's language."""
+def _date_argument(value: str) -> dt.date:
+    """Parse a --date value before anything starts; the error is printed in the operator's language."""
     from compute.settings import parse_run_date
 
     try:
         return parse_run_date(value)
     except ValueError as error:
-        raise ValueError(message("cli.bad_date", lang, value=value)) from error
+        raise OperatorError("cli.bad_date", value=value) from error
+
+
+def _load_settings(profile: str | None) -> Any:
+    """Load and check the settings before anything starts; raise :class:`OperatorError` when they are invalid."""
+    import pydantic
+
+    from compute.settings import load_settings
+
+    name = profile if profile is not None else os.environ.get("LMCO2_PROFILE", "local")
+    try:
+        return load_settings(profile)
+    except FileNotFoundError as error:
+        raise OperatorError("cli.bad_profile", profile=str(name), shipped=", ".join(_shipped_profiles())) from error
+    except pydantic.ValidationError as error:
+        detail = "; ".join(f"{'.'.join(str(part) for part in e['loc'])} = {e.get('input')!r}: {e['msg']}" for e in error.errors())
+        raise OperatorError("cli.bad_settings", profile=str(name), detail=detail) from error
+    except ValueError as error:
+        raise OperatorError("cli.bad_settings", profile=str(name), detail=str(error)) from error
+
+
+def _shipped_profiles() -> list[str]:
+    folder = resources.files("compute.profiles")
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
 
 
 def _describe(error: Exception, lang: str) -> str:
@@ -224,13 +397,14 @@ def _describe(error: Exception, lang: str) -> str:
     return str(error)
 
 
-def _run(args: argparse.Namespace, lang: str) -> int:
+def _run(args: argparse.Namespace, lang: str, console: _RunConsole) -> int:
     from compute.report import RunSummary, render_text
     from flows.daily import co2_daily
 
-    phases = _phases_argument(args.phases, lang)
-    run_date = _date_argument(args.date, lang) if args.date else None
-    result = co2_daily(run_date=run_date, force=args.force, phases=phases, profile=args.profile)
+    phases = _phases_argument(args.phases)
+    run_date = _date_argument(args.date) if args.date else None
+    _load_settings(args.profile)
+    result = console.run(lambda: co2_daily(run_date=run_date, force=args.force, phases=phases, profile=args.profile))
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
     else:
@@ -241,11 +415,10 @@ def _run(args: argparse.Namespace, lang: str) -> int:
 
 def _sample(args: argparse.Namespace, lang: str) -> int:
     from compute.sample import SampleSpec, write_sample_day
-    from compute.settings import load_settings
     from compute.storage import Store
 
-    settings = load_settings(args.profile)
-    day = _date_argument(args.date, lang)
+    settings = _load_settings(args.profile)
+    day = _date_argument(args.date)
     url = args.out or settings.url("input", day)
     options = {} if args.out else settings.storage.options_for("input")
     counts = write_sample_day(Store(url, options), day, SampleSpec(trips=args.trips, vertices_per_trip=args.vertices))
@@ -256,9 +429,8 @@ def _sample(args: argparse.Namespace, lang: str) -> int:
 
 def _validate(args: argparse.Namespace, lang: str) -> int:
     from compute.inspection import validate_path
-    from compute.settings import load_settings
 
-    settings = load_settings(args.profile)
+    settings = _load_settings(args.profile)
     report, balanced = validate_path(args.path, settings, lang=lang, rejects_path=args.rejects)
     print(report)
     return 0 if balanced else 2

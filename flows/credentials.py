@@ -28,8 +28,18 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from compute.i18n import OperatorError, register
 from compute.logs import register_secret
 from compute.settings import Settings
+
+register(
+    {
+        "credentials.bad_secret_name": {
+            "ja": "credentials.aws_secret={name!r} は完全なシークレット名ではありません。'projects/<project>/secrets/<secret>' の形で指定してください。",
+            "en": "credentials.aws_secret={name!r} is not a full secret name; expected 'projects/<project>/secrets/<secret>'.",
+        },
+    }
+)
 
 
 def with_credentials(settings: Settings) -> Settings:
@@ -75,9 +85,9 @@ def _s3fs_keys(key: str, secret: str, token: str | None) -> dict[str, Any]:
 def _read_gcp_secret(name: str) -> str:
     from google.cloud import secretmanager
 
-    client = secretmanager.SecretManagerServiceClient()
     if not name.startswith("projects/"):
-        raise ValueError(f"credentials.aws_secret={name!r} is not a full secret name; expected 'projects/<project>/secrets/<secret>'")
+        raise OperatorError("credentials.bad_secret_name", name=name)
+    client = secretmanager.SecretManagerServiceClient()
     response = client.access_secret_version(name=f"{name}/versions/latest")
     return response.payload.data.decode("utf-8")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from prefect.runtime import flow_run
 from compute import logs
 from compute import phases as ph
 from compute.cluster import delete_leftover_clusters, open_cluster, run_labels
+from compute.i18n import OperatorError, register
 from compute.report import RunSummary
 from compute.settings import Settings, load_settings, parse_run_date
 from compute.storage import DeliveryError
@@ -39,10 +41,19 @@ from flows.credentials import with_credentials
 Phase = Literal["fetch", "validate", "compute", "output", "publish"]
 TOKYO = ZoneInfo("Asia/Tokyo")
 
+register(
+    {
+        "daily.webhook_missing": {
+            "ja": "notify.kind が 'webhook' ですが、Webhook の URL が設定されていません。LMCO2_NOTIFY__WEBHOOK_URL または LMCO2_CREDENTIALS__WEBHOOK_BLOCK を設定してください。",
+            "en": "notify.kind is 'webhook' but no webhook URL is set; set LMCO2_NOTIFY__WEBHOOK_URL or LMCO2_CREDENTIALS__WEBHOOK_BLOCK.",
+        },
+    }
+)
+
 #: How long a run waits for another run of the same date to finish before it fails.
 DATE_LOCK_TIMEOUT_S = 6 * 3600
 #: Events logged at warning level; every other event is logged at info level.
-_WARNING_EVENTS = frozenset({"object_retry", "object_mismatch", "object_copy_failed", "cluster_deleted"})
+_WARNING_EVENTS = frozenset({"object_retry", "object_mismatch", "object_copy_failed", "cluster_deleted", "input_unchecked"})
 #: Events logged at error level; the failed-run alert matches ``run_failed``.
 _ERROR_EVENTS = frozenset({"run_failed"})
 
@@ -144,10 +155,13 @@ def co2_daily(
         emit("run_started", {"phases": ",".join(selected), "profile": settings.profile, "force": force})
 
         results: list[ph.PhaseResult] = []
+        input_check: ph.InputCheck | None = None
         current = "fetch"
         try:
             if "fetch" in selected:
                 results.append(fetch_task(run))
+            else:
+                input_check = _check_raw_copy(run, emit)
             cluster_phases = [p for p in ("validate", "compute") if p in selected]
             if any(run.completed(p) is None for p in cluster_phases):
                 labels = run_labels(f"{day:%Y%m%d}", flow_run_id)
@@ -171,13 +185,23 @@ def co2_daily(
             emit("run_failed", {"phase": current, "error": type(error).__name__})
             raise
 
-        summary = summarise(run, settings, results)
+        summary = summarise(run, settings, results, input_check)
         publish_summary(summary, ph.load_report(run), language=settings.language, key=f"co2-daily-{day:%Y%m%d}")
         emit("run_completed", {"trips": summary.trips_out, "co2_ttw_kg": summary.co2_ttw_kg})
     return summary.as_dict()
 
 
-def summarise(run: ph.DailyRun, settings: Settings, results: list[ph.PhaseResult]) -> RunSummary:
+def _check_raw_copy(run: ph.DailyRun, emit: Callable[[str, dict[str, Any]], None]) -> ph.InputCheck:
+    """Check, for a run without fetch, that the raw copy still matches the client's input; raise if not."""
+    check = ph.check_raw_copy_current(run)
+    event = "input_checked" if check.status == "unchanged" else "input_unchecked"
+    emit(event, {"phase": "fetch", **check.as_dict()})
+    return check
+
+
+def summarise(
+    run: ph.DailyRun, settings: Settings, results: list[ph.PhaseResult], input_check: ph.InputCheck | None = None
+) -> RunSummary:
     """Build the run summary from this run's phases and the markers of phases not run now."""
     records = ph.phase_records(results)
     seen = {r["phase"] for r in records}
@@ -188,7 +212,17 @@ def summarise(run: ph.DailyRun, settings: Settings, results: list[ph.PhaseResult
                 records.append({"phase": phase, "skipped": True, "seconds": 0.0, **marker.counts})
     order = {p: i for i, p in enumerate(ph.PHASES)}
     records.sort(key=lambda r: order[r["phase"]])
-    return RunSummary.from_phases(run.day, records, settings.url("output", run.run_date))
+    summary = RunSummary.from_phases(run.day, records, settings.url("output", run.run_date), _report_figures(run, records))
+    summary.input_check = input_check.as_dict() if input_check is not None else None
+    return summary
+
+
+def _report_figures(run: ph.DailyRun, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the report figures of ``processed/summary.json`` when output ran now or before, else {}."""
+    processed = run.store("processed")
+    if not any(r["phase"] == "output" for r in records) or not processed.exists("summary.json"):
+        return {}
+    return dict(json.loads(processed.read_text("summary.json")).get("report") or {})
 
 
 @contextlib.contextmanager
@@ -222,7 +256,7 @@ def _notifier(settings: Settings, emit: Callable[[str, dict[str, Any]], None]) -
                    payload={k: v for k, v in payload.items() if k != "output"})
         if settings.notify.kind == "webhook":
             if settings.notify.webhook_url is None:
-                raise ValueError("notify.kind is 'webhook' but no webhook URL is set; set LMCO2_NOTIFY__WEBHOOK_URL or LMCO2_CREDENTIALS__WEBHOOK_BLOCK")
+                raise OperatorError("daily.webhook_missing")
             status = send_webhook(settings.notify.webhook_url, payload)
             emit("notice_sent", {"kind": "webhook", "status": status})
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -142,3 +143,86 @@ class TestJapaneseFraming:
         err = capsys.readouterr().err
         assert "納品が見つかりません" in err
         assert "20260101" in err
+
+
+class TestValidateReportLanguage:
+    # English example texts of the contract's row rules, as the rules write them.
+    ENGLISH_EXAMPLES = [
+        "LineString WKB with fewer than 2 vertices",
+        "allowed: LineString, MultiLineString",
+        "1 vertices, no distinct second point",
+        "vertex 3: elevation is infinite",
+        "Self-intersection[139.7 35.68]; make_valid left no area",
+        "Ring Self-intersection[139.7 35.68]",
+        "vertex 2 (x = longitude, y = latitude)",
+        "12 vertices; a timestamp is null",
+        "12 vertices",
+        "11 timestamps",
+        "vertex 1 to 2",
+        "vertex 4 to 5: 900 m in 10.0 s, limit 250 km/h",
+        "average over the trip: 90000 m in 600 s, limit 250 km/h",
+        "end_time is before start_time",
+        "vertex 0; min_time 2000-01-01T00:00:00+00:00, max_time 2100-01-01T00:00:00+00:00",
+        "min_time 2000-01-01T00:00:00+00:00, max_time 2100-01-01T00:00:00+00:00",
+        "row 5 of the partition",
+        "load_kg above max_load_kg 60000",
+        "|gradient_pct| above max_abs_gradient_pct 30",
+        "catalog_fuel_economy_km_per_l outside (0, 60]",
+        "model_year outside [1950, 2030]",
+        "limit 250 km/h",
+        "95 l/h over 10.0 s, limit 80 l/h",
+    ]
+    ENGLISH_WORDS = ("vertex", "vertices", "timestamps", "fewer than", "of the partition", "above", "outside", "limit",
+                     "average", "allowed", "is null", "before", "over", "Self-intersection", "left no area")
+
+    @pytest.mark.parametrize("text", ENGLISH_EXAMPLES)
+    def test_example_text_in_japanese(self, text: str) -> None:
+        from compute.inspection import localise_examples
+
+        rejects = pd.DataFrame({"dataset": ["trajectories"], "reason": ["r"], "row_key": ["k"], "value": [None], "detail": [text]})
+        japanese = localise_examples(rejects, "ja")["detail"].iloc[0]
+        for word in self.ENGLISH_WORDS:
+            assert word not in japanese, (text, japanese)
+        assert localise_examples(rejects, "en")["detail"].iloc[0] == text
+
+    def test_validate_report_has_no_english_examples(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        day = tmp_path / "day"
+        write_sample_day(Store(str(day)), dt.date(2026, 12, 1), SampleSpec(trips=30, vertices_per_trip=12))
+        rejects = tmp_path / "rejects.parquet"
+
+        assert cli.main(["--lang", "ja", "validate", str(day), "--rejects", str(rejects)]) == 0
+        report = capsys.readouterr().out
+
+        for word in ("vertex", "of the partition", "fewer than", "longitude"):
+            assert word not in report
+        assert "パーティションの" in report
+        assert "頂点 1 から 2" in report
+        assert "row 5 of the partition" in pq.read_table(rejects).column("detail").to_pylist()
+
+    def test_missing_dataset_error_in_japanese(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        day = tmp_path / "day"
+        write_sample_day(Store(str(day)), dt.date(2026, 12, 1), SampleSpec(trips=10, vertices_per_trip=5))
+        for file in (day / "vehicles").iterdir():
+            file.unlink()
+        assert cli.main(["--lang", "ja", "validate", str(day)]) == 2
+        report = capsys.readouterr().out
+        assert "想定: vehicles/*.parquet ≥ 1" in report
+        assert "no files" not in report
+        assert "Parquet files under" not in report
+
+
+class TestReadme:
+    @pytest.mark.parametrize("readme", ["README.md", "README.ja.md"])
+    def test_every_option_is_documented(self, readme: str) -> None:
+        import argparse
+
+        text = (Path(__file__).resolve().parents[1] / readme).read_text(encoding="utf-8")
+        parser = cli.build_parser("en")
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        for name, command in commands.choices.items():
+            for action in command._actions:
+                for option in action.option_strings:
+                    if option.startswith("--") and option != "--help":
+                        assert option in text, f"{readme} does not mention {name} {option}"
+        for setting in ("LMCO2_LANGUAGE", "language:", "report.ja.md", "matplotlib-fontja"):
+            assert setting in text, setting

@@ -74,6 +74,14 @@ class TestDailyFlowLocal:
         assert trips["method"].notna().all()
         assert trips["distance_km"].sum() > 0
 
+    def test_summary_counts_trips_without_litres(self, day: dict[str, Any]) -> None:
+        trips = pq.read_table(day["output"] / "trips.parquet").to_pandas()
+        vehicles = pq.read_table(day["input"] / "vehicles").to_pandas().drop_duplicates("vehicle_id")
+        missing = trips[trips["fuel_l"].isna()].merge(vehicles[["vehicle_id", "fuel_type"]], on="vehicle_id", how="left")
+        expected = {str(k): int(v) for k, v in missing["fuel_type"].fillna("unmatched").value_counts().items()}
+        assert {"cng", "electric"} <= set(expected)
+        assert day["runs"][0]["trips_without_fuel_l"] == expected
+
     def test_manifest_matches_files(self, day: dict[str, Any]) -> None:
         output: Path = day["output"]
         manifest = json.loads((output / "manifest.json").read_text())

@@ -1,14 +1,18 @@
-"""Reruns against a changed or missing delivery, and sample days written over older ones."""
+"""Reruns against a changed or missing delivery, runs without fetch, and sample days written over older ones."""
 
 from __future__ import annotations
 
 import datetime as dt
+import pickle
+import shutil
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from compute import phases
+from compute.report import RunSummary, render_text
 from compute.sample import SampleSpec, write_sample_day
 from compute.settings import load_settings
 from compute.storage import DeliveryError, Store
@@ -44,6 +48,109 @@ class TestFetchGuards:
             phases.fetch(_run(tmp_path))
         assert info.value.code == "input_changed"
         assert not phases.fetch(_run(tmp_path, force=True)).skipped
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TestRunsWithoutFetch:
+    """Phases after fetch, run alone, compare the client's input with the fetched copy."""
+
+    def _fetched(self, tmp_path: Path) -> None:
+        write_sample_day(Store(str(_input(tmp_path))), RUN_DATE, SampleSpec(trips=12, vertices_per_trip=6))
+        phases.fetch(_run(tmp_path))
+
+    def test_unchanged_input_passes(self, tmp_path: Path) -> None:
+        self._fetched(tmp_path)
+        check = phases.check_raw_copy_current(_run(tmp_path, force=True))
+        assert check.status == "unchanged"
+
+    def test_changed_input_stops_even_with_force(self, tmp_path: Path) -> None:
+        self._fetched(tmp_path)
+        write_sample_day(Store(str(_input(tmp_path))), RUN_DATE, SampleSpec(trips=30, vertices_per_trip=6))
+        with pytest.raises(phases.InputChangedError) as info:
+            phases.check_raw_copy_current(_run(tmp_path, force=True))
+        assert info.value.code == "input_changed"
+        assert info.value.changes.resized
+        japanese, english = info.value.message("ja"), info.value.message("en")
+        assert "fetch を含めて --force で再実行" in japanese
+        assert "サイズ変更" in japanese
+        assert "resized" not in japanese
+        assert "Rerun with the fetch phase and --force" in english
+        assert "resized" in english
+
+    def test_added_and_removed_files_are_named(self, tmp_path: Path) -> None:
+        self._fetched(tmp_path)
+        folder = _input(tmp_path) / "tachometer"
+        first = sorted(folder.iterdir())[0]
+        first.rename(folder / "part-renamed.parquet")
+        with pytest.raises(phases.InputChangedError) as info:
+            phases.check_raw_copy_current(_run(tmp_path))
+        assert info.value.changes.added == ("tachometer/part-renamed.parquet",)
+        assert info.value.changes.removed == (f"tachometer/{first.name}",)
+        assert "追加 1 件: tachometer/part-renamed.parquet" in info.value.message("ja")
+
+    def test_error_survives_pickling(self, tmp_path: Path) -> None:
+        error = phases.InputChangedError("/in/", "2026-12-01", phases.InputChanges(resized=("a.parquet",)), False)
+        again = pickle.loads(pickle.dumps(error))
+        assert again.message("ja") == error.message("ja")
+        assert isinstance(again, DeliveryError)
+
+    def test_input_gone_is_reported_not_raised(self, tmp_path: Path) -> None:
+        self._fetched(tmp_path)
+        shutil.rmtree(_input(tmp_path))
+        assert phases.check_raw_copy_current(_run(tmp_path)).status == "input_absent"
+
+    def test_unreachable_input_is_reported(self, tmp_path: Path) -> None:
+        self._fetched(tmp_path)
+        s3_input = {
+            "storage": {
+                "input": "s3://client-in/input/{yyyymmdd}/",
+                "options": {"input": {
+                    "endpoint_url": f"http://127.0.0.1:{_closed_port()}", "key": "test-key", "secret": "test-secret",
+                    "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1},
+                }},
+            }
+        }
+        profile = write_profile(tmp_path / "s3-profile.yaml", tmp_path / "data", **s3_input)
+        run = phases.DailyRun.create(load_settings(str(profile)), RUN_DATE)
+
+        check = phases.check_raw_copy_current(run)
+
+        assert check.status == "unreachable"
+        assert check.url == "s3://client-in/input/20261201/"
+        assert "127.0.0.1" in check.detail
+
+    def test_no_fetch_record(self, tmp_path: Path) -> None:
+        assert phases.check_raw_copy_current(_run(tmp_path)).status == "not_fetched"
+
+    @pytest.mark.parametrize(("status", "expected"), [("unreachable", "確認できませんでした"), ("input_absent", "オブジェクトがない")])
+    def test_summary_says_input_was_not_checked(self, status: str, expected: str) -> None:
+        summary = RunSummary(run_date="2026-12-01", input_check={"status": status, "url": "s3://in/", "detail": "EndpointConnectionError"})
+        assert expected in render_text(summary, "ja")
+        assert "s3://in/" in render_text(summary, "en")
+        assert "raw copy was used as it is" in render_text(summary, "en")
+
+
+@pytest.mark.slow
+def test_flow_without_fetch_stops_on_changed_input(tmp_path: Path, prefect_harness: None) -> None:
+    from flows.daily import co2_daily
+
+    profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data")
+    write_sample_day(Store(str(_input(tmp_path))), RUN_DATE, SampleSpec(trips=12, vertices_per_trip=6))
+    assert co2_daily(run_date=RUN_DATE, profile=str(profile), phases=["fetch"])["phases"][0]["phase"] == "fetch"
+    write_sample_day(Store(str(_input(tmp_path))), RUN_DATE, SampleSpec(trips=30, vertices_per_trip=6))
+
+    state = co2_daily(run_date=RUN_DATE, profile=str(profile), force=True, phases=["validate", "compute"], return_state=True)
+
+    assert state.is_failed()
+    with pytest.raises(phases.InputChangedError):
+        state.result()
+    temp = tmp_path / "data" / "lake" / "temp" / RUN_DATE.strftime("%Y%m%d")
+    assert not (temp / "_phases" / "validate.json").exists()
 
 
 class TestSampleOverwrite:
