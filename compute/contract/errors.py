@@ -80,4 +80,4 @@ def file_unreadable(dataset: str, path: str, error: Exception) -> ContractError:
         The reader's error; its first line goes into ``actual``.
     """
     first_line = (str(error).splitlines() or [type(error).__name__])[0][:200]
-    return ContractError(ErrorCode.FILE_UNREADABLE, dataset, "", "a Parquet file", f"{path}: {first_line}")
+    return ContractError(ErrorCode.FILE_UNREADABLE, dataset, "", "Parquet", f"{path}: {first_line}")
