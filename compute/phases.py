@@ -317,6 +317,21 @@ def _listing_errors() -> tuple[type[Exception], ...]:
         errors.append(GoogleAuthError)
     except ImportError:  # google-auth is only installed for GCS roots
         pass
+    try:
+        # gcsfs raises its own HttpError for a 401 and most other 4xx responses, and for 429 and
+        # 5xx responses once its retries are used up.
+        from gcsfs.retry import HttpError as GcsHttpError
+
+        errors.append(GcsHttpError)
+    except ImportError:  # gcsfs is only installed for GCS roots
+        pass
+    try:
+        # gcsfs and s3fs use aiohttp, whose error for a dropped connection is not an OSError.
+        from aiohttp import ClientError as HttpClientError
+
+        errors.append(HttpClientError)
+    except ImportError:  # aiohttp comes with gcsfs and s3fs only
+        pass
     return tuple(errors)
 
 

@@ -650,16 +650,29 @@ def with_required_fields(table: pa.Table, required: Iterable[str]) -> pa.Table:
     The Parquet writer then stores no definition level per value for them: on a 750k-segment
     piece the segment intermediate took about a fifth less CPU to encode. A required column that
     does hold a null (which the validated input should rule out) stays nullable, so its values
-    are kept; readers of the folder take the first file's schema and read such a file as well.
+    are kept. So does a column of Arrow's null type (an empty text column, or the empty
+    dictionary of an empty piece's trip ids), which Parquet cannot store as not nullable.
+
+    NOTE: ``pyarrow.dataset`` and ``pyarrow.parquet.read_table`` of a folder take the first
+    file's schema. They read the nulls of a later nullable file, but the table then declares a
+    column not nullable that contains nulls, and writing it to Parquet again fails. The frame of
+    ``pandas.read_parquet`` and a DuckDB query over the folder hold the nulls correctly.
     """
     wanted = set(required)
     fields = [
-        field.with_nullable(False) if field.name in wanted and table.column(i).null_count == 0 else field
+        field.with_nullable(False) if field.name in wanted and _can_be_required(field, table.column(i)) else field
         for i, field in enumerate(table.schema)
     ]
     if all(f.nullable == old.nullable for f, old in zip(fields, table.schema, strict=True)):
         return table
     return pa.Table.from_arrays(table.columns, schema=pa.schema(fields, metadata=table.schema.metadata))
+
+
+def _can_be_required(field: pa.Field, values: pa.ChunkedArray) -> bool:
+    """Tell whether a column can be written as not nullable: it contains no null, and neither it
+    nor its dictionary values are of Arrow's null type."""
+    value_type = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+    return values.null_count == 0 and not pa.types.is_null(value_type)
 
 
 def arrow_column(values: pd.Series) -> pa.Array:

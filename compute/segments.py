@@ -359,6 +359,8 @@ def _segment_geometry(
             north_m[s] = north
             if not length < LOCAL_LENGTH_MAX_M:
                 n_far += 1
+            # NOTE: the plain mean puts the midpoint of a step across the antimeridian near
+            # longitude 0, so the spatial join looks for its area and link there.
             lon_mid[s] = (lon1 + lon2) / 2.0
             lat_mid[s] = (lat1 + lat2) / 2.0
             index[s] = k

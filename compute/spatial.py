@@ -15,8 +15,9 @@ Rules
   and the link columns are null.
 * Link gradient: ``gradient_pct`` rises in the direction the link's LineString is drawn (first
   to last vertex). A segment travelling against that direction gets the opposite sign. The
-  direction is compared with the nearest edge of the link (the first one found at equal
-  distance); a segment square to it, or without a displacement, keeps the sign as given.
+  direction is compared with the nearest edge of the link, the first one found at equal
+  distance. A repeated vertex is no edge unless its LineString part has no other edge. A segment
+  square to the edge, or without a displacement, keeps the sign as given.
 
 Both rules depend only on the segment and the whole attribute layer, so the result of a partition
 does not depend on how the day was partitioned. The attribute layer is small next to the
@@ -656,9 +657,11 @@ def _build_edge_grid(edges: _LinkEdges, max_distance_m: float) -> _Grid:
 
     NOTE: that is true up to 89.9 degrees of latitude, where the width is capped, and not across
     the antimeridian. Longitudes are registered unwrapped, so a link just east of -180 is no candidate
-    for a point just west of +180. An edge is also registered in every cell of its padded bounding
-    box, so one long diagonal edge (1 degree at 25 m cells) would take about 2e7 cells. Links of
-    Japanese road networks are far from all three limits.
+    for a point just west of +180. An edge that crosses the antimeridian is registered in every
+    column instead. It then misses points near its own ends, and matches points near longitude 0,
+    where its ends wrap to opposite sides. An edge is also registered in every cell of its padded
+    bounding box, so one long diagonal edge (1 degree at 25 m cells) would take about 2e7 cells.
+    Links of Japanese road networks are far from all three limits.
     """
     height = max_distance_m / (_WGS84_A_M * (1.0 - _WGS84_E2) * _RAD)
     top = min(float(max(np.abs(edges.ay).max(), np.abs(edges.by).max())) + height, 89.9)
@@ -715,6 +718,13 @@ def _register(bounds: np.ndarray, x0: float, y0: float, width: float, height: fl
 
 
 def _link_edges(geoms: np.ndarray) -> _LinkEdges:
+    """Return the straight edges of every link, taken per LineString part.
+
+    A zero-length edge (a repeated vertex) is left out of a part that has a longer edge. Its
+    point is also an end of a longer edge of the same part, so distances change by rounding at
+    most. Kept, it could be the nearest edge of a point, and it has no direction to sign the
+    gradient by. A part whose vertices all coincide keeps its edges, so the link is still matched.
+    """
     if len(geoms) == 0:
         empty = np.zeros(0)
         return _LinkEdges(empty, empty, empty, empty, np.zeros(0, np.int64))
@@ -724,10 +734,21 @@ def _link_edges(geoms: np.ndarray) -> _LinkEdges:
     part_owner = np.repeat(np.arange(len(geoms)), shapely.get_num_geometries(geoms))
     part_coords, part_index = shapely.get_coordinates(parts, return_index=True)
     a = np.flatnonzero(part_index[:-1] == part_index[1:])
+    a = a[_drop_zero_length_edges(part_coords, part_index, a, len(parts))]
     return _LinkEdges(
         ax=part_coords[a, 0], ay=part_coords[a, 1], bx=part_coords[a + 1, 0], by=part_coords[a + 1, 1],
         link=part_owner[part_index[a]].astype(np.int64),
     )
+
+
+def _drop_zero_length_edges(coords: np.ndarray, part_index: np.ndarray, first: np.ndarray, n_parts: int) -> np.ndarray:
+    """Return which edges (``first`` vertex rows into ``coords``) to keep: every edge that has a
+    length (or a NaN coordinate), and the zero-length edges of parts that have no other edge."""
+    moves = (coords[first, 0] != coords[first + 1, 0]) | (coords[first, 1] != coords[first + 1, 1])
+    edge_part = part_index[first]
+    part_moves = np.zeros(n_parts, dtype=bool)
+    part_moves[edge_part[moves]] = True
+    return moves | ~part_moves[edge_part]
 
 
 # -- helpers -----------------------------------------------------------------------------------

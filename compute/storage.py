@@ -167,7 +167,9 @@ class Store:
         prefix = self.root + "/"
         out = {}
         for path, info in found.items():
-            if info.get("type") == "directory":
+            # A zero-byte key ending in "/" is an S3 folder marker (the console's "Create folder"),
+            # not data; s3fs may list it as a file.
+            if info.get("type") == "directory" or (path.endswith("/") and not info.get("size")):
                 continue
             key = path[len(prefix):] if path.startswith(prefix) else posixpath.basename(path)
             out[key] = int(info.get("size") or 0)

@@ -25,6 +25,8 @@ ALIGNED_COLUMNS: tuple[str, ...] = (c.TRIP_ID, c.VEHICLE_ID, c.TS, c.SPEED_KMH, 
 _MS = "datetime64[ms, UTC]"
 # Bits of the combined key left for the time offset in ms: about 34 years from the earliest time.
 _TIME_BITS = 40
+#: Largest trip vehicle code whose combined key stays a positive int64 (23 bits, 8,388,607).
+VEHICLE_CODE_MAX = (1 << (63 - _TIME_BITS)) - 1
 
 
 def align_to_trips(tacho: pd.DataFrame, trips: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -91,11 +93,24 @@ class TripKeys:
 
 def sort_trips(trip_vehicle_codes: np.ndarray, trip_start_ms: np.ndarray) -> TripKeys:
     """Sort the trips once for many calls of :func:`assign_trips`. A production day has 1M trips
-    and about 400 alignment tasks, which would otherwise each sort them again."""
+    and about 400 alignment tasks, which would otherwise each sort them again.
+
+    Raises
+    ------
+    ValueError
+        If a trip's vehicle code is above :data:`VEHICLE_CODE_MAX`. Its combined key would
+        overflow and collide with the keys of another vehicle.
+    """
     usable_trip = (trip_vehicle_codes >= 0) & np.isfinite(trip_start_ms)
     trip_rows = np.flatnonzero(usable_trip)
     if trip_rows.size == 0:
         return TripKeys(origin_ms=0.0, rows=trip_rows.astype(np.int64), keys=np.zeros(0, np.int64))
+    largest_code = int(np.max(trip_vehicle_codes[trip_rows]))
+    if largest_code > VEHICLE_CODE_MAX:
+        raise ValueError(
+            f"trip vehicle codes must be at most {VEHICLE_CODE_MAX:,} to fit the combined (vehicle, time) key, "
+            f"got {largest_code:,}; number the vehicles from 0 with encode_vehicles"
+        )
     origin = float(np.min(trip_start_ms[trip_rows]))
     trip_key = _combined_key(trip_vehicle_codes[trip_rows], trip_start_ms[trip_rows], origin)
     order = np.lexsort((trip_rows, trip_key))  # equal starts keep trip order, so the last one wins
@@ -117,11 +132,19 @@ def assign_trips(
     vehicle_codes
         Integer vehicle code per record; -1 for a vehicle without trips.
     ts_ms
-        Record time, epoch milliseconds (float; NaN never matches).
+        Record time, epoch milliseconds (float; NaN never matches). A record is compared with
+        trip starts in whole milliseconds after the earliest start, and with trip ends exactly.
+        NOTE: a record less than 1 ms before a trip's start, in the same whole millisecond, can
+        therefore belong to that trip. The pipeline passes whole milliseconds only.
     trip_vehicle_codes, trip_start_ms, trip_end_ms
         Per trip: vehicle code, start and end in epoch milliseconds (NaN start never matches).
     trip_keys
         :func:`sort_trips` of the same trips, when the caller keeps it for many calls.
+
+    Raises
+    ------
+    ValueError
+        From :func:`sort_trips`, if a trip's vehicle code is above :data:`VEHICLE_CODE_MAX`.
 
     Notes
     -----

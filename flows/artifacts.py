@@ -50,9 +50,14 @@ def table_rows(name: str, rows: list[dict[str, Any]], language: str) -> tuple[li
 
 
 def _number(value: Any) -> float:
-    """``value`` as a float for sorting; missing or non-numeric values sort last."""
+    """``value`` as a float for sorting; missing or non-numeric values sort last.
+
+    An integer beyond the float range sorts as an infinity of its sign.
+    """
     try:
         number = float(value)
+    except OverflowError:
+        return float("inf") if value > 0 else float("-inf")
     except (TypeError, ValueError):
         return float("-inf")
     return number if number == number else float("-inf")
