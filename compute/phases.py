@@ -147,6 +147,10 @@ def fetch(run: DailyRun, transfer_client: Any = None) -> PhaseResult:
     def body() -> Manifest:
         source, destination = run.store("input"), run.store("raw")
         if run.force:
+            # The verified raw copy goes only once the delivery is known to be there: a forced
+            # rerun of a day whose input is gone keeps it and stops with the missing delivery.
+            if not source.list():
+                raise DeliveryError("delivery_missing", source.url, run.day)
             destination.remove()
         return transfer.fetch_day(
             source, destination, run_date=run.day, mode=run.settings.transfer.mode, retries=run.settings.transfer.retries,
@@ -157,12 +161,21 @@ def fetch(run: DailyRun, transfer_client: Any = None) -> PhaseResult:
 
 
 def _check_input_unchanged(run: DailyRun) -> None:
-    """Raise if the day was fetched before and its input objects changed since (names or sizes)."""
+    """Raise if the day was fetched before and its input objects changed since (names or sizes).
+
+    An input with no objects left is no change: the client removed the delivered day, and the
+    raw copy is the verified copy of it. The fetch is skipped as done, with an
+    ``input_unchecked`` event, as in a run without fetch.
+    """
     done = run.completed("fetch")
     if done is None:
         return
     source = run.store("input")
-    changes = InputChanges.between(done, source.list())
+    current = source.list()
+    if not current:
+        run.on_event("input_unchecked", {"phase": "fetch", "status": "input_absent", "url": source.url, "detail": ""})
+        return
+    changes = InputChanges.between(done, current)
     if changes:
         raise InputChangedError(source.url, run.day, changes, True)
 

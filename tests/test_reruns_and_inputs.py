@@ -50,6 +50,41 @@ class TestFetchGuards:
         assert not phases.fetch(_run(tmp_path, force=True)).skipped
 
 
+class TestInputGoneAfterFetch:
+    """A client that removes its delivered day must not cost us the verified raw copy."""
+
+    def _fetched(self, tmp_path: Path) -> Path:
+        write_sample_day(Store(str(_input(tmp_path))), RUN_DATE, SampleSpec(trips=12, vertices_per_trip=6))
+        phases.fetch(_run(tmp_path))
+        raw = _run(tmp_path).store("raw")
+        assert raw.list()
+        gone = tmp_path / "moved-away"
+        shutil.move(str(_input(tmp_path)), str(gone))
+        return gone
+
+    def test_forced_rerun_keeps_the_raw_copy(self, tmp_path: Path) -> None:
+        gone = self._fetched(tmp_path)
+        raw = _run(tmp_path).store("raw")
+        before = raw.list()
+        with pytest.raises(DeliveryError) as info:
+            phases.fetch(_run(tmp_path, force=True))
+        assert info.value.code == "delivery_missing"
+        assert raw.list() == before
+        # With the delivery back, the forced rerun copies it again.
+        shutil.move(str(gone), str(_input(tmp_path)))
+        assert not phases.fetch(_run(tmp_path, force=True)).skipped
+        assert raw.list() == before
+
+    def test_rerun_without_force_skips_fetch_and_says_the_input_is_gone(self, tmp_path: Path) -> None:
+        self._fetched(tmp_path)
+        events: list[tuple[str, dict[str, object]]] = []
+        profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data")
+        run = phases.DailyRun.create(load_settings(str(profile)), RUN_DATE, on_event=lambda name, fields: events.append((name, fields)))
+        assert phases.fetch(run).skipped
+        assert ("input_unchecked", {"phase": "fetch", "status": "input_absent", "url": run.store("input").url, "detail": ""}) in events
+        assert phases.check_raw_copy_current(run).status == "input_absent"
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
