@@ -33,7 +33,7 @@ from compute.cluster import delete_leftover_clusters, open_cluster, run_labels
 from compute.i18n import OperatorError, register
 from compute.report import RunSummary
 from compute.settings import Settings, load_settings, parse_run_date
-from compute.storage import DeliveryError
+from compute.storage import DeliveryError, read_phase_marker
 from compute.transfer import send_webhook
 from flows.artifacts import ProgressArtifact, publish_summary
 from flows.credentials import with_credentials
@@ -205,11 +205,18 @@ def summarise(
     """Build the run summary from this run's phases and the markers of phases not run now."""
     records = ph.phase_records(results)
     seen = {r["phase"] for r in records}
-    for phase in ph.PHASES:
-        if phase not in seen:
-            marker = run.completed(phase) if not run.force else None
-            if marker is not None:
-                records.append({"phase": phase, "skipped": True, "seconds": 0.0, **marker.counts})
+    ran = [ph.PHASES.index(r["phase"]) for r in records if not r["skipped"]]
+    first_run = min(ran) if ran else len(ph.PHASES)
+    for position, phase in enumerate(ph.PHASES):
+        if phase in seen:
+            continue
+        # Phases before the first one run now made its inputs, so their markers count even with
+        # --force (which applies to the phases run now). Later markers are stale after a forced
+        # rerun of an earlier phase.
+        upstream = position < first_run
+        marker = read_phase_marker(run.state, phase) if upstream or not run.force else None
+        if marker is not None:
+            records.append({"phase": phase, "skipped": True, "seconds": 0.0, **marker.counts})
     order = {p: i for i, p in enumerate(ph.PHASES)}
     records.sort(key=lambda r: order[r["phase"]])
     summary = RunSummary.from_phases(run.day, records, settings.url("output", run.run_date), _report_figures(run, records))

@@ -119,6 +119,17 @@ class TestDailyFlowLocal:
         pd.testing.assert_frame_equal(again, first)
         assert _sha256(day["output"] / "trips.parquet") == first_sha
 
+    def test_forced_later_phase_reports_the_earlier_counts(self, day: dict[str, Any]) -> None:
+        # The phases before the one forced now made its inputs: the summary keeps their counts.
+        first = day["runs"][0]
+        result = _run(day, force=True, phases=["output"])
+        assert [(p["phase"], p["skipped"]) for p in result["phases"]] == [
+            ("fetch", True), ("validate", True), ("compute", True), ("output", False),
+        ]
+        assert result["rows_in"] == first["rows_in"] and sum(result["rows_in"].values()) > 0
+        assert result["rejected"] == first["rejected"]
+        assert result["trips_out"] == first["trips_out"]
+
 
 class TestDailyFlowFailures:
     def test_missing_dataset_fails_before_compute(self, tmp_path: Path, prefect_harness: None) -> None:
