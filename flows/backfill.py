@@ -32,11 +32,11 @@ register(
         "backfill.failed": {
             "ja": (
                 "バックフィルで {total} 日中 {failed} 日が失敗しました: {dates}。失敗した日を 1 日ずつ再実行してください"
-                "（ローカルでは lm-co2 run --date YYYY-MM-DD、Prefect ではデプロイメント co2-daily/daily）。"
+                "（ローカルでは lm-co2 run --date YYYY-MM-DD、理由が --force を求める日はそれも付けて。Prefect ではデプロイメント co2-daily/daily）。"
             ),
             "en": (
                 "The backfill finished with {failed} of {total} dates failed: {dates}. Rerun the failed dates one at a time "
-                "(locally with lm-co2 run --date YYYY-MM-DD, on Prefect with the deployment co2-daily/daily)."
+                "(locally with lm-co2 run --date YYYY-MM-DD, adding --force where the reason asks for it; on Prefect with the deployment co2-daily/daily)."
             ),
         },
         "backfill.failure": {"ja": "  {day}: {reason}", "en": "  {day}: {reason}"},
