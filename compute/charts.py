@@ -37,6 +37,7 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.text import Text
+from matplotlib.ticker import MaxNLocator
 
 from compute import columns as c
 from compute import report as _report  # noqa: F401 - registers the phase names used in the pages
@@ -451,8 +452,17 @@ def _png(figure: Figure, font: str | None) -> bytes:
 
 def _bar_chart(
     name: str, labels: list[str], values: list[float], title: str, value_label: str, font: str | None, *, horizontal: bool = False,
-    color: str = "#4c72b0",
+    color: str = "#4c72b0", counts: bool = False,
 ) -> Chart:
+    figure, drawn = _draw_bar_chart(labels, values, title, value_label, horizontal=horizontal, color=color, counts=counts)
+    return Chart(name, _png(figure, font), drawn)
+
+
+def _draw_bar_chart(
+    labels: list[str], values: list[float], title: str, value_label: str, *, horizontal: bool = False, color: str = "#4c72b0",
+    counts: bool = False,
+) -> tuple[Figure, pd.DataFrame]:
+    """Draw one bar per label and return the figure and the drawn values. Counts get integer ticks and labels."""
     figure, axes = _new_figure((8.0, max(3.0, 0.35 * len(labels) + 1.5)) if horizontal else (8.0, 4.5))
     if horizontal:
         bars = axes.barh(labels, values, color=color)
@@ -465,10 +475,12 @@ def _bar_chart(
         drawn = [bar.get_height() for bar in bars]
         if len(labels) > 8:
             axes.tick_params(axis="x", labelrotation=45)
-    axes.bar_label(bars, labels=[_short_number(v) for v in values], fontsize=8, padding=2)
+    if counts:
+        (axes.xaxis if horizontal else axes.yaxis).set_major_locator(MaxNLocator(integer=True))
+    axes.bar_label(bars, labels=format_bar_labels(values, counts=counts), fontsize=8, padding=2)
     axes.set_title(title)
     axes.margins(x=0.12 if horizontal else 0.02, y=0.02 if horizontal else 0.12)
-    return Chart(name, _png(figure, font), pd.DataFrame({"label": labels, "value": drawn}))
+    return figure, pd.DataFrame({"label": labels, "value": drawn})
 
 
 def _chart_by_hour(inputs: ReportInputs, trips: pd.DataFrame, lang: str, font: str | None) -> Chart | None:
@@ -510,7 +522,7 @@ def _chart_methods(inputs: ReportInputs, trips: pd.DataFrame, lang: str, font: s
     counts = trips[c.METHOD].fillna("unavailable").value_counts().sort_index()
     return _bar_chart(
         "methods", counts.index.astype(str).to_list(), [float(v) for v in counts.to_list()],
-        message("chart.methods.title", lang), message("chart.trips", lang), font, horizontal=True, color="#8172b2",
+        message("chart.methods.title", lang), message("chart.trips", lang), font, horizontal=True, color="#8172b2", counts=True,
     )
 
 
@@ -519,6 +531,16 @@ def _chart_matched(inputs: ReportInputs, trips: pd.DataFrame, lang: str, font: s
     if total_km <= 0:
         return None
     matched_km = inputs.segments.matched_length_m / 1000.0
+    figure, values = draw_matched_share(matched_km, total_km, lang)
+    return Chart("matched_share", _png(figure, font), values)
+
+
+def draw_matched_share(matched_km: float, total_km: float, lang: str) -> tuple[Figure, pd.DataFrame]:
+    """Draw the matched and unmatched distance as one stacked bar and return the figure and its values.
+
+    The legend sits in the figure below the axes, where the constrained layout reserves room for it,
+    so that it stays inside the saved image whatever the label language.
+    """
     figure, axes = _new_figure((8.0, 2.4))
     matched = axes.barh([0], [matched_km], color="#4c72b0", label=message("chart.matched.matched", lang))
     unmatched = axes.barh([0], [total_km - matched_km], left=[matched_km], color="#c0c0c0", label=message("chart.matched.unmatched", lang))
@@ -527,9 +549,9 @@ def _chart_matched(inputs: ReportInputs, trips: pd.DataFrame, lang: str, font: s
     axes.set_yticks([])
     axes.set_xlabel(message("chart.km", lang))
     axes.set_title(message("chart.matched.title", lang))
-    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncols=2, frameon=False)
+    figure.legend(loc="outside lower center", ncols=2, frameon=False)
     values = pd.DataFrame({"label": ["matched", "unmatched"], "value": [matched[0].get_width(), unmatched[0].get_width()]})
-    return Chart("matched_share", _png(figure, font), values)
+    return figure, values
 
 
 def _chart_rejects(inputs: ReportInputs, trips: pd.DataFrame, lang: str, font: str | None) -> Chart | None:
@@ -539,7 +561,7 @@ def _chart_rejects(inputs: ReportInputs, trips: pd.DataFrame, lang: str, font: s
     labels = [f"{dataset}: {reason}" for dataset, reason in counts.index]
     return _bar_chart(
         "rejects", labels, [float(v) for v in counts.to_list()], message("chart.rejects.title", lang), message("chart.rows", lang),
-        font, horizontal=True, color="#c44e52",
+        font, horizontal=True, color="#c44e52", counts=True,
     )
 
 
@@ -565,6 +587,7 @@ def _chart_intensity(inputs: ReportInputs, trips: pd.DataFrame, lang: str, font:
             axes.legend(loc="upper right")
         axes.set_title(f"{vehicle_class} (n={values.size})")
         axes.set_ylabel(message("chart.intensity.y", lang))
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
         rows += [
             {"vehicle_class": vehicle_class, "bin_low": bar.get_x(), "bin_high": bar.get_x() + bar.get_width(), "value": bar.get_height()}
             for bar in bars
@@ -867,12 +890,47 @@ def _rejects_by_reason(rejects: pd.DataFrame) -> pd.Series:
     return rejects.groupby([c.DATASET, c.REASON], sort=True).size().sort_values(ascending=False, kind="stable")
 
 
-def _short_number(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 1:
-        return f"{value:,.1f}"
-    return f"{value:.2g}"
+def format_bar_labels(values: Sequence[float], *, counts: bool = False) -> list[str]:
+    """Format the value labels of one bar chart, all with the same number of decimals.
+
+    Parameters
+    ----------
+    values
+        The bar values, in drawing order.
+    counts
+        Whether the values are counts (trips, rows), which are labelled as integers.
+
+    Returns
+    -------
+    list of str
+        One label per value. The decimals follow the largest magnitude: none from 100, one from 1,
+        else enough for two significant digits of the largest value.
+
+    Examples
+    --------
+    >>> format_bar_labels([248.0, 13.0, 2.0], counts=True)
+    ['248', '13', '2']
+    >>> format_bar_labels([193.2, 100.0, 2.26])
+    ['193', '100', '2']
+    >>> format_bar_labels([12.0, 2.26])
+    ['12.0', '2.3']
+    """
+    if counts:
+        return [f"{round(value):,}" for value in values]
+    finite = [abs(value) for value in values if np.isfinite(value)]
+    largest = max(finite, default=0.0)
+    decimals = _decimals_for(largest)
+    return [f"{value:,.{decimals}f}" for value in values]
+
+
+def _decimals_for(largest: float) -> int:
+    if largest >= 100:
+        return 0
+    if largest >= 1:
+        return 1
+    if largest == 0:
+        return 0
+    return 1 - int(np.floor(np.log10(largest)))
 
 
 __all__ = [
@@ -885,7 +943,9 @@ __all__ = [
     "SegmentAggregates",
     "aggregate_segments",
     "build_run_report",
+    "draw_matched_share",
     "find_japanese_font",
+    "format_bar_labels",
     "geo_bbox",
     "merge_aggregates",
 ]

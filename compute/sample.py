@@ -90,6 +90,14 @@ class SampleSpec:
     defects: bool = True
     seed: int = 20261201
 
+    def __post_init__(self) -> None:
+        # Checked here so that an invalid spec fails before write_sample_day removes or writes a file.
+        minimums = {"trips": 1, "vertices_per_trip": 2, "trips_per_file": 1}
+        for name, minimum in minimums.items():
+            value = getattr(self, name)
+            if value < minimum:
+                raise ValueError(f"SampleSpec.{name} must be at least {minimum}, got {value}")
+
 
 def write_sample_day(store: Store, run_date: dt.date, spec: SampleSpec = SampleSpec()) -> dict[str, int]:
     """Write all four input datasets of one sample day below ``store`` and return row counts.

@@ -215,6 +215,8 @@ def load_settings(
     ------
     FileNotFoundError
         If the profile is neither a shipped name nor an existing file.
+    ProfileSyntaxError
+        If the profile file is not valid YAML; it carries the line and column of the error.
     pydantic.ValidationError
         If the merged values are invalid; the message names the field.
     """
@@ -230,18 +232,62 @@ def load_settings(
     return settings
 
 
+class ProfileSyntaxError(ValueError):
+    """A profile file that is not valid YAML, with the position the YAML parser stopped at.
+
+    Parameters
+    ----------
+    source
+        Path of the profile file.
+    problem
+        The parser's description of the error (English, from PyYAML).
+    line, column
+        1-based position of the error, None when the parser gave none.
+    context
+        What the parser was reading when it failed, with its own 1-based position, if it gave one.
+    """
+
+    def __init__(
+        self, source: str, problem: str, line: int | None = None, column: int | None = None,
+        context: tuple[str, int, int] | None = None,
+    ) -> None:
+        self.source = source
+        self.problem = problem
+        self.line = line
+        self.column = column
+        self.context = context
+        where = f" at line {line}, column {column}" if line is not None else ""
+        super().__init__(f"profile file {source!r} is not valid YAML{where}: {problem}; correct the file and run again")
+
+    @classmethod
+    def from_yaml(cls, source: str, error: yaml.YAMLError) -> ProfileSyntaxError:
+        """Build the error from PyYAML's, whose marks count lines and columns from 0."""
+        if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+            return cls(source, str(error))
+        mark = error.problem_mark
+        context = None
+        if error.context and error.context_mark is not None:
+            context = (str(error.context), error.context_mark.line + 1, error.context_mark.column + 1)
+        return cls(source, str(error.problem or error), mark.line + 1, mark.column + 1, context)
+
+
 def _read_profile(name: str | Path) -> dict[str, Any]:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.exists():
             raise FileNotFoundError(f"profile file {str(path)!r} not found; pass a shipped profile name (local, gke) or an existing YAML file")
         text = path.read_text(encoding="utf-8")
+        source = str(path)
     else:
         shipped = resources.files("compute.profiles") / f"{name}.yaml"
         if not shipped.is_file():
             raise FileNotFoundError(f"profile {str(name)!r} not found; shipped profiles are 'local' and 'gke', or pass a YAML path")
         text = shipped.read_text(encoding="utf-8")
-    data = yaml.safe_load(text) or {}
+        source = str(shipped)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ProfileSyntaxError.from_yaml(source, error) from error
     if not isinstance(data, dict):
         raise ValueError(f"profile {str(name)!r} must be a YAML mapping, got {type(data).__name__}")
     return data

@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import json
 import logging
 import os
 import re
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import Any, Literal, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, cast
 
 from compute.i18n import OperatorError, has_message, message, register
+
+if TYPE_CHECKING:
+    from compute.settings import ProfileSyntaxError
 
 register(
     {
@@ -99,11 +104,56 @@ register(
             "en": "Unknown phase {value!r}; choose from: {choices}",
         },
         "cli.sample.counts": {"ja": "書き出した行数: {counts}", "en": "Rows written: {counts}"},
+        "cli.bad_profile_yaml": {
+            "ja": "プロファイル {path} は YAML として不正です（{line} 行 {column} 列）: {problem}。この位置を修正してから再実行してください。",
+            "en": "Profile {path} is not valid YAML (line {line}, column {column}): {problem}. Correct the file there and run again.",
+        },
+        "cli.bad_profile_yaml.context": {
+            "ja": "プロファイル {path} は YAML として不正です（{line} 行 {column} 列）: {problem}（{context}、{context_line} 行 {context_column} 列から）。"
+                  "この位置を修正してから再実行してください。",
+            "en": "Profile {path} is not valid YAML (line {line}, column {column}): {problem} ({context}, from line {context_line}, "
+                  "column {context_column}). Correct the file there and run again.",
+        },
+        "cli.bad_profile_yaml.no_position": {
+            "ja": "プロファイル {path} は YAML として不正です: {problem}。ファイルを修正してから再実行してください。",
+            "en": "Profile {path} is not valid YAML: {problem}. Correct the file and run again.",
+        },
+        "cli.argparse.argument": {"ja": "引数 {argument}: {detail}", "en": "argument {argument}: {detail}"},
+        "cli.argparse.at_least": {
+            "ja": "{value} は指定できません。{minimum} 以上の整数を指定してください（{reason}）",
+            "en": "{value} is too small; give an integer of at least {minimum} ({reason})",
+        },
+        "cli.argparse.global_options_first": {
+            "ja": "。--profile と --lang はサブコマンドより前に置いてください。例: {example}",
+            "en": "; --profile and --lang go before the subcommand, for example: {example}",
+        },
+        "cli.sample.trips_minimum": {"ja": "サンプル日にはトリップが 1 件以上必要です", "en": "a sample day needs at least one trip"},
+        "cli.sample.vertices_minimum": {
+            "ja": "トリップの軌跡は 2 頂点以上の線です", "en": "a trip's trajectory is a line of at least 2 vertices",
+        },
+        "cli.no_phase": {
+            "ja": "--phases {value!r} にフェーズ名がありません。次から 1 つ以上をカンマ区切りで指定してください: {choices}",
+            "en": "--phases {value!r} names no phase; give one or more, comma-separated, from: {choices}",
+        },
+        "cli.validate.rejects_written": {"ja": "除外行を書き出しました: {path}", "en": "Rejects written: {path}"},
+        "cli.validate.rejects_unwritable": {
+            "ja": "除外行ファイル {path} に書き込めません（{reason}）。書き込み権限のある既存フォルダ内のパスを --rejects に指定してください。",
+            "en": "Cannot write the rejects file {path} ({reason}); pass --rejects a path inside an existing folder you can write to.",
+        },
+        "cli.oserror.ENOENT": {
+            "ja": "フォルダが存在しないか、ファイルを作成できない場所です", "en": "the folder does not exist or does not allow new files",
+        },
+        "cli.oserror.EACCES": {"ja": "書き込み権限がありません", "en": "permission denied"},
+        "cli.oserror.EPERM": {"ja": "この操作は許可されていません", "en": "operation not permitted"},
+        "cli.oserror.EROFS": {"ja": "読み取り専用のファイルシステムです", "en": "read-only file system"},
+        "cli.oserror.EISDIR": {"ja": "フォルダです（ファイルのパスを指定してください）", "en": "it is a folder, not a file"},
+        "cli.oserror.ENOTDIR": {"ja": "途中のパスがフォルダではありません", "en": "a parent in the path is not a folder"},
     }
 )
 
 Phase = Literal["fetch", "validate", "compute", "output", "publish"]
 PHASE_NAMES: tuple[Phase, ...] = ("fetch", "validate", "compute", "output", "publish")
+_COMMANDS = ("run", "backfill", "sample", "validate")
 Result = TypeVar("Result")
 
 # Usage errors of argparse (Python 3.11) with the catalogue key of their text, so that they read
@@ -115,7 +165,11 @@ _ARGPARSE_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"the following arguments are required: (?P<arguments>.+)"), "cli.argparse.required"),
     (re.compile(r"unrecognized arguments: (?P<arguments>.+)"), "cli.argparse.unrecognized"),
     (re.compile(r"ambiguous option: (?P<option>\S+) could match (?P<matches>.+)"), "cli.argparse.ambiguous"),
+    # Last: the text of an ArgumentTypeError, which the type functions below write in the operator's language.
+    (re.compile(r"argument (?P<argument>\S+): (?P<detail>.+)"), "cli.argparse.argument"),
 )
+# Options of the top-level parser, which argparse accepts only before the subcommand.
+_GLOBAL_OPTIONS = ("--profile", "--lang")
 
 # Defaults for the process before Prefect or gcsfs are imported: no telemetry, no cloud metadata
 # probes, and time for the ephemeral Prefect server to migrate its database on first use.
@@ -153,10 +207,57 @@ class _Parser(argparse.ArgumentParser):
         self._positionals.title = message("cli.positionals", lang)
         self._optionals.title = message("cli.options", lang)
         self.add_argument("-h", "--help", action="help", help=message("cli.help", lang))
+        self.command_line: list[str] | None = None
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        # The command line is kept for the hint on global options. Subparsers never pass through here,
+        # because argparse calls them with parse_known_args.
+        self.command_line = list(sys.argv[1:] if args is None else args)
+        return super().parse_args(self.command_line, namespace)
 
     def error(self, message_text: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(2, message("cli.usage_error", self.lang, prog=self.prog, detail=_translate_usage_error(message_text, self.lang)) + "\n")
+        detail = _translate_usage_error(message_text, self.lang)
+        if message_text.startswith("unrecognized arguments: ") and self.command_line is not None:
+            reordered = _global_options_first(self.command_line)
+            if reordered is not None:
+                detail += message("cli.argparse.global_options_first", self.lang, example=shlex.join(["lm-co2", *reordered]))
+        self.exit(2, message("cli.usage_error", self.lang, prog=self.prog, detail=detail) + "\n")
+
+
+def _global_options_first(argv: Sequence[str]) -> list[str] | None:
+    """Return ``argv`` with --profile and --lang moved before the subcommand, or None when neither follows it."""
+    command_at = next((i for i, arg in enumerate(argv) if arg in _COMMANDS), None)
+    if command_at is None:
+        return None
+    moved: list[str] = []
+    kept: list[str] = []
+    tail = iter(argv[command_at + 1:])
+    for arg in tail:
+        if arg in _GLOBAL_OPTIONS:
+            moved += [arg, next(tail, "")]
+        elif arg.startswith(tuple(f"{option}=" for option in _GLOBAL_OPTIONS)):
+            moved.append(arg)
+        else:
+            kept.append(arg)
+    if not moved:
+        return None
+    return [*argv[:command_at], *moved, argv[command_at], *kept]
+
+
+def _integer_at_least(minimum: int, reason_key: str, lang: str) -> Callable[[str], int]:
+    """Return an argparse type that parses an integer and rejects one below ``minimum`` in ``lang``."""
+
+    def parse(text: str) -> int:
+        number = int(text)  # a ValueError becomes argparse's "invalid int value" error
+        if number < minimum:
+            raise argparse.ArgumentTypeError(
+                message("cli.argparse.at_least", lang, value=number, minimum=minimum, reason=message(reason_key, lang))
+            )
+        return number
+
+    parse.__name__ = "int"  # argparse names the type by __name__ in its "invalid int value" error
+    return parse
 
 
 def _translate_usage_error(text: str, lang: str) -> str:
@@ -212,8 +313,10 @@ def build_parser(lang: str) -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help=message("cli.sample", lang), description=message("cli.sample", lang))
     sample.add_argument("--date", required=True, help=message("cli.sample.date", lang))
-    sample.add_argument("--trips", type=int, default=200, help=message("cli.sample.trips", lang))
-    sample.add_argument("--vertices", type=int, default=60, help=message("cli.sample.vertices", lang))
+    sample.add_argument("--trips", type=_integer_at_least(1, "cli.sample.trips_minimum", lang), default=200, help=message("cli.sample.trips", lang))
+    sample.add_argument(
+        "--vertices", type=_integer_at_least(2, "cli.sample.vertices_minimum", lang), default=60, help=message("cli.sample.vertices", lang),
+    )
     sample.add_argument("--out", default=None, help=message("cli.sample.out", lang))
 
     validate = commands.add_parser("validate", help=message("cli.validate", lang), description=message("cli.validate", lang))
@@ -342,11 +445,14 @@ def _print_backfill_outcomes(outcomes: dict[str, str], lang: str, *, file: Any) 
 
 
 def _phases_argument(value: str | None) -> list[Phase] | None:
-    """Split and check a --phases value before anything starts."""
-    if not value:
+    """Split and check a --phases value before anything starts. None, the option not given, means all phases."""
+    if value is None:
         return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise OperatorError("cli.no_phase", value=value, choices=", ".join(PHASE_NAMES))
     phases: list[Phase] = []
-    for phase in (p.strip() for p in value.split(",") if p.strip()):
+    for phase in names:
         if phase not in PHASE_NAMES:
             raise OperatorError("cli.bad_phase", value=phase, choices=", ".join(PHASE_NAMES))
         phases.append(cast(Phase, phase))
@@ -367,18 +473,33 @@ def _load_settings(profile: str | None) -> Any:
     """Load and check the settings before anything starts; raise :class:`OperatorError` when they are invalid."""
     import pydantic
 
-    from compute.settings import load_settings
+    from compute.settings import ProfileSyntaxError, load_settings
 
     name = profile if profile is not None else os.environ.get("LMCO2_PROFILE", "local")
     try:
         return load_settings(profile)
     except FileNotFoundError as error:
         raise OperatorError("cli.bad_profile", profile=str(name), shipped=", ".join(_shipped_profiles())) from error
+    except ProfileSyntaxError as error:
+        raise _profile_syntax_error(error) from error
     except pydantic.ValidationError as error:
         detail = "; ".join(f"{'.'.join(str(part) for part in e['loc'])} = {e.get('input')!r}: {e['msg']}" for e in error.errors())
         raise OperatorError("cli.bad_settings", profile=str(name), detail=detail) from error
     except ValueError as error:
         raise OperatorError("cli.bad_settings", profile=str(name), detail=str(error)) from error
+
+
+def _profile_syntax_error(error: ProfileSyntaxError) -> OperatorError:
+    """Turn a profile's YAML error into the operator's message with the line and column."""
+    if error.line is None:
+        return OperatorError("cli.bad_profile_yaml.no_position", path=error.source, problem=error.problem)
+    if error.context is None:
+        return OperatorError("cli.bad_profile_yaml", path=error.source, line=error.line, column=error.column, problem=error.problem)
+    context, context_line, context_column = error.context
+    return OperatorError(
+        "cli.bad_profile_yaml.context", path=error.source, line=error.line, column=error.column, problem=error.problem,
+        context=context, context_line=context_line, context_column=context_column,
+    )
 
 
 def _shipped_profiles() -> list[str]:
@@ -431,9 +552,63 @@ def _validate(args: argparse.Namespace, lang: str) -> int:
     from compute.inspection import validate_path
 
     settings = _load_settings(args.profile)
-    report, balanced = validate_path(args.path, settings, lang=lang, rejects_path=args.rejects)
+    if args.rejects is None:
+        report, balanced = validate_path(args.path, settings, lang=lang)
+        print(report)
+        return 0 if balanced else 2
+
+    remove_probe = _probe_rejects_destination(args.rejects)
+    try:
+        report, balanced = validate_path(args.path, settings, lang=lang, rejects_path=args.rejects)
+    except BaseException:
+        remove_probe()
+        raise
     print(report)
+    print(message("cli.validate.rejects_written", lang, path=args.rejects))
     return 0 if balanced else 2
+
+
+class _ReasonedError(OperatorError):
+    """An :class:`OperatorError` whose ``reason`` value is a catalogue key when one is registered.
+
+    The reason then reads in the requested language, and any other text is shown as it is.
+    """
+
+    def message(self, lang: str = "ja") -> str:
+        values = dict(self.values)
+        reason = str(values["reason"])
+        values["reason"] = message(reason, lang) if has_message(reason) else reason
+        return message(self.key, lang, **values)
+
+
+def _probe_rejects_destination(url: str) -> Callable[[], None]:
+    """Create the --rejects file empty, so that an unwritable path fails before the day is read.
+
+    Returns a function that removes the file again when it did not exist before, for a
+    validation that fails before writing the rejects.
+
+    Raises
+    ------
+    OperatorError
+        If the file cannot be created, with the path, the reason and what to pass instead.
+    """
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        existed = fs.exists(path)
+        with fs.open(path, "wb"):
+            pass
+    except OSError as error:
+        key = f"cli.oserror.{errno.errorcode.get(error.errno or 0, '')}"
+        reason = key if has_message(key) else (error.strerror or str(error))
+        raise _ReasonedError("cli.validate.rejects_unwritable", path=url, reason=reason) from error
+
+    def remove() -> None:
+        if not existed:
+            fs.rm_file(path)
+
+    return remove
 
 
 if __name__ == "__main__":
