@@ -73,8 +73,8 @@ register(
         },
         "chart.lon": {"ja": "経度", "en": "Longitude"},
         "chart.lat": {"ja": "緯度", "en": "Latitude"},
-        "chart.hour.title": {"ja": "時間帯別 CO2（UTC）", "en": "CO2 by hour (UTC)"},
-        "chart.hour.x": {"ja": "時（UTC）", "en": "Hour (UTC)"},
+        "chart.hour.title": {"ja": "時間帯別 CO2（{timezone}）", "en": "CO2 by hour ({timezone})"},
+        "chart.hour.x": {"ja": "時（{timezone}）", "en": "Hour ({timezone})"},
         "chart.co2_kg": {"ja": "CO2（kg）", "en": "CO2 (kg)"},
         "chart.road_class.title": {"ja": "道路種別別 CO2", "en": "CO2 by road class"},
         "chart.vehicle_class.title": {"ja": "車両区分別 CO2", "en": "CO2 by vehicle class"},
@@ -144,6 +144,7 @@ class SegmentAggregates:
     """Sums of CO2 (kg) and length (m) over segments, by link, area, hour, road class and cell.
 
     ``bbox`` is (min lon, min lat, max lon, max lat) of the segment midpoints, None without segments.
+    ``by_hour`` counts the hours of the segment starts on the clock of ``timezone`` (an IANA name).
     """
 
     by_link: pa.Table
@@ -153,6 +154,7 @@ class SegmentAggregates:
     by_cell: pa.Table
     bbox: tuple[float, float, float, float] | None
     segments: int
+    timezone: str = "UTC"
 
     @property
     def length_m(self) -> float:
@@ -167,7 +169,7 @@ class SegmentAggregates:
         return _sum(self.by_road_class, c.CO2_TTW_KG)
 
 
-def aggregate_segments(segments: pa.Table) -> SegmentAggregates:
+def aggregate_segments(segments: pa.Table, timezone: str = "UTC") -> SegmentAggregates:
     """Reduce one table of segments to the sums the report draws.
 
     Parameters
@@ -175,6 +177,8 @@ def aggregate_segments(segments: pa.Table) -> SegmentAggregates:
     segments
         Segments with at least link_id, co2_ttw_kg, length_m and t_start; area_id, road_class,
         lon_mid and lat_mid are used when present. Read only :data:`SEGMENT_REPORT_COLUMNS`.
+    timezone
+        IANA name of the clock whose hours ``by_hour`` counts (the fleet's local time).
 
     Notes
     -----
@@ -186,7 +190,8 @@ def aggregate_segments(segments: pa.Table) -> SegmentAggregates:
     matched = table.filter(pc.is_valid(table[c.LINK_ID]))
     in_area = table.filter(pc.is_valid(table[c.AREA_ID]))
     road_class = pc.fill_null(table[c.ROAD_CLASS], UNMATCHED)
-    hour = pc.hour(table[c.T_START])
+    # On a zoned timestamp pyarrow's hour is the hour of that zone's clock.
+    hour = pc.hour(table[c.T_START].cast(pa.timestamp("ms", tz=timezone)))
     off_links = table.filter(pc.is_null(table[c.LINK_ID]))
     cells = pa.table(
         {
@@ -200,11 +205,12 @@ def aggregate_segments(segments: pa.Table) -> SegmentAggregates:
     return SegmentAggregates(
         by_link=_group_sum(matched.select([c.LINK_ID, c.CO2_TTW_KG, c.LENGTH_M]), [c.LINK_ID], value_sums),
         by_area=_group_sum(in_area.select([c.AREA_ID, c.CO2_TTW_KG, c.LENGTH_M]), [c.AREA_ID], value_sums),
-        by_hour=_group_sum(pa.table({"hour_utc": hour, c.CO2_TTW_KG: table[c.CO2_TTW_KG], c.LENGTH_M: table[c.LENGTH_M]}), ["hour_utc"], value_sums),
+        by_hour=_group_sum(pa.table({"hour": hour, c.CO2_TTW_KG: table[c.CO2_TTW_KG], c.LENGTH_M: table[c.LENGTH_M]}), ["hour"], value_sums),
         by_road_class=_group_sum(pa.table({c.ROAD_CLASS: road_class, c.CO2_TTW_KG: table[c.CO2_TTW_KG], c.LENGTH_M: table[c.LENGTH_M]}), [c.ROAD_CLASS], value_sums),
         by_cell=_group_sum(cells, ["cell_x", "cell_y"], value_sums),
         bbox=_bbox_of(table),
         segments=table.num_rows,
+        timezone=timezone,
     )
 
 
@@ -212,10 +218,14 @@ def _has_midpoint(segments: pa.Table) -> pa.ChunkedArray:
     return pc.and_(pc.is_finite(segments[c.LON_MID]), pc.is_finite(segments[c.LAT_MID]))
 
 
-def merge_aggregates(parts: Sequence[SegmentAggregates]) -> SegmentAggregates:
-    """Add up the aggregates of several segment parts; an empty sequence gives empty sums."""
+def merge_aggregates(parts: Sequence[SegmentAggregates], timezone: str = "UTC") -> SegmentAggregates:
+    """Add up the aggregates of several segment parts of one time zone; an empty sequence gives
+    empty sums on the clock of ``timezone``."""
     if not parts:
-        return aggregate_segments(_empty_segments())
+        return aggregate_segments(_empty_segments(), timezone)
+    zones = {p.timezone for p in parts}
+    if len(zones) > 1:
+        raise ValueError(f"segment aggregates must share one time zone to be added, got {sorted(zones)}")
     if len(parts) == 1:
         return parts[0]
     value_sums = [(c.CO2_TTW_KG, "sum"), (c.LENGTH_M, "sum")]
@@ -232,11 +242,12 @@ def merge_aggregates(parts: Sequence[SegmentAggregates]) -> SegmentAggregates:
     return SegmentAggregates(
         by_link=regroup("by_link", [c.LINK_ID]),
         by_area=regroup("by_area", [c.AREA_ID]),
-        by_hour=regroup("by_hour", ["hour_utc"]),
+        by_hour=regroup("by_hour", ["hour"]),
         by_road_class=regroup("by_road_class", [c.ROAD_CLASS]),
         by_cell=regroup("by_cell", ["cell_x", "cell_y"]),
         bbox=bbox,
         segments=sum(p.segments for p in parts),
+        timezone=parts[0].timezone,
     )
 
 
@@ -487,11 +498,11 @@ def _chart_by_hour(inputs: ReportInputs, trips: pd.DataFrame, lang: str, font: s
     hours = inputs.segments.by_hour
     if hours.num_rows == 0:
         return None
-    frame = hours.to_pandas().dropna(subset=["hour_utc"]).set_index("hour_utc")[c.CO2_TTW_KG]
+    frame = hours.to_pandas().dropna(subset=["hour"]).set_index("hour")[c.CO2_TTW_KG]
     full = frame.reindex(range(24), fill_value=0.0)
     labels = [f"{hour:02d}" for hour in full.index]
     return _bar_chart(
-        "co2_by_hour", labels, full.to_list(), message("chart.hour.title", lang), message("chart.co2_kg", lang), font,
+        "co2_by_hour", labels, full.to_list(), message("chart.hour.title", lang, timezone=inputs.segments.timezone), message("chart.co2_kg", lang), font,
     )
 
 

@@ -677,7 +677,7 @@ def _build_report(run: DailyRun, trips_table: pa.Table | None) -> tuple[charts.R
     """Gather the day's sums and tables from ``temp/``, run the plausibility checks, draw the report."""
     temp = run.store("temp")
     thresholds = run.settings.plausibility
-    segments = _aggregate_segment_parts(temp)
+    segments = _aggregate_segment_parts(temp, run.settings.output.report_timezone)
     geo = _read_columns(temp, f"{pipeline.VALIDATED}/geo_attributes", charts.GEO_REPORT_COLUMNS)
     vehicles = _read_columns(temp, f"{pipeline.VALIDATED}/vehicles", (c.VEHICLE_ID, c.VEHICLE_CLASS, c.FUEL_TYPE))
     rejects = _read_columns(temp, pipeline.REJECTS, (c.DATASET, c.REASON))
@@ -710,8 +710,9 @@ def load_report(run: DailyRun) -> charts.RunReport | None:
     return charts.RunReport.from_files(run.day, files)
 
 
-def _aggregate_segment_parts(temp: Store) -> charts.SegmentAggregates:
-    """Sum the segments for the report, reading only the needed columns one record batch at a time."""
+def _aggregate_segment_parts(temp: Store, timezone: str) -> charts.SegmentAggregates:
+    """Sum the segments for the report, reading only the needed columns one record batch at a time;
+    hours on the clock of ``timezone``."""
     parts = []
     for name in temp.list(pipeline.SEGMENTS):
         if not name.endswith(".parquet"):
@@ -720,8 +721,8 @@ def _aggregate_segment_parts(temp: Store) -> charts.SegmentAggregates:
             parquet = pq.ParquetFile(handle)
             columns = [n for n in charts.SEGMENT_REPORT_COLUMNS if n in parquet.schema_arrow.names]
             for batch in parquet.iter_batches(batch_size=_REPORT_BATCH_ROWS, columns=columns):
-                parts.append(charts.aggregate_segments(pa.Table.from_batches([batch])))
-    return charts.merge_aggregates(parts)
+                parts.append(charts.aggregate_segments(pa.Table.from_batches([batch]), timezone))
+    return charts.merge_aggregates(parts, timezone)
 
 
 def _read_columns(store: Store, folder: str, columns: tuple[str, ...]) -> pa.Table | None:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -109,6 +110,18 @@ class OutputSettings(_Section):
     compression: str | None = Field("zstd", description="Parquet compression codec (ignored for csv/jsonl).")
     include_breakdown: bool = Field(True, description="Deliver distance and CO2 by road class and area type.")
     include_rejects: bool = Field(True, description="Deliver the rejects table with reason codes.")
+    report_timezone: str = Field(
+        "Asia/Tokyo", description="IANA time zone of the hours in the run report's CO2-by-hour chart (the fleet's clock)."
+    )
+
+    @field_validator("report_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"report_timezone must be an IANA time zone such as Asia/Tokyo, got {value!r}") from error
+        return value
 
 
 class TransferSettings(_Section):

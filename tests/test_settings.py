@@ -74,3 +74,13 @@ class TestRunDate:
     def test_invalid_date_says_the_format(self) -> None:
         with pytest.raises(ValueError, match="YYYY-MM-DD"):
             parse_run_date("2026-13-01")
+
+
+def test_report_timezone_is_checked() -> None:
+    from compute.settings import OutputSettings
+
+    assert OutputSettings().report_timezone == "Asia/Tokyo"
+    assert OutputSettings(report_timezone="UTC").report_timezone == "UTC"
+    for bad in ("Mars/Olympus", "", "../etc"):
+        with pytest.raises(ValueError, match="IANA time zone"):
+            OutputSettings(report_timezone=bad)

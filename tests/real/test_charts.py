@@ -28,11 +28,23 @@ class TestAggregate:
     def test_sums_by_link_and_hour(self) -> None:
         result = charts.aggregate_segments(segments(ROWS))
         by_link = result.by_link.to_pandas().set_index(c.LINK_ID)[c.CO2_TTW_KG].to_dict()
-        by_hour = result.by_hour.to_pandas().set_index("hour_utc")[c.CO2_TTW_KG].to_dict()
+        by_hour = result.by_hour.to_pandas().set_index("hour")[c.CO2_TTW_KG].to_dict()
         assert by_link == {"a": 3.0, "b": 0.5}
         assert by_hour == {7: 1.0, 8: 2.5, 9: 4.0}
         assert result.matched_length_m == 350.0
         assert result.length_m == 750.0
+
+    def test_hours_on_the_fleet_clock(self) -> None:
+        utc = charts.aggregate_segments(segments(ROWS)).by_hour.to_pandas().set_index("hour")[c.CO2_TTW_KG].to_dict()
+        tokyo = charts.aggregate_segments(segments(ROWS), "Asia/Tokyo")
+        assert tokyo.timezone == "Asia/Tokyo"
+        # Japan keeps no daylight saving time: its hours are the UTC hours plus 9.
+        assert tokyo.by_hour.to_pandas().set_index("hour")[c.CO2_TTW_KG].to_dict() == {(h + 9) % 24: v for h, v in utc.items()}
+        merged = charts.merge_aggregates([tokyo, charts.aggregate_segments(segments(ROWS[:1]), "Asia/Tokyo")])
+        assert merged.timezone == "Asia/Tokyo"
+        with pytest.raises(ValueError, match="one time zone"):
+            charts.merge_aggregates([tokyo, charts.aggregate_segments(segments(ROWS))])
+        assert charts.merge_aggregates([], "Asia/Tokyo").timezone == "Asia/Tokyo"
 
     def test_parts_merge_like_one(self) -> None:
         whole = charts.aggregate_segments(segments(ROWS))
