@@ -567,7 +567,7 @@ def _nearest_edges(
     """Write, per point, the nearest link within ``max_distance_m`` into ``pick`` and ``distance``.
 
     With a displacement per point (``east_m``, ``north_m``; empty arrays for none), ``against``
-    tells whether it points against the drawn direction of the nearest edge of the picked link
+    is True where it points against the drawn direction of the nearest edge of the picked link
     (the first one found at equal distance): a negative dot product, in the same metres.
 
     Distance is measured in the tangent plane of the point, scaled as :func:`_metres_per_degree`

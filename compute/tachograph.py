@@ -179,10 +179,9 @@ def _assign_sorted(
 
     Per record: its key as :func:`_combined_key` builds it, the last trip whose key is not
     greater (``searchsorted(side="right") - 1``), then the vehicle and end checks. Records usually
-    come sorted by vehicle and time, so while the keys do not decrease the search starts where the
-    previous one ended and gallops forward: a few probes near the last hit instead of a binary
-    search over the whole day's trips, whose key array does not fit the CPU caches on a day of
-    1M trips.
+    come sorted by vehicle and time. While the keys do not decrease, the search starts where the
+    previous one ended and gallops forward, a few probes near the last hit. A binary search over
+    the whole day's trips would miss the CPU caches on a day of 1M trips, whose keys take 8 MB.
     """
     n_trips = trip_key.size
     time_max = float((1 << _TIME_BITS) - 1)
