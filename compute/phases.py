@@ -661,6 +661,7 @@ def generate_output(run: DailyRun, summary_extra: dict[str, Any] | None = None) 
         manifest.counts = {
             "rows": rows, "format": fmt, "objects": len(written), "bytes": manifest.total_bytes,
             "warnings": plausibility.count_codes(warnings), "charts": sorted(report.charts), "chart_language": report.chart_language,
+            "report_timezone": run.settings.output.report_timezone,
         }
         return manifest
 

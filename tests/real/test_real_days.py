@@ -19,8 +19,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def rebuild_report(run: RealRun) -> charts.RunReport:
     """Build the report again from the run's files through the public chart functions."""
+    timezone = report_timezone(run)
     parts = [
-        charts.aggregate_segments(pq.read_table(path, columns=list(charts.SEGMENT_REPORT_COLUMNS)))
+        charts.aggregate_segments(pq.read_table(path, columns=list(charts.SEGMENT_REPORT_COLUMNS)), timezone)
         for path in sorted((run.temp / "segments").glob("*.parquet"))
     ]
     geo = pq.read_table(run.temp / "validated" / "geo_attributes", columns=list(charts.GEO_REPORT_COLUMNS))
@@ -30,11 +31,16 @@ def rebuild_report(run: RealRun) -> charts.RunReport:
         trips=run.table("trips"),
         vehicles=vehicles,
         rejects=run.table("rejects"),
-        segments=charts.merge_aggregates(parts),
+        segments=charts.merge_aggregates(parts, timezone),
         geo=geo,
     )
     delivered = json.loads((run.temp / "_phases" / "output.json").read_text())["counts"]["chart_language"]
     return charts.build_run_report(inputs, lang=delivered)
+
+
+def report_timezone(run: RealRun) -> str:
+    """The time zone whose hours the run's report counted, as its output record keeps it."""
+    return str(json.loads((run.temp / "_phases" / "output.json").read_text())["counts"]["report_timezone"])
 
 
 def vehicle_classes(run: RealRun) -> pd.Series:
@@ -119,7 +125,8 @@ class TestReportContent:
     def test_by_hour_equals_segments(self, porto: tuple[RealRun, charts.RunReport]) -> None:
         run, report = porto
         segments = pd.concat(pd.read_parquet(p) for p in (run.temp / "segments").glob("*.parquet"))
-        expected = segments.groupby(segments[c.T_START].dt.hour)[c.CO2_TTW_KG].sum().reindex(range(24), fill_value=0.0)
+        hours = segments[c.T_START].dt.tz_convert(report_timezone(run)).dt.hour
+        expected = segments.groupby(hours)[c.CO2_TTW_KG].sum().reindex(range(24), fill_value=0.0)
         plotted = report.charts["co2_by_hour"].values
         np.testing.assert_allclose(plotted["value"].to_numpy(), expected.to_numpy(), rtol=1e-9, atol=1e-9)
         assert plotted["value"].sum() == pytest.approx(run.table("trips")[c.CO2_TTW_KG].sum(), rel=1e-9)
