@@ -461,27 +461,54 @@ def _png(figure: Figure, font: str | None) -> bytes:
     return buffer.getvalue()
 
 
+#: Japanese names of the category codes the charts show; the code follows in brackets, so a bar
+#: can be found in the output files. Codes without a name (OSM road classes) are shown as they are.
+_CATEGORY_NAMES_JA: dict[str, str] = {
+    "kei_passenger": "軽乗用車", "passenger": "乗用車", "bus": "バス", "kei_truck": "軽貨物車",
+    "light_truck": "小型貨物車", "medium_truck": "中型貨物車", "heavy_truck": "大型貨物車",
+    "fuel_measured": "T1 実測燃料", "tacho_profile": "T2 タコグラフ速度", "gps_profile": "T3 GPS 走行",
+    "catalog_fe": "T4 カタログ燃費", "default_table": "T5 既定値表", "unavailable": "算定不能",
+    UNMATCHED: "未照合",
+}
+
+
+_METHOD_ORDER = ("fuel_measured", "tacho_profile", "gps_profile", "catalog_fe", "default_table", "unavailable")
+
+
+def category_labels(codes: list[str], lang: str) -> list[str]:
+    """Return the tick labels of category codes in ``lang``: in Japanese the name, then the code."""
+    if lang != "ja":
+        return list(codes)
+    return [f"{_CATEGORY_NAMES_JA[code]}（{code}）" if code in _CATEGORY_NAMES_JA else code for code in codes]
+
+
 def _bar_chart(
     name: str, labels: list[str], values: list[float], title: str, value_label: str, font: str | None, *, horizontal: bool = False,
-    color: str = "#4c72b0", counts: bool = False,
+    color: str = "#4c72b0", counts: bool = False, tick_labels: list[str] | None = None,
 ) -> Chart:
-    figure, drawn = _draw_bar_chart(labels, values, title, value_label, horizontal=horizontal, color=color, counts=counts)
+    figure, drawn = _draw_bar_chart(
+        labels, values, title, value_label, horizontal=horizontal, color=color, counts=counts, tick_labels=tick_labels,
+    )
     return Chart(name, _png(figure, font), drawn)
 
 
 def _draw_bar_chart(
     labels: list[str], values: list[float], title: str, value_label: str, *, horizontal: bool = False, color: str = "#4c72b0",
-    counts: bool = False,
+    counts: bool = False, tick_labels: list[str] | None = None,
 ) -> tuple[Figure, pd.DataFrame]:
-    """Draw one bar per label and return the figure and the drawn values. Counts get integer ticks and labels."""
+    """Draw one bar per label and return the figure and the drawn values. Counts get integer ticks and labels.
+
+    ``tick_labels`` are shown on the axis in place of ``labels``; the values keep ``labels``.
+    """
     figure, axes = _new_figure((8.0, max(3.0, 0.35 * len(labels) + 1.5)) if horizontal else (8.0, 4.5))
+    shown = tick_labels if tick_labels is not None else labels
     if horizontal:
-        bars = axes.barh(labels, values, color=color)
+        bars = axes.barh(shown, values, color=color)
         axes.invert_yaxis()
         axes.set_xlabel(value_label)
         drawn = [bar.get_width() for bar in bars]
     else:
-        bars = axes.bar(labels, values, color=color)
+        bars = axes.bar(shown, values, color=color)
         axes.set_ylabel(value_label)
         drawn = [bar.get_height() for bar in bars]
         if len(labels) > 8:
@@ -511,9 +538,11 @@ def _chart_by_road_class(inputs: ReportInputs, trips: pd.DataFrame, lang: str, f
     if table.num_rows == 0:
         return None
     frame = table.to_pandas().sort_values(c.CO2_TTW_KG, ascending=False)
+    codes = frame[c.ROAD_CLASS].astype(str).to_list()
     return _bar_chart(
-        "co2_by_road_class", frame[c.ROAD_CLASS].astype(str).to_list(), frame[c.CO2_TTW_KG].to_list(),
+        "co2_by_road_class", codes, frame[c.CO2_TTW_KG].to_list(),
         message("chart.road_class.title", lang), message("chart.co2_kg", lang), font, horizontal=True,
+        tick_labels=category_labels(codes, lang),
     )
 
 
@@ -521,19 +550,25 @@ def _chart_by_vehicle_class(inputs: ReportInputs, trips: pd.DataFrame, lang: str
     if trips.empty:
         return None
     sums = trips.groupby(c.VEHICLE_CLASS, sort=True)[c.CO2_TTW_KG].sum().sort_values(ascending=False)
+    codes = sums.index.astype(str).to_list()
     return _bar_chart(
-        "co2_by_vehicle_class", sums.index.astype(str).to_list(), sums.to_list(),
+        "co2_by_vehicle_class", codes, sums.to_list(),
         message("chart.vehicle_class.title", lang), message("chart.co2_kg", lang), font, horizontal=True, color="#55a868",
+        tick_labels=category_labels(codes, lang),
     )
 
 
 def _chart_methods(inputs: ReportInputs, trips: pd.DataFrame, lang: str, font: str | None) -> Chart | None:
     if trips.empty:
         return None
-    counts = trips[c.METHOD].fillna("unavailable").value_counts().sort_index()
+    counts = trips[c.METHOD].fillna("unavailable").value_counts()
+    # Tier order (T1 to T5, then unavailable); a method outside the list goes last, by name.
+    counts = counts.loc[sorted(counts.index, key=lambda code: (_METHOD_ORDER.index(code) if code in _METHOD_ORDER else len(_METHOD_ORDER), str(code)))]
+    codes = counts.index.astype(str).to_list()
     return _bar_chart(
-        "methods", counts.index.astype(str).to_list(), [float(v) for v in counts.to_list()],
+        "methods", codes, [float(v) for v in counts.to_list()],
         message("chart.methods.title", lang), message("chart.trips", lang), font, horizontal=True, color="#8172b2", counts=True,
+        tick_labels=category_labels(codes, lang),
     )
 
 

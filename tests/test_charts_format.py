@@ -78,3 +78,39 @@ class TestMatchedShareLegend:
         assert box.x1 <= figure.bbox.x1
         assert box.y1 <= figure.bbox.y1
         assert values["value"].to_list() == [60.0, 40.0]
+
+
+class TestCategoryLabels:
+    """Japanese charts name the category codes; the values keep the codes of the output files."""
+
+    def test_japanese_names_keep_the_code(self) -> None:
+        from compute.charts import category_labels
+
+        got = category_labels(["heavy_truck", "gps_profile", "unmatched", "primary"], "ja")
+        assert got == ["大型貨物車（heavy_truck）", "T3 GPS 走行（gps_profile）", "未照合（unmatched）", "primary"]
+
+    def test_english_shows_the_codes(self) -> None:
+        from compute.charts import category_labels
+
+        assert category_labels(["heavy_truck", "unmatched"], "en") == ["heavy_truck", "unmatched"]
+
+    def test_ticks_named_values_coded(self) -> None:
+        from compute.charts import _draw_bar_chart
+
+        figure, values = _draw_bar_chart(["bus", "passenger"], [3.0, 1.0], "t", "kg", horizontal=True, tick_labels=["バス（bus）", "乗用車（passenger）"])
+        ticks = [tick.get_text() for tick in figure.axes[0].get_yticklabels()]
+        assert ticks == ["バス（bus）", "乗用車（passenger）"]
+        assert values["label"].tolist() == ["bus", "passenger"]
+        assert values["value"].tolist() == [3.0, 1.0]
+
+    def test_methods_in_tier_order(self) -> None:
+        import pandas as pd
+
+        from compute import charts
+        from compute import columns as c
+
+        trips = pd.DataFrame({c.METHOD: ["gps_profile", "catalog_fe", None, "fuel_measured", "gps_profile", "default_table", "tacho_profile"]})
+        chart = charts._chart_methods(None, trips, "en", None)  # type: ignore[arg-type]
+        assert chart is not None
+        assert chart.values["label"].tolist() == ["fuel_measured", "tacho_profile", "gps_profile", "catalog_fe", "default_table", "unavailable"]
+        assert chart.values["value"].tolist() == [1.0, 1.0, 2.0, 1.0, 1.0, 1.0]
