@@ -62,6 +62,13 @@ register(
 
 
 
+#: Local clock of each city of the public days, for the hours of the report's CO2-by-hour chart.
+#: A city missing here is drawn on UTC.
+CITY_TIMEZONES = {
+    "porto": "Europe/Lisbon", "liverpool": "Europe/London", "helsinki": "Europe/Helsinki", "chicago": "America/Chicago",
+}
+
+
 @dataclass(frozen=True)
 class RealDay:
     """One real day: its folder, city and run date."""
@@ -99,6 +106,7 @@ def write_day_profile(day: RealDay, out: Path, lang: str) -> Path:
             "output": "{data_dir}/client/output/{yyyymmdd}/",
         },
         "cluster": {"kind": "local", "n_workers": 2, "threads_per_worker": 1, "memory_limit": "2GiB"},
+        "output": {"report_timezone": CITY_TIMEZONES.get(day.city, "UTC")},
     }
     path = out / "profiles" / f"{day.city}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)

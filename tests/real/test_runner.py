@@ -36,3 +36,12 @@ def test_profile_reads_the_day(tmp_path: Path) -> None:
     settings = load_settings(real.write_day_profile(day, tmp_path / "out", "en"), environ={})
     assert settings.url("input", day.run_date) == str(tmp_path / "data" / "porto-20130701") + "/"
     assert settings.url("processed", day.run_date).startswith(str(tmp_path / "out" / "porto"))
+    assert settings.output.report_timezone == "Europe/Lisbon"
+
+
+def test_unknown_city_reports_utc_hours(tmp_path: Path) -> None:
+    from compute.settings import load_settings
+
+    (tmp_path / "data" / "oslo-20200101").mkdir(parents=True)
+    day = real.discover_days(tmp_path / "data")[0]
+    assert load_settings(real.write_day_profile(day, tmp_path / "out", "en"), environ={}).output.report_timezone == "UTC"
