@@ -501,14 +501,14 @@ def _draw_bar_chart(
     ``tick_labels`` are shown on the axis in place of ``labels``; the values keep ``labels``.
     """
     figure, axes = _new_figure((8.0, max(3.0, 0.35 * len(labels) + 1.5)) if horizontal else (8.0, 4.5))
-    shown = tick_labels if tick_labels is not None else labels
+    axis_labels = tick_labels if tick_labels is not None else labels
     if horizontal:
-        bars = axes.barh(shown, values, color=color)
+        bars = axes.barh(axis_labels, values, color=color)
         axes.invert_yaxis()
         axes.set_xlabel(value_label)
         drawn = [bar.get_width() for bar in bars]
     else:
-        bars = axes.bar(shown, values, color=color)
+        bars = axes.bar(axis_labels, values, color=color)
         axes.set_ylabel(value_label)
         drawn = [bar.get_height() for bar in bars]
         if len(labels) > 8:

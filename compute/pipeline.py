@@ -658,9 +658,9 @@ def with_required_fields(table: pa.Table, required: Iterable[str]) -> pa.Table:
     column not nullable that contains nulls, and writing it to Parquet again fails. The frame of
     ``pandas.read_parquet`` and a DuckDB query over the folder hold the nulls correctly.
     """
-    wanted = set(required)
+    required_names = set(required)
     fields = [
-        field.with_nullable(False) if field.name in wanted and _can_be_required(field, table.column(i)) else field
+        field.with_nullable(False) if field.name in required_names and _can_be_required(field, table.column(i)) else field
         for i, field in enumerate(table.schema)
     ]
     if all(f.nullable == old.nullable for f, old in zip(fields, table.schema, strict=True)):

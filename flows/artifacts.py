@@ -39,7 +39,7 @@ def table_rows(name: str, rows: list[dict[str, Any]], language: str) -> tuple[li
     """Return the rows of a chart's table artifact and its description.
 
     A chart with more than :data:`ARTIFACT_ROWS_MAX` rows keeps the rows with the largest
-    ``value``, in that order, and the description says so.
+    ``value``, in that order, and the description states that.
     """
     if len(rows) <= ARTIFACT_ROWS_MAX:
         return rows, name

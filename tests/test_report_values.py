@@ -156,6 +156,7 @@ class TestTableArtifactRows:
         values = [row["value"] for row in kept]
         assert values == sorted(values, reverse=True)
         assert values[0] == max(r["value"] for r in rows if isinstance(r["value"], float) and r["value"] == r["value"])
-        assert f"{n:,} rows" in description and "chart_values.json" in description
+        assert f"{n:,} rows" in description
+        assert "chart_values.json" in description
         _, japanese = table_rows("co2_map", rows, "ja")
         assert f"{n:,} 行" in japanese

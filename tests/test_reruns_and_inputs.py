@@ -75,7 +75,7 @@ class TestInputGoneAfterFetch:
         assert not phases.fetch(_run(tmp_path, force=True)).skipped
         assert raw.list() == before
 
-    def test_rerun_without_force_skips_fetch_and_says_the_input_is_gone(self, tmp_path: Path) -> None:
+    def test_rerun_skips_fetch_input_absent(self, tmp_path: Path) -> None:
         self._fetched(tmp_path)
         events: list[tuple[str, dict[str, object]]] = []
         profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data")

@@ -33,6 +33,7 @@ def _reference(vehicle_codes, ts_ms, trip_vehicle_codes, trip_start_ms, trip_end
 
 
 def _day(seed: int, n_trips: int, n_records: int, order: str):
+    """Build random trips and records (codes, times, trip vehicles, starts, ends) in ``order``."""
     rng = np.random.default_rng(seed)
     n_vehicles = max(1, n_trips // 3)
     trip_vehicle = rng.integers(-1, n_vehicles, n_trips)
@@ -40,10 +41,12 @@ def _day(seed: int, n_trips: int, n_records: int, order: str):
     start[rng.integers(0, n_trips, max(1, n_trips // 50))] = np.nan
     end = start + rng.integers(0, 7_200, n_trips) * 1_000.0
     end[rng.integers(0, n_trips, max(1, n_trips // 50))] = np.nan
+
     # Some trips share a vehicle and a start: the last one in trip order wins.
     twins = rng.integers(0, n_trips, max(1, n_trips // 20))
     trip_vehicle[twins[1:]] = trip_vehicle[twins[:-1]]
     start[twins[1:]] = start[twins[:-1]]
+
     codes = rng.integers(-1, n_vehicles + 2, n_records)
     ts = 1.8e12 + rng.uniform(-3_600, 90_000, n_records) * 1_000.0
     special = rng.integers(0, n_records, max(1, n_records // 20))
@@ -51,6 +54,7 @@ def _day(seed: int, n_trips: int, n_records: int, order: str):
     ts[special[1::4]] = np.inf
     ts[special[2::4]] = -np.inf
     ts[special[3::4]] = 1e300  # far beyond the 40 bits of time in the key
+
     if order == "sorted":
         keep = np.lexsort((ts, codes))
         codes, ts = codes[keep], ts[keep]

@@ -1,7 +1,7 @@
 """The fuel that the sample day's tachographs meter, against the emission model.
 
 ``compute.sample`` meters fuel on half of the tachographs. Per vehicle, the measured fuel (tier
-T1) and the modelled fuel on the same 1 Hz speed (T2) differ by less than the tolerance of the
+T1) and the modelled fuel on the same 1 Hz speed (T2) differ by less than ``PlausibilitySettings.t1_t2_tolerance``, the tolerance of the
 ``t1_t2_drift`` check. No sample vehicle is meant to drift, so the ``make run`` day raises none of
 those warnings.
 """
