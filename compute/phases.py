@@ -504,8 +504,9 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
     """Segment, join, align and estimate every accepted trip on the cluster.
 
     Stages: plan pieces from the validated footers, then gather the trip index. Next, align every
-    tachograph file to trips into one sorted file with a row group per compute piece. Finally one
-    task per piece segments, joins, reads its tachograph row groups and estimates. Wall and CPU
+    tachograph file to trips into one sorted file with a row group per compute piece, while the
+    client prepares the layer, the vehicle master and the model. Finally one task per piece
+    segments, joins, reads its tachograph row groups and estimates. Wall and CPU
     seconds per stage, summed over tasks, and the workers' largest memory go to the manifest counts.
     """
 
@@ -527,30 +528,21 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
         versions = run.versions()
         max_distance_m = run.settings.spatial.link_max_distance_m
 
-        # Stage 1: pieces of about equal vertex counts, and the trip index of the day. While the
-        # workers read the trip intervals, the client reads the small datasets and indexes the layer.
+        # Stage 1: pieces of about equal vertex counts, and the trip index of the day (footers and
+        # trip intervals only, a fraction of a second).
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         bounds = _PIECE_ROWS["segments"]
         pieces = pipeline.plan_compute_pieces(temp, n_workers=n_workers, vertices_min=bounds[0], vertices_max=bounds[1])
         n = len(pieces)
-        index_futures = client.map(pipeline.trip_index_of_piece, [temp_ref] * n, pieces, pure=False)
-        try:
-            vehicles_table = pipeline.read_folder(temp, f"{pipeline.VALIDATED}/vehicles")
-            vehicles = (vehicles_table.to_pandas() if vehicles_table is not None
-                        else pd.DataFrame(columns=[c.VEHICLE_ID, c.VEHICLE_CLASS, c.FUEL_TYPE, c.CATALOG_FE]))
-            geo_table = pipeline.read_folder(temp, f"{pipeline.VALIDATED}/geo_attributes")
-            geo = contract.to_frame("geo_attributes", geo_table) if geo_table is not None else None
-            layers = spatial.prepare_layers(geo if geo is not None else _empty_geo(), link_max_distance_m=max_distance_m)
-        except BaseException:
-            client.cancel(index_futures)
-            raise
-        step_done("prepare")
-        indexes = pipeline.gather(client, index_futures, timeout_s=time_left())
+        indexes = pipeline.gather(
+            client, client.map(pipeline.trip_index_of_piece, [temp_ref] * n, pieces, pure=False), timeout_s=time_left(),
+        )
         trip_index = pipeline.build_trip_index(indexes)
         step_done("trip_index")
 
-        # Stage 2: tachograph records aligned to trips, one sorted file per tachograph file. The
-        # model is loaded and the piece inputs are broadcast while the alignment tasks run.
+        # Stage 2: tachograph records aligned to trips, one sorted file per tachograph file. While
+        # the alignment tasks run, the client reads the small datasets, indexes the layer, loads the
+        # model and broadcasts the piece inputs. Done before the alignment, this left the workers idle.
         tacho_files = [name for name in temp.list(f"{pipeline.VALIDATED}/tachometer") if name.endswith(".parquet")]
         align_futures = []
         if tacho_files:
@@ -559,11 +551,18 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
                 pipeline.align_tacho_piece, [temp_ref] * len(tacho_files), tacho_files, [index_future] * len(tacho_files), pure=False,
             )
         try:
+            vehicles_table = pipeline.read_folder(temp, f"{pipeline.VALIDATED}/vehicles")
+            vehicles = (vehicles_table.to_pandas() if vehicles_table is not None
+                        else pd.DataFrame(columns=[c.VEHICLE_ID, c.VEHICLE_CLASS, c.FUEL_TYPE, c.CATALOG_FE]))
+            geo_table = pipeline.read_folder(temp, f"{pipeline.VALIDATED}/geo_attributes")
+            geo = contract.to_frame("geo_attributes", geo_table) if geo_table is not None else None
+            layers = spatial.prepare_layers(geo if geo is not None else _empty_geo(), link_max_distance_m=max_distance_m)
             model = pipeline.model_for(run.settings)
             shared = [pipeline.scatter_broadcast(client, x) for x in (pipeline.VehicleMaster.of(vehicles), layers, model)]
         except BaseException:
             client.cancel(align_futures)
             raise
+        step_done("prepare")
         aligned: list[pipeline.AlignResult] = pipeline.gather(client, align_futures, timeout_s=time_left()) if align_futures else []
         tacho_counts = {key: sum(getattr(r, key) for r in aligned) for key in ("rows", "aligned", "outside_trips")}
         tacho_parts = pipeline.tacho_parts_by_piece(aligned)

@@ -43,8 +43,9 @@ class StorageError(RuntimeError):
 class DeliveryError(StorageError):
     """The client's day is missing, or it changed after we fetched it; retrying does not help.
 
-    ``code`` is ``delivery_missing`` or ``input_changed``; :meth:`message` gives the text in
-    Japanese or English, and ``str()`` the English one.
+    ``code`` names the message ``storage.<code>`` (``delivery_missing``); a subclass with its own
+    messages, such as ``compute.phases.InputChangedError``, overrides :meth:`message`. :meth:`message`
+    gives the text in Japanese or English, and ``str()`` the English one.
     """
 
     def __init__(self, code: str, url: str, run_date: str, detail: str = "") -> None:
@@ -63,10 +64,6 @@ register(
         "storage.delivery_missing": {
             "ja": "{run_date} の納品が見つかりません。{url} にオブジェクトがありません。クライアントがその日を納品したか、プロファイルの input ルートが正しいかを確認してください。",
             "en": "No delivery found for {run_date}: there are no objects in {url}. Check that the client delivered the day and that the input root of the profile is right.",
-        },
-        "storage.input_changed": {
-            "ja": "{run_date} の入力 {url} が前回の取得（fetch）の後に変わりました（{detail}）。新しい入力で作り直すには --force で再実行してください。",
-            "en": "The input of {run_date} in {url} changed after it was fetched ({detail}). Rerun with --force to rebuild the day from the new input.",
         },
     }
 )
@@ -210,7 +207,7 @@ class Store:
         if self.protocol in ("file", "local"):
             self.fs.makedirs(self.root, exist_ok=True)
 
-    def write_bytes(self, relative: str, data: bytes, *, md5: bool = True) -> ObjectRecord:
+    def write_bytes(self, relative: str, data: bytes | memoryview, *, md5: bool = True) -> ObjectRecord:
         """Write ``data`` in one PUT and return its record (checksums computed locally).
 
         ``md5=False`` leaves the record's MD5 empty: only objects delivered to S3 need it (as

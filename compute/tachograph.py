@@ -221,6 +221,28 @@ def _assign_sorted(
             out[i] = candidate
 
 
+def in_trip_time_order(rows: np.ndarray, trip: np.ndarray, ts_ms: np.ndarray) -> bool:
+    """Tell whether records ``rows`` come in (trip, time) order: trip rows never decrease and, within
+    a trip, times never decrease (equal times count as ordered). A NaN time is out of order.
+
+    One pass, without gathering the records' trips and times into new arrays first.
+    """
+    return bool(_rows_in_order(
+        np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(trip, dtype=np.int64),
+        np.ascontiguousarray(ts_ms, dtype=np.float64),
+    ))
+
+
+@numba.njit(cache=True, nogil=True)
+def _rows_in_order(rows: np.ndarray, trip: np.ndarray, ts_ms: np.ndarray) -> bool:
+    for k in range(rows.size - 1):
+        a = rows[k]
+        b = rows[k + 1]
+        if trip[b] < trip[a] or (trip[b] == trip[a] and not ts_ms[b] >= ts_ms[a]):
+            return False
+    return True
+
+
 def encode_vehicles(record_vehicles: np.ndarray, trip_vehicles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return integer codes for the vehicle ids of records and of trips, from one shared table.
 

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from distributed import Client, LocalCluster
 
 from compute import columns as c
-from compute import phases, pipeline
+from compute import phases, pipeline, tachograph
 from compute.sample import SampleSpec, write_sample_day
 from compute.settings import load_settings
 from compute.storage import Store
@@ -111,6 +112,55 @@ class TestAlignedRowOrder:
         index, trip, ts = self._case(rng, trip_ms=2.0**33)
         rows = np.flatnonzero(trip >= 0)
         np.testing.assert_array_equal(pipeline._in_piece_trip_time_order(rows, trip, ts, index), self._expected(rows, trip, ts, index))
+
+
+    @pytest.mark.parametrize("seed", range(6))
+    def test_order_check_matches_numpy(self, seed: int) -> None:
+        """The one-pass check agrees with a numpy reference on sorted rows, a swapped pair, equal
+        times, a NaN time and a trip that goes back."""
+        rng = np.random.default_rng(seed)
+        index, trip, ts = self._case(rng, n_rows=2_000)
+        ts[rng.integers(0, len(ts), 3)] = ts[0]  # some equal times
+        rows = self._expected(np.flatnonzero(trip >= 0), trip, ts, index)
+        variants = [rows, rows[::-1], np.r_[rows[1:2], rows[:1], rows[2:]], rows[:1], rows[:0]]
+        with_nan = ts.copy()
+        with_nan[rows[len(rows) // 2]] = np.nan
+        for candidate, times in [(v, ts) for v in variants] + [(rows, with_nan)]:
+            a, b = candidate[:-1], candidate[1:]
+            step = trip[b] - trip[a]
+            expected = bool(np.all((step > 0) | ((step == 0) & (times[b] >= times[a]))))
+            assert tachograph.in_trip_time_order(candidate, trip, times) is expected
+
+    def test_ordered_and_shuffled_files_align_alike(self, tmp_path: Path) -> None:
+        """A tachograph file already in (vehicle, time) order is written without a copy. Its aligned
+        output equals that of the same records shuffled, which go through the sort."""
+        n_trips, per_trip = 40, 30
+        start = 1.7e12 + np.arange(n_trips) * 3_600_000.0
+        index = pipeline.TripIndex(
+            trip_ids=np.array([f"t{i}" for i in range(n_trips)], dtype=object), vehicle_ids=pd.Index([f"v{i}" for i in range(n_trips)]),
+            vehicle_codes=np.arange(n_trips, dtype=np.int64), start_ms=start, end_ms=start + per_trip * 1_000.0,
+            piece=np.repeat(np.arange(4), n_trips // 4), row=np.tile(np.arange(n_trips // 4), 4),
+        )
+        trip = np.repeat(np.arange(n_trips), per_trip)
+        ts_ms = start[trip] + np.tile(np.arange(per_trip), n_trips) * 1_000.0
+        rng = np.random.default_rng(3)
+        records = pa.table({
+            c.VEHICLE_ID: pa.array([f"v{t}" for t in trip]),
+            c.TS: pa.array(ts_ms.astype("int64"), pa.timestamp("ms", tz="UTC")),
+            c.SPEED_KMH: pa.array(rng.uniform(0, 90, len(trip))),
+            c.FUEL_ML: pa.array(rng.uniform(0, 3, len(trip))),
+        })
+        outputs = []
+        for name, table in [("ordered", records), ("shuffled", records.take(pa.array(rng.permutation(len(trip)))))]:
+            store = Store(str(tmp_path / name))
+            store.write_bytes("validated/tachometer/part-0.parquet", pipeline.parquet_bytes(table))
+            result = pipeline.align_tacho_piece(pipeline.StoreRef(url=str(tmp_path / name)), "validated/tachometer/part-0.parquet", index)
+            assert (result.rows, result.aligned, result.outside_trips) == (len(trip), len(trip), 0)
+            assert result.row_groups_by_piece == {0: [0], 1: [1], 2: [2], 3: [3]}
+            outputs.append(pq.read_table(store.path(result.path)))
+        assert outputs[0].equals(outputs[1])
+        assert outputs[0].column("trip_row").to_pylist() == list(index.row[trip])
+        assert outputs[0].column(c.SPEED_KMH).equals(records.column(c.SPEED_KMH))
 
 
 class TestVehicleMaster:
