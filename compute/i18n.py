@@ -91,6 +91,15 @@ class OperatorError(Exception):
         return (_rebuild_operator_error, (type(self), self.key, self.values), self.__dict__)
 
 
+class OperatorValueError(OperatorError, ValueError):
+    """An invalid value the operator can fix, with its text in every language.
+
+    Settings validators raise it. Pydantic reports a ``ValueError`` raised in a validator as a
+    ``value_error`` and keeps the exception in the error's ``ctx``, so the settings error can
+    show this text in the operator's language. ``str()`` gives the English text.
+    """
+
+
 def _rebuild_operator_error(cls: type[OperatorError], key: str, values: dict[str, object]) -> OperatorError:
     error = cls.__new__(cls)
     OperatorError.__init__(error, key, **values)

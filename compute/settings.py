@@ -28,10 +28,40 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from compute.contract import ContractSettings
 from compute.emissions import EmissionSettings
+from compute.i18n import OperatorValueError, register
 from compute.plausibility import PlausibilitySettings
 
 ROOTS: tuple[str, ...] = ("input", "raw", "temp", "processed", "output")
 ENV_PREFIX = "LMCO2_"
+SHIPPED_EXAMPLE = "compute/profiles/local.yaml"
+
+register(
+    {
+        # Texts of this module's own validators.
+        "settings.root_without_date": {
+            "ja": "ストレージのルート {value!r} に '{{yyyymmdd}}' がありません。日ごとに別のフォルダになるよう、"
+                  "URL テンプレートに {{yyyymmdd}} を入れてください（例: '{{data_dir}}/client/input/{{yyyymmdd}}/'）。",
+            "en": "storage root {value!r} has no '{{yyyymmdd}}' placeholder; add it so each day has its own folder, "
+                  "for example '{{data_dir}}/client/input/{{yyyymmdd}}/'",
+        },
+        "settings.adaptive_bounds": {
+            "ja": "cluster.min_workers={min_workers} が cluster.max_workers={max_workers} より大きくなっています。"
+                  "min_workers を max_workers 以下にしてください。",
+            "en": "cluster.min_workers={min_workers} is above cluster.max_workers={max_workers}; "
+                  "set min_workers at or below max_workers",
+        },
+        "settings.unknown_timezone": {
+            "ja": "report_timezone の値 {value!r} は IANA のタイムゾーン名ではありません。Asia/Tokyo のような IANA のタイムゾーン名を指定してください。",
+            "en": "report_timezone must be an IANA time zone such as Asia/Tokyo, got {value!r}",
+        },
+        "settings.profile_not_mapping": {
+            "ja": "プロファイル {profile!r} の中身が YAML のマッピングではありません（実際: {kind}）。"
+                  "設定を「キー: 値」の行で書いてください（例: " + SHIPPED_EXAMPLE + "）。",
+            "en": "profile {profile!r} must be a YAML mapping, got {kind}; write the settings as key: value lines, "
+                  "as in " + SHIPPED_EXAMPLE,
+        },
+    }
+)
 
 
 class _Section(BaseModel):
@@ -61,7 +91,7 @@ class StorageSettings(_Section):
     @classmethod
     def _has_date(cls, value: str) -> str:
         if "{yyyymmdd}" not in value:
-            raise ValueError(f"storage root {value!r} has no '{{yyyymmdd}}' placeholder; add it so each day has its own folder")
+            raise OperatorValueError("settings.root_without_date", value=value)
         return value
 
     def url(self, root: str, run_date: dt.date | str, data_dir: str | Path = ".") -> str:
@@ -99,7 +129,7 @@ class ClusterSettings(_Section):
     @model_validator(mode="after")
     def _adaptive_bounds(self) -> ClusterSettings:
         if self.min_workers is not None and self.max_workers is not None and self.min_workers > self.max_workers:
-            raise ValueError(f"cluster.min_workers={self.min_workers} is above cluster.max_workers={self.max_workers}")
+            raise OperatorValueError("settings.adaptive_bounds", min_workers=self.min_workers, max_workers=self.max_workers)
         return self
 
 
@@ -120,7 +150,7 @@ class OutputSettings(_Section):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"report_timezone must be an IANA time zone such as Asia/Tokyo, got {value!r}") from error
+            raise OperatorValueError("settings.unknown_timezone", value=value) from error
         return value
 
 
@@ -230,8 +260,11 @@ def load_settings(
         If the profile is neither a shipped name nor an existing file.
     ProfileSyntaxError
         If the profile file is not valid YAML; it carries the line and column of the error.
+    OperatorValueError
+        If the profile file is YAML but not a mapping of settings.
     pydantic.ValidationError
         If the merged values are invalid; the message names the field.
+        :meth:`compute.settings_errors.SettingsError.from_validation_error` gives the operator's message in every language.
     """
     env = dict(os.environ if environ is None else environ)
     name = profile if profile is not None else env.get(f"{ENV_PREFIX}PROFILE", "local")
@@ -302,7 +335,7 @@ def _read_profile(name: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise ProfileSyntaxError.from_yaml(source, error) from error
     if not isinstance(data, dict):
-        raise ValueError(f"profile {str(name)!r} must be a YAML mapping, got {type(data).__name__}")
+        raise OperatorValueError("settings.profile_not_mapping", profile=str(name), kind=type(data).__name__)
     return data
 
 
@@ -315,8 +348,22 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         node = values
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = yaml.safe_load(raw) if raw.strip() else raw
+        node[path[-1]] = _env_value(raw)
     return values
+
+
+def _env_value(raw: str) -> Any:
+    """Parse an override as a YAML scalar or collection; text that is not valid YAML stays a string.
+
+    The field's validation then reports a wrong type with the variable's name, instead of the
+    YAML parser failing with a traceback.
+    """
+    if not raw.strip():
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def _deep_update(target: dict[str, Any], source: Mapping[str, Any]) -> None:

@@ -474,6 +474,7 @@ def _load_settings(profile: str | None) -> Any:
     import pydantic
 
     from compute.settings import ProfileSyntaxError, load_settings
+    from compute.settings_errors import SettingsError
 
     name = profile if profile is not None else os.environ.get("LMCO2_PROFILE", "local")
     try:
@@ -483,8 +484,9 @@ def _load_settings(profile: str | None) -> Any:
     except ProfileSyntaxError as error:
         raise _profile_syntax_error(error) from error
     except pydantic.ValidationError as error:
-        detail = "; ".join(f"{'.'.join(str(part) for part in e['loc'])} = {e.get('input')!r}: {e['msg']}" for e in error.errors())
-        raise OperatorError("cli.bad_settings", profile=str(name), detail=detail) from error
+        raise SettingsError.from_validation_error(str(name), error, os.environ) from error
+    except OperatorError as error:
+        raise SettingsError.from_operator_error(str(name), error) from error
     except ValueError as error:
         raise OperatorError("cli.bad_settings", profile=str(name), detail=str(error)) from error
 

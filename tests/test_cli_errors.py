@@ -99,7 +99,8 @@ class TestExpectedFailuresBeforePrefect:
         assert cli.main(["--lang", "ja", "validate", "."]) == 1
         err = capsys.readouterr().err
         assert "設定が不正です" in err
-        assert "cluster.n_workers = 'many'" in err
+        assert "設定 cluster.n_workers の値 'many' は整数ではありません" in err
+        assert "Input should be" not in err
 
     def test_reversed_backfill_range(self, capsys: pytest.CaptureFixture[str]) -> None:
         assert cli.main(["--lang", "ja", "backfill", "--start", "2026-12-02", "--end", "2026-12-01"]) == 1

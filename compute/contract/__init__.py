@@ -7,12 +7,14 @@ Public API (pure functions, no I/O; ``compute.pipeline`` maps them over partitio
     accepted, rejects = validate_rows("trajectories", frame, context)
     summary.record("trajectories", len(frame), accepted, rejects)
     check_balance(summary)                                              # raises BalanceError
-    markdown = render_report(summary, "ja", rejects)
+    markdown = render_report(summary, "ja", render_details(rejects, "ja"))
 
 Invariants
 ----------
 * Every input row ends up exactly once in accepted or in rejects (checked by ``check_balance``).
 * Reason codes and flag codes are never renamed: clients filter rejects by them.
+* Every rejected row has a detail kind and parameters; its ``detail`` text in the rejects file is
+  English, and reports render it in the operator's language from the kind and parameters.
 * A dataset-level problem raises ``ContractError`` before any row is validated.
 """
 
@@ -20,9 +22,19 @@ from __future__ import annotations
 
 from compute.contract import messages as _messages  # noqa: F401  (registers ja/en texts)
 from compute.contract.conform import conform_table
+from compute.contract.details import DETAIL_KINDS, REASON_DETAILS, Detail, render_detail, render_details
 from compute.contract.errors import BalanceError, ContractError, file_unreadable
 from compute.contract.frames import WKB_UNREADABLE, find_duplicate_keys, row_keys, to_frame
-from compute.contract.reasons import REJECT_COLUMNS, RULE_ORDER, ErrorCode, FlagCode, ReasonCode
+from compute.contract.reasons import (
+    DETAIL_COLUMNS,
+    DETAIL_KIND,
+    DETAIL_PARAMS,
+    REJECT_COLUMNS,
+    RULE_ORDER,
+    ErrorCode,
+    FlagCode,
+    ReasonCode,
+)
 from compute.contract.report import render_report
 from compute.contract.schema import (
     AREA_TYPES,
@@ -45,8 +57,13 @@ __all__ = [
     "COLUMN_SPECS",
     "CONTRACT_FLAGS",
     "DATASETS",
+    "DETAIL_COLUMNS",
+    "DETAIL_KIND",
+    "DETAIL_KINDS",
+    "DETAIL_PARAMS",
     "FUEL_TYPES",
     "KEY_COLUMNS",
+    "REASON_DETAILS",
     "REJECT_COLUMNS",
     "REQUIRED_DATASETS",
     "RULE_ORDER",
@@ -60,6 +77,7 @@ __all__ = [
     "ContractSettings",
     "ContractThresholds",
     "DatasetSummary",
+    "Detail",
     "ErrorCode",
     "FlagCode",
     "ReasonCode",
@@ -70,6 +88,8 @@ __all__ = [
     "empty_rejects",
     "file_unreadable",
     "find_duplicate_keys",
+    "render_detail",
+    "render_details",
     "render_report",
     "row_keys",
     "summarize_partition",

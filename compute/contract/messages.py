@@ -1,4 +1,4 @@
-"""Japanese and English texts of the input contract: reason codes, flags, errors and reports."""
+"""Japanese and English texts of the input contract: reason codes, details, flags, errors and reports."""
 
 from __future__ import annotations
 
@@ -225,6 +225,113 @@ _ERRORS: dict[str, tuple[str, str, str, str]] = {
     ),
 }
 
+# Detail kind of a rejected row: (template ja, template en). The kinds and their parameters are
+# declared in compute.contract.details; the English text is what the rejects file stores.
+_DETAILS: dict[str, tuple[str, str]] = {
+    "row_of_partition": ("パーティションの {row} 行目", "row {row} of the partition"),
+    "key_repeated": ("このキーはその日のデータに 2 回以上あります", "the key occurs more than once in the day"),
+    "value_null": ("{column} が空 (null または空白) です", "{column} is null or blank"),
+    "vehicle_unknown": ("採用された車両 {accepted_vehicles} 台の中にありません", "not among the {accepted_vehicles} accepted vehicles"),
+    "geometry_null": ("ジオメトリが null です", "geometry is null"),
+    "wkb_undecodable": ("WKB として読めない {size_bytes} バイト", "{size_bytes} bytes that are not valid WKB"),
+    "types_allowed": ("許可される型: {types}", "allowed: {types}"),
+    "no_vertices": ("頂点がありません", "no vertices"),
+    "wkb_too_short": ("頂点が 2 つ未満の LineString WKB", "LineString WKB with fewer than 2 vertices"),
+    "no_second_point": ("頂点 {vertices} 個、異なる 2 点目なし", "{vertices} vertices, no distinct second point"),
+    "geos_invalid": ("GEOS の判定: {problem}{location}", "{problem}{location}"),
+    "elevation_infinite": ("頂点 {vertex}: 標高が無限大", "vertex {vertex}: elevation is infinite"),
+    "repair_left_no_area": ("{problem}{location}。make_valid の後に面積が残りません", "{problem}{location}; make_valid left no area"),
+    "vertex_lon_lat": ("頂点 {vertex}（x = 経度、y = 緯度）", "vertex {vertex} (x = longitude, y = latitude)"),
+    "times_null": ("timestamps がなく、start_time または end_time が空です", "no timestamps, and start_time or end_time is null"),
+    "timestamp_count": ("頂点 {vertices} 個に対して時刻 {timestamps} 個", "{timestamps} timestamps for {vertices} vertices"),
+    "timestamp_null": (
+        "頂点 {vertices} 個に対して時刻 {timestamps} 個。時刻が空の頂点があります",
+        "{timestamps} timestamps for {vertices} vertices; a timestamp is null",
+    ),
+    "vertex_outside_window": (
+        "頂点 {vertex} の時刻が範囲外 (min_time {min_time}、max_time {max_time})",
+        "vertex {vertex}; min_time {min_time}, max_time {max_time}",
+    ),
+    "outside_window": ("時刻が範囲外 (min_time {min_time}、max_time {max_time})", "min_time {min_time}, max_time {max_time}"),
+    "vertex_pair": ("頂点 {first} から {second}", "vertex {first} to {second}"),
+    "end_before_start": ("end_time が start_time より前です", "end_time is before start_time"),
+    "vertex_speed": (
+        "頂点 {first} から {second}: {interval_s:.1f} 秒で {distance_m:.0f} m、上限 {limit_kmh:g} km/h",
+        "vertex {first} to {second}: {distance_m:.0f} m in {interval_s:.1f} s, limit {limit_kmh:g} km/h",
+    ),
+    "trip_average_speed": (
+        "トリップ全体の平均: {duration_s:.0f} 秒で {distance_m:.0f} m、上限 {limit_kmh:g} km/h",
+        "average over the trip: {distance_m:.0f} m in {duration_s:.0f} s, limit {limit_kmh:g} km/h",
+    ),
+    "speed_above_limit": ("上限 {limit_kmh:g} km/h", "limit {limit_kmh:g} km/h"),
+    "value_negative": ("{column} が負です", "{column} is negative"),
+    "above_max": ("{column} が {setting} {limit:g} を超えています", "{column} above {setting} {limit:g}"),
+    "abs_above_max": ("{column} の絶対値が {setting} {limit:g} を超えています", "|{column}| above {setting} {limit:g}"),
+    "outside_lower_exclusive": ("{column} が範囲 ({lower:g}, {upper:g}] の外です", "{column} outside ({lower:g}, {upper:g}]"),
+    "outside_range": ("{column} が範囲 [{lower:g}, {upper:g}] の外です", "{column} outside [{lower:g}, {upper:g}]"),
+    "fuel_rate": (
+        "{interval_s:.1f} 秒間で {rate_l_per_h:.0f} l/h、上限 {limit_l_per_h:g} l/h",
+        "{rate_l_per_h:.0f} l/h over {interval_s:.1f} s, limit {limit_l_per_h:g} l/h",
+    ),
+    "values_allowed": ("許可される値: {values}", "allowed: {values}"),
+}
+
+# Problems that shapely.is_valid_reason (GEOS) names, in Japanese; the English is GEOS's own name.
+_GEOS_PROBLEMS: dict[str, str] = {
+    "Self-intersection": "自己交差",
+    "Ring Self-intersection": "リングの自己交差",
+    "Hole lies outside shell": "穴が外殻の外にあります",
+    "Holes are nested": "穴が入れ子になっています",
+    "Interior is disconnected": "内部が分断されています",
+    "Nested shells": "外殻が入れ子になっています",
+    "Duplicate Rings": "リングが重複しています",
+    "Too few distinct points in geometry component": "ジオメトリの要素に異なる点が少なすぎます",
+    "Invalid Coordinate": "座標が不正です",
+    "Ring is not closed": "リングが閉じていません",
+    "Repeated Point": "点が重複しています",
+}
+
+# Invalid contract settings, raised by the validators of compute.contract.settings.
+_SETTINGS: dict[str, tuple[str, str]] = {
+    "contract.settings.crs_unknown": (
+        "crs {value!r} は pyproj が知らない CRS です。'EPSG:6677' のような CRS を指定してください。",
+        "crs {value!r} is not a CRS pyproj knows; use e.g. 'EPSG:6677'",
+    ),
+    "contract.settings.encoding_without_crs": (
+        "geometry_encoding が指定されていますが crs がありません。GeoParquet メタデータのないファイルには両方を指定してください。",
+        "geometry_encoding is set but crs is not; declare both for files without GeoParquet metadata",
+    ),
+    "contract.settings.override_without_crs": (
+        "override_file_crs が true ですが crs がありません。crs を指定するか（例: EPSG:6677）、override_file_crs を削除してください。",
+        "override_file_crs is true but crs is not set; set crs (e.g. EPSG:6677) or remove override_file_crs",
+    ),
+    "contract.settings.time_window_reversed": (
+        "thresholds.min_time {min_time} が max_time {max_time} より前になっていません。min_time を max_time より前の時刻にしてください。",
+        "thresholds.min_time {min_time} is not before max_time {max_time}; set min_time to an earlier time than max_time",
+    ),
+    "contract.settings.rename_duplicated": (
+        "contract.{dataset}.rename が {sources} を同じ列 {target!r} に対応付けています。この列には元の列を 1 つだけ対応付けてください。",
+        "contract.{dataset}.rename maps {sources} to the same column {target!r}; map one source column to it",
+    ),
+    "contract.settings.rename_unknown_column": (
+        "contract.{dataset}.rename が {source!r} を {target!r} に対応付けていますが、{target!r} は {dataset} の列ではありません。"
+        "対応付け先を次のいずれかにしてください: {columns}",
+        "contract.{dataset}.rename maps {source!r} to {target!r}, which is not a column of {dataset}; expected one of {columns}",
+    ),
+    "contract.settings.unknown_column": (
+        "contract.{dataset}.{part} の {column!r} は {dataset} の列ではありません。次のいずれかの列名にしてください: {columns}",
+        "contract.{dataset}.{part} names {column!r}, which is not a column of {dataset}; expected one of {columns}",
+    ),
+    "contract.settings.unit_unknown": (
+        "contract.{dataset}.units が列 {column!r} に単位 {unit!r} を指定していますが、この列では使えません。次のいずれかにしてください: {units}",
+        "contract.{dataset}.units gives {column!r} the unit {unit!r}; expected one of {units}",
+    ),
+    "contract.settings.test_cycle_unknown": (
+        "contract.vehicles.values が test_cycle を {values} に変換していますが、試験モードではありません。次のいずれかにしてください: {cycles}",
+        "contract.vehicles.values maps test_cycle to {values}; expected one of {cycles}",
+    ),
+}
+
 _REPORT: dict[str, tuple[str, str]] = {
     "contract.report.title": ("入力データ検証レポート", "Input validation report"),
     "contract.report.status_ok": (
@@ -255,6 +362,20 @@ _REPORT: dict[str, tuple[str, str]] = {
     "contract.report.example_value": ("例: 値", "Example value"),
     "contract.report.action": ("対処", "What to do"),
     "contract.report.no_rejects": ("除外された行はありません。", "No rows were rejected."),
+    "contract.report.missing": ("ファイルなし", "no files"),
+    "contract.report.not_validated": ("未検証", "not validated"),
+    "contract.report.missing_action": (
+        "{dataset}: 必須のデータセットですが、ファイルがありません。クライアントの {dataset} のファイルを {folder} に "
+        "Parquet ファイル（`*.parquet`）で 1 つ以上置いてから、再実行してください。",
+        "{dataset}: a required dataset, but it has no files. Put the client's {dataset} files, one or more Parquet files "
+        "(`*.parquet`), in {folder}, then run again.",
+    ),
+    "contract.report.day_folder_of": ("その日のフォルダの {dataset}/", "the {dataset}/ folder of the day"),
+    "contract.report.not_validated_note": (
+        "「未検証」のデータセットは、上のデータセット単位のエラーで検証が止まったため数えていません。エラーを直して再実行すると数えられます。",
+        "Datasets marked \"not validated\" were not counted, because validation stopped at the dataset-level error above. "
+        "They are counted when the error is fixed and the day runs again.",
+    ),
 }
 
 
@@ -267,7 +388,11 @@ def _register_all() -> None:
     for code, (text_ja, text_en, hint_ja, hint_en) in _ERRORS.items():
         entries[f"contract.error.{code}"] = {"ja": text_ja, "en": text_en}
         entries[f"contract.error.{code}.hint"] = {"ja": hint_ja, "en": hint_en}
-    for key, (text_ja, text_en) in _REPORT.items():
+    for kind, (text_ja, text_en) in _DETAILS.items():
+        entries[f"contract.detail.{kind}"] = {"ja": text_ja, "en": text_en}
+    for problem, text_ja in _GEOS_PROBLEMS.items():
+        entries[f"contract.geos.{problem}"] = {"ja": text_ja, "en": problem}
+    for key, (text_ja, text_en) in (*_SETTINGS.items(), *_REPORT.items()):
         entries[key] = {"ja": text_ja, "en": text_en}
     register(entries)
 

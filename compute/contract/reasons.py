@@ -11,7 +11,15 @@ from enum import Enum
 
 from compute import columns as c
 
+# Columns of the rejects file. ``detail`` is English text, whatever the operator's language.
 REJECT_COLUMNS: tuple[str, ...] = (c.DATASET, c.ROW_KEY, c.REASON, c.VALUE, c.DETAIL)
+
+# Structured form of ``detail`` in the rejects frame that validation returns: the kind of detail
+# and its parameters as a JSON object (see compute.contract.details). Reports render ``detail``
+# in the operator's language from them; the rejects file does not store them.
+DETAIL_KIND = "detail_kind"
+DETAIL_PARAMS = "detail_params"
+DETAIL_COLUMNS: tuple[str, ...] = (DETAIL_KIND, DETAIL_PARAMS)
 
 
 class ReasonCode(str, Enum):

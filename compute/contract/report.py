@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from compute import columns as c
+from compute.contract.errors import ContractError
+from compute.contract.reasons import ErrorCode
 from compute.contract.schema import DATASETS
 from compute.contract.summary import DatasetSummary, ValidationSummary
 from compute.i18n import message
 
 MAX_CELL_CHARS = 80
+
+# The readers state a missing dataset's folder as ``<folder>/*.parquet = 0`` in ``actual``.
+_MISSING_FILES = re.compile(r"(?P<folder>.+)/\*\.parquet = 0")
 
 
 def render_report(summary: ValidationSummary, lang: str = "ja", examples: pd.DataFrame | None = None) -> str:
@@ -29,7 +36,9 @@ def render_report(summary: ValidationSummary, lang: str = "ja", examples: pd.Dat
     -------
     str
         Markdown: status, dataset-level errors, a count table, then per dataset its rejects by
-        reason (count, meaning, example, what to do) and its flags.
+        reason (count, meaning, example, what to do) and its flags. After a dataset-level error
+        the count table lists every dataset of the contract: a missing one with the folder its
+        files belong in, the others as not validated.
     """
     t = _translator(lang)
     lines = [f"# {t('contract.report.title')}", ""]
@@ -59,6 +68,8 @@ def _ordered(summary: ValidationSummary) -> list[str]:
 
 
 def _count_table(summary: ValidationSummary, t) -> list[str]:  # type: ignore[no-untyped-def]
+    missing = {error.dataset: error for error in summary.errors if error.code is ErrorCode.DATASET_MISSING}
+    unread = [name for name in DATASETS if name not in summary.datasets] if summary.errors else []
     header = [
         t("contract.report.dataset"),
         t("contract.report.rows_in"),
@@ -77,8 +88,27 @@ def _count_table(summary: ValidationSummary, t) -> list[str]:  # type: ignore[no
         balance = t("contract.report.balance_ok") if balanced else t("contract.report.balance_broken")
         flagged = sum(counts.flags.values())
         lines.append(_row([name, f"{counts.rows_in:,}", f"{counts.accepted:,}", f"{counts.rejected:,}", f"{flagged:,}", balance]))
+    for name in unread:
+        status = t("contract.report.missing") if name in missing else t("contract.report.not_validated")
+        lines.append(_row([name, status, "", "", "", ""]))
     lines.append("")
+
+    for name in unread:
+        if name in missing:
+            lines.append(f"- {t('contract.report.missing_action', dataset=name, folder=_folder_of(missing[name], t))}")
+    if any(name not in missing for name in unread):
+        lines.append(f"- {t('contract.report.not_validated_note')}")
+    if unread:
+        lines.append("")
     return lines
+
+
+def _folder_of(error: ContractError, t) -> str:  # type: ignore[no-untyped-def]
+    """Return where the missing dataset's files belong: the folder the reader listed, else the dataset's folder of the day."""
+    match = _MISSING_FILES.fullmatch(error.actual)
+    if match is None:
+        return str(t("contract.report.day_folder_of", dataset=error.dataset))
+    return f"`{match['folder']}/`"
 
 
 def _reject_table(counts: DatasetSummary, examples: pd.DataFrame | None, lang: str, t) -> list[str]:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from compute.contract.details import Detail, geos_problem
 from compute.contract.frames import WKB_UNREADABLE, describe_unreadable_wkb
 from compute.contract.reasons import FlagCode, ReasonCode
 from compute.contract.state import RuleState, objects_where
@@ -46,14 +47,14 @@ def check_geometry(dataset: str, frame: pd.DataFrame, geometries: np.ndarray, st
     short = np.zeros(len(frame), dtype=bool)
     short[np.flatnonzero(unreadable)[single_point_wkb]] = True
 
-    state.reject(ReasonCode.GEOMETRY_MISSING, missing & ~unreadable)
+    state.reject(ReasonCode.GEOMETRY_MISSING, missing & ~unreadable, detail=Detail("geometry_null"))
+    state.reject(ReasonCode.GEOMETRY_SINGLE_POINT, short, value=raw, detail=Detail("wkb_too_short"))
     state.reject(
-        ReasonCode.GEOMETRY_SINGLE_POINT,
-        short,
+        ReasonCode.GEOMETRY_UNREADABLE,
+        unreadable,
         value=raw,
-        detail=lambda hit: ["LineString WKB with fewer than 2 vertices"] * len(hit),
+        detail=lambda hit: [Detail("wkb_undecodable", {"size_bytes": len(raw[i])}) for i in hit],
     )
-    state.reject(ReasonCode.GEOMETRY_UNREADABLE, unreadable, value=raw)
 
     type_ids = shapely.get_type_id(geometries)
     wrong_type = ~missing & ~np.isin(type_ids, ALLOWED_TYPES[dataset])
@@ -61,9 +62,9 @@ def check_geometry(dataset: str, frame: pd.DataFrame, geometries: np.ndarray, st
         ReasonCode.GEOMETRY_WRONG_TYPE,
         wrong_type,
         value=lambda hit: [_TYPE_NAMES.get(int(t), str(t)) for t in type_ids[hit]],
-        detail=lambda hit: [f"allowed: {', '.join(_TYPE_NAMES[t] for t in ALLOWED_TYPES[dataset])}"] * len(hit),
+        detail=Detail("types_allowed", {"types": ", ".join(_TYPE_NAMES[t] for t in ALLOWED_TYPES[dataset])}),
     )
-    state.reject(ReasonCode.GEOMETRY_EMPTY, ~missing & shapely.is_empty(geometries), value=geometries)
+    state.reject(ReasonCode.GEOMETRY_EMPTY, ~missing & shapely.is_empty(geometries), value=geometries, detail=Detail("no_vertices"))
 
     is_line = np.isin(type_ids, (LINESTRING, MULTILINESTRING))
     line_open = state.open & is_line
@@ -74,7 +75,7 @@ def check_geometry(dataset: str, frame: pd.DataFrame, geometries: np.ndarray, st
         ReasonCode.GEOMETRY_SINGLE_POINT,
         line_open & ((n_vertices < 2) | zero_length),
         value=geometries,
-        detail=lambda hit: [f"{n_vertices[i]} vertices, no distinct second point" for i in hit],
+        detail=lambda hit: [Detail("no_second_point", {"vertices": int(n_vertices[i])}) for i in hit],
     )
 
     valid = np.ones(len(frame), dtype=bool)
@@ -83,7 +84,7 @@ def check_geometry(dataset: str, frame: pd.DataFrame, geometries: np.ndarray, st
         ReasonCode.GEOMETRY_INVALID,
         is_line & ~valid,
         value=geometries,
-        detail=lambda hit: [shapely.is_valid_reason(geometries[i]) for i in hit],
+        detail=lambda hit: [Detail("geos_invalid", geos_problem(shapely.is_valid_reason(geometries[i]))) for i in hit],
     )
     _reject_infinite_elevation(geometries, state)
     geometries = _repair_polygons(geometries, state.open & ~is_line & ~valid, state)
@@ -112,7 +113,7 @@ def _reject_infinite_elevation(geometries: np.ndarray, state: RuleState) -> None
     detail = np.full(geometries.size, None, dtype=object)
     for row, position, start in zip(rows, positions, starts, strict=True):
         value[row] = f"z = {coords[position, 2]}"
-        detail[row] = f"vertex {position - start}: elevation is infinite"
+        detail[row] = Detail("elevation_infinite", {"vertex": int(position - start)})
     mask = np.zeros(geometries.size, dtype=bool)
     mask[rows] = True
     state.reject(ReasonCode.GEOMETRY_INVALID, mask, value=value, detail=detail)
@@ -139,7 +140,7 @@ def _repair_polygons(geometries: np.ndarray, invalid: np.ndarray, state: RuleSta
         ReasonCode.GEOMETRY_INVALID,
         no_area,
         value=geometries,
-        detail=lambda hit: [f"{reasons[int(i)]}; make_valid left no area" for i in hit],
+        detail=lambda hit: [Detail("repair_left_no_area", geos_problem(reasons[int(i)])) for i in hit],
     )
 
     fixed = positions[~lost]
@@ -178,7 +179,7 @@ def _reject_first_coordinate(
     detail = np.full(n_rows, None, dtype=object)
     for row, position, start in zip(rows, bad_positions, starts):
         value[row] = f"({coords[position, 0]:.7g}, {coords[position, 1]:.7g})"
-        detail[row] = f"vertex {position - start} (x = longitude, y = latitude)"
+        detail[row] = Detail("vertex_lon_lat", {"vertex": int(position - start)})
     mask = np.zeros(n_rows, dtype=bool)
     mask[rows] = True
     state.reject(code, mask, value=value, detail=detail)

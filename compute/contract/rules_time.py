@@ -9,6 +9,7 @@ import pyproj
 import shapely
 
 from compute import columns as c
+from compute.contract.details import Detail
 from compute.contract.reasons import ReasonCode
 from compute.contract.settings import ContractThresholds
 from compute.contract.state import RuleState, objects_where
@@ -57,6 +58,7 @@ def check_times(
         ReasonCode.TIME_MISSING,
         ~has_times & no_trip_times,
         value=lambda hit: [f"start_time={start.iloc[i]}, end_time={end.iloc[i]}" for i in hit],
+        detail=Detail("times_null"),
     )
 
     n_times = np.asarray(pa.compute.list_value_length(times).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
@@ -65,8 +67,14 @@ def check_times(
     state.reject(
         ReasonCode.TIMESTAMP_COUNT_MISMATCH,
         has_times & ((n_times != n_vertices) | null_inside),
-        value=lambda hit: [f"{n_times[i]} timestamps" for i in hit],
-        detail=lambda hit: [f"{n_vertices[i]} vertices" + ("; a timestamp is null" if null_inside[i] else "") for i in hit],
+        value=n_times,
+        detail=lambda hit: [
+            Detail(
+                "timestamp_null" if null_inside[i] else "timestamp_count",
+                {"timestamps": int(n_times[i]), "vertices": int(n_vertices[i])},
+            )
+            for i in hit
+        ],
     )
 
     _check_time_window(times, has_times, start, end, thresholds, state)
@@ -78,7 +86,8 @@ def check_times(
         has_times & backwards,
         value=lambda hit: [f"{_iso(flat[where[i]])} -> {_iso(flat[where[i] + 1])}" for i in hit],
         detail=lambda hit: [
-            f"vertex {where[i] - _start_offset(times, i)} to {where[i] - _start_offset(times, i) + 1}" for i in hit
+            Detail("vertex_pair", {"first": int(where[i] - _start_offset(times, i)), "second": int(where[i] - _start_offset(times, i) + 1)})
+            for i in hit
         ],
     )
     end_before_start = ~has_times & (end < start).fillna(False).to_numpy(dtype=bool)
@@ -86,7 +95,7 @@ def check_times(
         ReasonCode.TIMESTAMP_BACKWARDS,
         end_before_start,
         value=lambda hit: [f"start_time={start.iloc[i]}, end_time={end.iloc[i]}" for i in hit],
-        detail=lambda hit: ["end_time is before start_time"] * len(hit),
+        detail=Detail("end_before_start"),
     )
     return times, has_times
 
@@ -108,18 +117,18 @@ def _check_time_window(
 
     trip_ms = [_epoch_ms(series) for series in (start, end)]
     trip_outside = ~has_times & np.logical_or.reduce([(ms < earliest_ms) | (ms > latest_ms) for ms in trip_ms])
-    window = f"min_time {thresholds.min_time.isoformat()}, max_time {thresholds.max_time.isoformat()}"
+    window = {"min_time": thresholds.min_time.isoformat(), "max_time": thresholds.max_time.isoformat()}
     state.reject(
         ReasonCode.TIMESTAMP_OUT_OF_RANGE,
         vertex_outside,
         value=lambda hit: [_iso(flat[first[i]]) for i in hit],
-        detail=lambda hit: [f"vertex {first[i] - _start_offset(times, i)}; {window}" for i in hit],
+        detail=lambda hit: [Detail("vertex_outside_window", {"vertex": int(first[i] - _start_offset(times, i)), **window}) for i in hit],
     )
     state.reject(
         ReasonCode.TIMESTAMP_OUT_OF_RANGE,
         trip_outside,
         value=lambda hit: [f"start_time={start.iloc[i]}, end_time={end.iloc[i]}" for i in hit],
-        detail=lambda hit: [window] * len(hit),
+        detail=Detail("outside_window", window),
     )
 
 
@@ -243,8 +252,16 @@ def _check_vertex_speeds(
         mask,
         value=lambda hit: [f"{speed_kmh[worst[i]]:.1f} km/h" for i in hit],
         detail=lambda hit: [
-            f"vertex {worst[i] - vertex_start[i]} to {worst[i] - vertex_start[i] + 1}: "
-            f"{distance_m[worst[i]]:.0f} m in {step_s[worst[i]]:.1f} s, limit {thresholds.max_speed_kmh:g} km/h"
+            Detail(
+                "vertex_speed",
+                {
+                    "first": int(worst[i] - vertex_start[i]),
+                    "second": int(worst[i] - vertex_start[i] + 1),
+                    "distance_m": float(distance_m[worst[i]]),
+                    "interval_s": float(step_s[worst[i]]),
+                    "limit_kmh": thresholds.max_speed_kmh,
+                },
+            )
             for i in hit
         ],
     )
@@ -268,7 +285,10 @@ def _check_average_speeds(
         rows & (average_kmh > thresholds.max_speed_kmh),
         value=lambda hit: [f"{average_kmh[i]:.1f} km/h" for i in hit],
         detail=lambda hit: [
-            f"average over the trip: {length_m[i]:.0f} m in {duration_s[i]:.0f} s, limit {thresholds.max_speed_kmh:g} km/h"
+            Detail(
+                "trip_average_speed",
+                {"distance_m": float(length_m[i]), "duration_s": float(duration_s[i]), "limit_kmh": thresholds.max_speed_kmh},
+            )
             for i in hit
         ],
     )

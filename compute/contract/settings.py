@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from compute.contract.schema import COLUMN_SPECS, DATASETS, TEST_CYCLES
 from compute.contract.units import allowed_units
+from compute.i18n import OperatorValueError
 
 
 class _Section(BaseModel):
@@ -76,15 +77,15 @@ class ColumnMapping(_Section):
         try:
             pyproj.CRS.from_user_input(value)
         except pyproj.exceptions.CRSError as error:
-            raise ValueError(f"crs {value!r} is not a CRS pyproj knows; use e.g. 'EPSG:6677'") from error
+            raise OperatorValueError("contract.settings.crs_unknown", value=value) from error
         return value
 
     @model_validator(mode="after")
     def _encoding_needs_crs(self) -> ColumnMapping:
         if self.geometry_encoding is not None and self.crs is None:
-            raise ValueError("geometry_encoding is set but crs is not; declare both for files without GeoParquet metadata")
+            raise OperatorValueError("contract.settings.encoding_without_crs")
         if self.override_file_crs and self.crs is None:
-            raise ValueError("override_file_crs is true but crs is not set")
+            raise OperatorValueError("contract.settings.override_without_crs")
         return self
 
 
@@ -126,7 +127,7 @@ class ContractThresholds(_Section):
     @model_validator(mode="after")
     def _time_window_ordered(self) -> ContractThresholds:
         if self.min_time >= self.max_time:
-            raise ValueError(f"thresholds.min_time {self.min_time} is not before max_time {self.max_time}")
+            raise OperatorValueError("contract.settings.time_window_reversed", min_time=self.min_time, max_time=self.max_time)
         return self
 
     def time_window_ms(self) -> tuple[int, int]:
@@ -164,31 +165,26 @@ class ContractSettings(_Section):
             sources_of.setdefault(target, []).append(source)
         for target, sources in sources_of.items():
             if len(sources) > 1:
-                raise ValueError(
-                    f"contract.{dataset}.rename maps {sorted(sources)} to the same column {target!r}; map one source column to it"
-                )
+                raise OperatorValueError("contract.settings.rename_duplicated", dataset=dataset, sources=sorted(sources), target=target)
         for source, target in mapping.rename.items():
             if target not in specs:
-                raise ValueError(
-                    f"contract.{dataset}.rename maps {source!r} to {target!r}, which is not a column of "
-                    f"{dataset}; expected one of {sorted(specs)}"
+                raise OperatorValueError(
+                    "contract.settings.rename_unknown_column", dataset=dataset, source=source, target=target, columns=sorted(specs)
                 )
         for column, unit in mapping.units.items():
             if column not in specs:
-                raise ValueError(
-                    f"contract.{dataset}.units names {column!r}, which is not a column of {dataset}; "
-                    f"expected one of {sorted(specs)}"
+                raise OperatorValueError(
+                    "contract.settings.unknown_column", dataset=dataset, part="units", column=column, columns=sorted(specs)
                 )
             accepted = allowed_units(specs[column].kind)
             if unit not in accepted:
-                raise ValueError(f"contract.{dataset}.units gives {column!r} the unit {unit!r}; expected one of {list(accepted)}")
+                raise OperatorValueError("contract.settings.unit_unknown", dataset=dataset, column=column, unit=unit, units=list(accepted))
         for column in mapping.values:
             if column not in specs:
-                raise ValueError(
-                    f"contract.{dataset}.values names {column!r}, which is not a column of {dataset}; "
-                    f"expected one of {sorted(specs)}"
+                raise OperatorValueError(
+                    "contract.settings.unknown_column", dataset=dataset, part="values", column=column, columns=sorted(specs)
                 )
         if dataset == "vehicles":
             bad = [v for v in mapping.values.get("test_cycle", {}).values() if v not in TEST_CYCLES]
             if bad:
-                raise ValueError(f"contract.vehicles.values maps test_cycle to {bad}; expected one of {TEST_CYCLES}")
+                raise OperatorValueError("contract.settings.test_cycle_unknown", values=bad, cycles=list(TEST_CYCLES))

@@ -10,15 +10,17 @@ import pandas as pd
 import shapely
 
 from compute import columns as c
-from compute.contract.reasons import REJECT_COLUMNS, FlagCode, ReasonCode
+from compute.contract.details import Detail, check_detail_kind
+from compute.contract.reasons import DETAIL_COLUMNS, DETAIL_KIND, DETAIL_PARAMS, REJECT_COLUMNS, FlagCode, ReasonCode
 
 MAX_VALUE_CHARS = 160
 
 ValueSource: TypeAlias = Union[Callable[[np.ndarray], Sequence[object]], np.ndarray, pd.Series, None]  # noqa: UP007
+DetailSource: TypeAlias = Union[Detail, Callable[[np.ndarray], Sequence[Detail]], np.ndarray]  # noqa: UP007
 
 
 class RuleState:
-    """Reasons, offending values and flags of one partition, filled rule by rule.
+    """Reasons, offending values, details and flags of one partition, filled rule by rule.
 
     A row fails at most once: :meth:`reject` only touches rows that are still open, so the first
     rule a row fails decides its reason.
@@ -31,22 +33,39 @@ class RuleState:
         self.detail = np.full(n_rows, None, dtype=object)
         self.flags: dict[FlagCode, np.ndarray] = {}
 
-    def reject(self, code: ReasonCode, mask: np.ndarray, value: ValueSource = None, detail: ValueSource = None) -> None:
-        """Reject the open rows where ``mask`` is true; ``value``/``detail`` give what to show.
+    def reject(self, code: ReasonCode, mask: np.ndarray, *, detail: DetailSource, value: ValueSource = None) -> None:
+        """Reject the open rows where ``mask`` is true, with where and by how much they failed.
 
-        Each of ``value`` and ``detail`` is an array aligned with the rows, or a function that
-        takes the positions of the newly rejected rows and returns one item per position, so
-        expensive text is built only for rejected rows.
+        Parameters
+        ----------
+        code : ReasonCode
+            Reason of the newly rejected rows.
+        mask : numpy.ndarray
+            Rows that fail the rule. Rows already rejected keep their first reason.
+        detail : Detail, numpy.ndarray or callable
+            One :class:`~compute.contract.details.Detail` for every row, an array of them
+            aligned with the rows, or a function that takes the positions of the newly
+            rejected rows and returns one per position, so details are built only for them.
+        value : numpy.ndarray, pandas.Series or callable, optional
+            The offending value, aligned with the rows or built like ``detail``.
+
+        Raises
+        ------
+        ValueError
+            If a detail's kind is not declared for ``code``.
         """
         hit = np.flatnonzero(self.open & np.asarray(mask, dtype=bool))
         if hit.size == 0:
             return
+        details = [detail] * hit.size if isinstance(detail, Detail) else _pick_details(detail, hit)
+        for kind in {item.kind for item in details}:
+            check_detail_kind(code, kind)
         self.open[hit] = False
         self.reason[hit] = code.value
         if value is not None:
             self.value[hit] = [format_value(v) for v in _pick(value, hit)]
-        if detail is not None:
-            self.detail[hit] = [None if d is None else str(d) for d in _pick(detail, hit)]
+        for position, item in zip(hit, details, strict=True):
+            self.detail[position] = item
 
     def flag(self, code: FlagCode, mask: np.ndarray) -> None:
         """Mark rows with ``code``; only rows that end up accepted keep their flags."""
@@ -63,25 +82,54 @@ class RuleState:
         return text
 
     def rejects(self, dataset: str, keys: pd.Series) -> pd.DataFrame:
-        """Return one reject row per rejected row, with the columns :data:`REJECT_COLUMNS`."""
+        """Return one reject row per rejected row: :data:`REJECT_COLUMNS`, then :data:`DETAIL_COLUMNS`.
+
+        ``detail`` is the English text of each row's :class:`~compute.contract.details.Detail`.
+        """
         rejected = np.flatnonzero(~self.open)
         key_values = keys.to_numpy(dtype=object, na_value=None)[rejected]
+        texts, kinds, params = _render_details_en(self.detail[rejected])
         frame = pd.DataFrame(
             {
                 c.DATASET: pd.Series([dataset] * rejected.size, dtype="str"),
                 c.ROW_KEY: pd.Series(key_values, dtype="str"),
                 c.REASON: pd.Series(self.reason[rejected], dtype="str"),
                 c.VALUE: pd.Series(self.value[rejected], dtype="str"),
-                c.DETAIL: pd.Series(self.detail[rejected], dtype="str"),
+                c.DETAIL: pd.Series(texts, dtype="str"),
+                DETAIL_KIND: pd.Series(kinds, dtype="str"),
+                DETAIL_PARAMS: pd.Series(params, dtype="str"),
             }
         )
-        return frame[list(REJECT_COLUMNS)]
+        return frame[[*REJECT_COLUMNS, *DETAIL_COLUMNS]]
+
+
+def _render_details_en(details: np.ndarray) -> tuple[list[str], list[str], list[str]]:
+    """Return per detail its English text, its kind and its parameters as JSON."""
+    # Rules often share one Detail object between rows, so each distinct object is rendered once.
+    rendered: dict[int, tuple[str, str, str]] = {}
+    texts, kinds, params = [], [], []
+    for item in details:
+        columns = rendered.get(id(item))
+        if columns is None:
+            columns = rendered[id(item)] = (item.text("en"), item.kind, item.params_json())
+        texts.append(columns[0])
+        kinds.append(columns[1])
+        params.append(columns[2])
+    return texts, kinds, params
 
 
 def _pick(source: ValueSource, positions: np.ndarray) -> Sequence[object]:
     if callable(source):
         return source(positions)
     picked: Sequence[object] = np.asarray(source, dtype=object)[positions]
+    return picked
+
+
+def _pick_details(source: Callable[[np.ndarray], Sequence[Detail]] | np.ndarray, positions: np.ndarray) -> list[Detail]:
+    picked = list(source(positions)) if callable(source) else list(np.asarray(source, dtype=object)[positions])
+    for item in picked:
+        if not isinstance(item, Detail):
+            raise TypeError(f"a rejected row needs a Detail, got {type(item).__name__} {item!r}")
     return picked
 
 
@@ -110,5 +158,5 @@ def format_value(value: object) -> str | None:
 
 
 def empty_rejects() -> pd.DataFrame:
-    """Return a rejects frame with no rows and the reject columns as text."""
-    return pd.DataFrame({name: pd.Series([], dtype="str") for name in REJECT_COLUMNS})
+    """Return a rejects frame with no rows, the reject and the structured detail columns as text."""
+    return pd.DataFrame({name: pd.Series([], dtype="str") for name in (*REJECT_COLUMNS, *DETAIL_COLUMNS)})

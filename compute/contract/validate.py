@@ -2,8 +2,9 @@
 
 Every input row ends up exactly once in ``accepted`` or in ``rejects``. The rules of a dataset
 run in the order of :data:`~compute.contract.reasons.RULE_ORDER`, and the first rule a row fails
-gives its reason code. The rules are vectorised (numpy, shapely 2, pyproj); Python loops only
-build the text of rejected rows.
+gives its reason code and a :class:`~compute.contract.details.Detail` (where and by how much).
+The rules are vectorised (numpy, shapely 2, pyproj); Python loops only build the details of
+rejected rows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from compute import columns as c
+from compute.contract.details import Detail
 from compute.contract.frames import WKB_UNREADABLE, decode_geometry, row_keys
 from compute.contract.reasons import FlagCode, ReasonCode
 from compute.contract.rules_geometry import check_geometry
@@ -75,7 +77,9 @@ def validate_rows(dataset: str, frame: pd.DataFrame, context: ValidationContext)
         The rows that passed, in input order, with repaired geometry where a polygon was
         repaired and a ``contract_flags`` column.
     rejects : pandas.DataFrame
-        One row per rejected row with the columns ``REJECT_COLUMNS``.
+        One row per rejected row with the columns ``REJECT_COLUMNS`` (``detail`` in English),
+        then ``DETAIL_COLUMNS``: the kind and parameters that render ``detail`` in any language
+        (see :func:`~compute.contract.details.render_details`).
     """
     check_dataset(dataset)
     if dataset in GEOMETRY_DATASETS:
@@ -109,13 +113,15 @@ def _check_keys(dataset: str, frame: pd.DataFrame, keys: pd.Series, context: Val
         ReasonCode.KEY_MISSING,
         missing,
         value=lambda hit: [_describe_row(frame, i) for i in hit],
-        detail=lambda hit: [f"row {i} of the partition" for i in hit],
+        detail=lambda hit: [Detail("row_of_partition", {"row": int(i)}) for i in hit],
     )
 
     local = keys.duplicated(keep=False).to_numpy(dtype=bool)
     global_keys = context.duplicated_keys.get(dataset)
     in_global = keys.isin(list(global_keys)).to_numpy(dtype=bool) if global_keys is not None and len(global_keys) else False
-    state.reject(ReasonCode.KEY_DUPLICATED, local | in_global, value=keys.to_numpy(dtype=object, na_value=None))
+    state.reject(
+        ReasonCode.KEY_DUPLICATED, local | in_global, value=keys.to_numpy(dtype=object, na_value=None), detail=Detail("key_repeated")
+    )
 
 
 def _describe_row(frame: pd.DataFrame, position: int) -> str:
@@ -138,6 +144,11 @@ def _vehicle_unknown(frame: pd.DataFrame, context: ValidationContext) -> np.ndar
     return ~frame[c.VEHICLE_ID].isin(known).to_numpy(dtype=bool)
 
 
+def _vehicle_unknown_detail(context: ValidationContext) -> Detail:
+    accepted_vehicles = 0 if context.known_vehicle_ids is None else len(context.known_vehicle_ids)
+    return Detail("vehicle_unknown", {"accepted_vehicles": accepted_vehicles})
+
+
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
     if column not in frame:
         return np.full(len(frame), np.nan)
@@ -148,11 +159,12 @@ def _check_trajectories(
     frame: pd.DataFrame, context: ValidationContext, thresholds: ContractThresholds, state: RuleState
 ) -> pd.DataFrame:
     vehicle_ids = frame[c.VEHICLE_ID]
-    state.reject(ReasonCode.VALUE_MISSING, _blank(vehicle_ids), value=lambda hit: ["vehicle_id"] * len(hit))
+    state.reject(ReasonCode.VALUE_MISSING, _blank(vehicle_ids), detail=Detail("value_null", {"column": c.VEHICLE_ID}))
     state.reject(
         ReasonCode.VEHICLE_NOT_IN_MASTER,
         _vehicle_unknown(frame, context),
         value=vehicle_ids.to_numpy(dtype=object, na_value=None),
+        detail=_vehicle_unknown_detail(context),
     )
 
     geometries = np.asarray(frame[c.GEOMETRY], dtype=object)
@@ -161,12 +173,12 @@ def _check_trajectories(
     check_speeds(frame, geometries, times, has_times, thresholds, state)
 
     load_kg = _numbers(frame, c.LOAD_KG)
-    state.reject(ReasonCode.VALUE_NEGATIVE, load_kg < 0, value=load_kg, detail=_same("load_kg"))
+    state.reject(ReasonCode.VALUE_NEGATIVE, load_kg < 0, value=load_kg, detail=_negative(c.LOAD_KG))
     state.reject(
         ReasonCode.VALUE_OUT_OF_RANGE,
         load_kg > thresholds.max_load_kg,
         value=load_kg,
-        detail=_same(f"load_kg above max_load_kg {thresholds.max_load_kg:g}"),
+        detail=Detail("above_max", {"column": c.LOAD_KG, "setting": "max_load_kg", "limit": thresholds.max_load_kg}),
     )
     return frame
 
@@ -178,11 +190,13 @@ def _check_vehicles(frame: pd.DataFrame, thresholds: ContractThresholds, state: 
         ReasonCode.VEHICLE_CLASS_UNKNOWN,
         ~vehicle_class.isin(VEHICLE_CLASSES).to_numpy(dtype=bool),
         value=vehicle_class.to_numpy(dtype=object, na_value=None),
+        detail=_allowed(VEHICLE_CLASSES),
     )
     state.reject(
         ReasonCode.FUEL_TYPE_UNKNOWN,
         ~fuel_type.isin(FUEL_TYPES).to_numpy(dtype=bool),
         value=fuel_type.to_numpy(dtype=object, na_value=None),
+        detail=_allowed(FUEL_TYPES),
     )
     if c.TEST_CYCLE in frame:
         cycle = frame[c.TEST_CYCLE]
@@ -190,24 +204,28 @@ def _check_vehicles(frame: pd.DataFrame, thresholds: ContractThresholds, state: 
             ReasonCode.TEST_CYCLE_UNKNOWN,
             (cycle.notna() & ~cycle.isin(TEST_CYCLES)).to_numpy(dtype=bool),
             value=cycle.to_numpy(dtype=object, na_value=None),
+            detail=_allowed(TEST_CYCLES),
         )
 
     economy = _numbers(frame, c.CATALOG_FE)
     payload = _numbers(frame, c.MAX_PAYLOAD_KG)
     model_year = _numbers(frame, c.MODEL_YEAR)
-    state.reject(ReasonCode.VALUE_NEGATIVE, economy < 0, value=economy, detail=_same(c.CATALOG_FE))
-    state.reject(ReasonCode.VALUE_NEGATIVE, payload < 0, value=payload, detail=_same(c.MAX_PAYLOAD_KG))
+    state.reject(ReasonCode.VALUE_NEGATIVE, economy < 0, value=economy, detail=_negative(c.CATALOG_FE))
+    state.reject(ReasonCode.VALUE_NEGATIVE, payload < 0, value=payload, detail=_negative(c.MAX_PAYLOAD_KG))
     state.reject(
         ReasonCode.VALUE_OUT_OF_RANGE,
         (economy == 0) | (economy > thresholds.max_catalog_fuel_economy_km_per_l),
         value=economy,
-        detail=_same(f"{c.CATALOG_FE} outside (0, {thresholds.max_catalog_fuel_economy_km_per_l:g}]"),
+        detail=Detail(
+            "outside_lower_exclusive",
+            {"column": c.CATALOG_FE, "lower": 0, "upper": thresholds.max_catalog_fuel_economy_km_per_l},
+        ),
     )
     state.reject(
         ReasonCode.VALUE_OUT_OF_RANGE,
         (model_year < thresholds.min_model_year) | (model_year > thresholds.max_model_year),
         value=model_year,
-        detail=_same(f"{c.MODEL_YEAR} outside [{thresholds.min_model_year}, {thresholds.max_model_year}]"),
+        detail=Detail("outside_range", {"column": c.MODEL_YEAR, "lower": thresholds.min_model_year, "upper": thresholds.max_model_year}),
     )
 
 
@@ -216,27 +234,28 @@ def _check_tachometer(frame: pd.DataFrame, context: ValidationContext, threshold
         ReasonCode.VEHICLE_NOT_IN_MASTER,
         _vehicle_unknown(frame, context),
         value=frame[c.VEHICLE_ID].to_numpy(dtype=object, na_value=None),
+        detail=_vehicle_unknown_detail(context),
     )
     speed = _numbers(frame, c.SPEED_KMH)
     rpm = _numbers(frame, c.ENGINE_RPM)
     fuel_ml = _numbers(frame, c.FUEL_ML)
     _check_record_times(frame, thresholds, state)
-    state.reject(ReasonCode.VALUE_MISSING, np.isnan(speed), value=lambda hit: ["speed_kmh"] * len(hit))
-    state.reject(ReasonCode.VALUE_NEGATIVE, speed < 0, value=speed, detail=_same(c.SPEED_KMH))
-    state.reject(ReasonCode.VALUE_NEGATIVE, rpm < 0, value=rpm, detail=_same(c.ENGINE_RPM))
+    state.reject(ReasonCode.VALUE_MISSING, np.isnan(speed), detail=Detail("value_null", {"column": c.SPEED_KMH}))
+    state.reject(ReasonCode.VALUE_NEGATIVE, speed < 0, value=speed, detail=_negative(c.SPEED_KMH))
+    state.reject(ReasonCode.VALUE_NEGATIVE, rpm < 0, value=rpm, detail=_negative(c.ENGINE_RPM))
     state.reject(
         ReasonCode.SPEED_IMPLAUSIBLE,
         speed > thresholds.max_speed_kmh,
         value=speed,
-        detail=_same(f"limit {thresholds.max_speed_kmh:g} km/h"),
+        detail=Detail("speed_above_limit", {"limit_kmh": thresholds.max_speed_kmh}),
     )
     state.reject(
         ReasonCode.VALUE_OUT_OF_RANGE,
         rpm > thresholds.max_engine_rpm,
         value=rpm,
-        detail=_same(f"{c.ENGINE_RPM} above max_engine_rpm {thresholds.max_engine_rpm:g}"),
+        detail=Detail("above_max", {"column": c.ENGINE_RPM, "setting": "max_engine_rpm", "limit": thresholds.max_engine_rpm}),
     )
-    state.reject(ReasonCode.FUEL_NEGATIVE, fuel_ml < 0, value=fuel_ml, detail=_same(c.FUEL_ML))
+    state.reject(ReasonCode.FUEL_NEGATIVE, fuel_ml < 0, value=fuel_ml, detail=_negative(c.FUEL_ML))
 
     rate_l_per_h, interval_s = _fuel_rates(frame, fuel_ml, thresholds)
     state.reject(
@@ -244,7 +263,15 @@ def _check_tachometer(frame: pd.DataFrame, context: ValidationContext, threshold
         rate_l_per_h > thresholds.max_fuel_rate_l_per_h,
         value=fuel_ml,
         detail=lambda hit: [
-            f"{rate_l_per_h[i]:.0f} l/h over {interval_s[i]:.1f} s, limit {thresholds.max_fuel_rate_l_per_h:g} l/h" for i in hit
+            Detail(
+                "fuel_rate",
+                {
+                    "rate_l_per_h": float(rate_l_per_h[i]),
+                    "interval_s": float(interval_s[i]),
+                    "limit_l_per_h": thresholds.max_fuel_rate_l_per_h,
+                },
+            )
+            for i in hit
         ],
     )
 
@@ -254,13 +281,8 @@ def _check_record_times(frame: pd.DataFrame, thresholds: ContractThresholds, sta
     ts = pd.to_datetime(frame[c.TS], utc=True).to_numpy(dtype="datetime64[ms]")
     ts_ms = ts.astype(np.int64)
     outside = ~np.isnat(ts) & ((ts_ms < earliest_ms) | (ts_ms > latest_ms))
-    window = f"min_time {thresholds.min_time.isoformat()}, max_time {thresholds.max_time.isoformat()}"
-    state.reject(
-        ReasonCode.TIMESTAMP_OUT_OF_RANGE,
-        outside,
-        value=lambda hit: [str(ts[i]) + "Z" for i in hit],
-        detail=_same(window),
-    )
+    window = Detail("outside_window", {"min_time": thresholds.min_time.isoformat(), "max_time": thresholds.max_time.isoformat()})
+    state.reject(ReasonCode.TIMESTAMP_OUT_OF_RANGE, outside, value=lambda hit: [str(ts[i]) + "Z" for i in hit], detail=window)
 
 
 def _fuel_rates(frame: pd.DataFrame, fuel_ml: np.ndarray, thresholds: ContractThresholds) -> tuple[np.ndarray, np.ndarray]:
@@ -288,7 +310,7 @@ def _fuel_rates(frame: pd.DataFrame, fuel_ml: np.ndarray, thresholds: ContractTh
 
 
 def _check_geo_attributes(frame: pd.DataFrame, thresholds: ContractThresholds, state: RuleState) -> pd.DataFrame:
-    state.reject(ReasonCode.VALUE_MISSING, _blank(frame[c.SOURCE]), value=lambda hit: ["source"] * len(hit))
+    state.reject(ReasonCode.VALUE_MISSING, _blank(frame[c.SOURCE]), detail=Detail("value_null", {"column": c.SOURCE}))
 
     geometries = np.asarray(frame[c.GEOMETRY], dtype=object)
     repaired = check_geometry("geo_attributes", frame, geometries, state)
@@ -302,13 +324,15 @@ def _check_geo_attributes(frame: pd.DataFrame, thresholds: ContractThresholds, s
         ReasonCode.VALUE_OUT_OF_RANGE,
         (speed_limit <= 0) | (speed_limit > thresholds.max_speed_limit_kmh),
         value=speed_limit,
-        detail=_same(f"{c.SPEED_LIMIT_KMH} outside (0, {thresholds.max_speed_limit_kmh:g}]"),
+        detail=Detail("outside_lower_exclusive", {"column": c.SPEED_LIMIT_KMH, "lower": 0, "upper": thresholds.max_speed_limit_kmh}),
     )
     state.reject(
         ReasonCode.VALUE_OUT_OF_RANGE,
         np.abs(gradient) > thresholds.max_abs_gradient_pct,
         value=gradient,
-        detail=_same(f"|{c.GRADIENT_PCT}| above max_abs_gradient_pct {thresholds.max_abs_gradient_pct:g}"),
+        detail=Detail(
+            "abs_above_max", {"column": c.GRADIENT_PCT, "setting": "max_abs_gradient_pct", "limit": thresholds.max_abs_gradient_pct}
+        ),
     )
 
     if c.AREA_TYPE in frame:
@@ -317,5 +341,9 @@ def _check_geo_attributes(frame: pd.DataFrame, thresholds: ContractThresholds, s
     return frame
 
 
-def _same(text: str):  # type: ignore[no-untyped-def]
-    return lambda hit: [text] * len(hit)
+def _negative(column: str) -> Detail:
+    return Detail("value_negative", {"column": column})
+
+
+def _allowed(values: tuple[str, ...]) -> Detail:
+    return Detail("values_allowed", {"values": ", ".join(values)})

@@ -20,6 +20,8 @@ from compute.contract import (
     ValidationSummary,
     check_balance,
     conform_table,
+    render_detail,
+    render_details,
     render_report,
     to_frame,
     validate_rows,
@@ -85,10 +87,10 @@ class TestReport:
     @pytest.mark.parametrize("lang", ["ja", "en"])
     def test_lists_reason_with_example_and_fix(self, lang):
         summary, rejects = _broken_day_summary()
-        text = render_report(summary, lang, rejects)
+        text = render_report(summary, lang, render_details(rejects, lang))
         assert "`vehicle_not_in_master`" in text
         assert "`T9`" in text
-        assert "`V404`" in text
+        assert f"`V404 ({render_detail('vehicle_unknown', {'accepted_vehicles': 2}, lang)})`" in text
         assert message("contract.reason.vehicle_not_in_master.action", lang) in text
         assert message("contract.report.title", lang) in text
 

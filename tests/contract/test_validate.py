@@ -12,6 +12,7 @@ import pytest
 import shapely
 
 from compute.contract import (
+    DETAIL_COLUMNS,
     REJECT_COLUMNS,
     ContractSettings,
     FlagCode,
@@ -48,7 +49,7 @@ TRAJECTORY_CASES = [
     # (case id, broken row, reason, value fragment)
     ("null key", {**GOOD, "trip_id": None}, ReasonCode.KEY_MISSING, "vehicle_id=V1"),
     ("blank key", {**GOOD, "trip_id": "  "}, ReasonCode.KEY_MISSING, None),
-    ("missing vehicle id", {**GOOD, "trip_id": "B", "vehicle_id": None}, ReasonCode.VALUE_MISSING, "vehicle_id"),
+    ("missing vehicle id", {**GOOD, "trip_id": "B", "vehicle_id": None}, ReasonCode.VALUE_MISSING, None),
     ("vehicle not in master", {**GOOD, "trip_id": "B", "vehicle_id": "V404"}, ReasonCode.VEHICLE_NOT_IN_MASTER, "V404"),
     ("null geometry", {**GOOD, "trip_id": "B", "wkt": None}, ReasonCode.GEOMETRY_MISSING, None),
     (
@@ -89,7 +90,7 @@ TRAJECTORY_CASES = [
         "(0, 0)",
     ),
     ("no times at all", {**GOOD, "trip_id": "B", "times_s": None}, ReasonCode.TIME_MISSING, "start_time=NaT"),
-    ("fewer timestamps", {**GOOD, "trip_id": "B", "times_s": [0, 10]}, ReasonCode.TIMESTAMP_COUNT_MISMATCH, "2 timestamps"),
+    ("fewer timestamps", {**GOOD, "trip_id": "B", "times_s": [0, 10]}, ReasonCode.TIMESTAMP_COUNT_MISMATCH, "2"),
     ("backwards timestamps", {**GOOD, "trip_id": "B", "times_s": [0, 20, 10]}, ReasonCode.TIMESTAMP_BACKWARDS, "->"),
     (
         "end before start",
@@ -126,7 +127,7 @@ class TestTrajectoryRejects:
     def test_broken_row(self, case, row, reason, fragment):
         accepted, rejects = _validate("trajectories", corpus.trajectories([GOOD, row]))
         assert list(accepted["trip_id"]) == ["T1"], case
-        assert list(rejects.columns) == list(REJECT_COLUMNS)
+        assert list(rejects.columns) == [*REJECT_COLUMNS, *DETAIL_COLUMNS]
         assert len(rejects) == 1
         reject = rejects.iloc[0]
         assert reject["reason"] == reason.value
@@ -269,7 +270,7 @@ TACHOMETER_CASES = [
     ("duplicated record", {"s": 1, "speed": 5.0}, ReasonCode.KEY_DUPLICATED, "V1@"),
     ("vehicle not in master", {"vehicle_id": "V404", "s": 5, "speed": 5.0}, ReasonCode.VEHICLE_NOT_IN_MASTER, "V404"),
     ("time before min_time", {"s": -1_000_000_000, "speed": 5.0}, ReasonCode.TIMESTAMP_OUT_OF_RANGE, "1994-"),
-    ("null speed", {"s": 5, "speed": None}, ReasonCode.VALUE_MISSING, "speed_kmh"),
+    ("null speed", {"s": 5, "speed": None}, ReasonCode.VALUE_MISSING, None),
     ("negative speed", {"s": 5, "speed": -4.0}, ReasonCode.VALUE_NEGATIVE, "-4"),
     ("speed above limit", {"s": 5, "speed": 250.0}, ReasonCode.SPEED_IMPLAUSIBLE, "250"),
     ("rpm above limit", {"s": 5, "speed": 50.0, "rpm": 20000.0}, ReasonCode.VALUE_OUT_OF_RANGE, "20000"),
@@ -308,7 +309,7 @@ class TestTachometerRejects:
 
 GEO_CASES = [
     ("null feature id", {"feature_id": None, "wkt": corpus.ROAD_LINK}, ReasonCode.KEY_MISSING, None),
-    ("null source", {"feature_id": "b", "source": None, "wkt": corpus.ROAD_LINK}, ReasonCode.VALUE_MISSING, "source"),
+    ("null source", {"feature_id": "b", "source": None, "wkt": corpus.ROAD_LINK}, ReasonCode.VALUE_MISSING, None),
     ("point feature", {"feature_id": "b", "wkt": "POINT (139.7 35.68)"}, ReasonCode.GEOMETRY_WRONG_TYPE, "Point"),
     ("empty polygon", {"feature_id": "b", "wkt": "POLYGON EMPTY"}, ReasonCode.GEOMETRY_EMPTY, None),
     (
@@ -368,8 +369,25 @@ def test_rejects_frame_is_writable_text(tmp_path):
     path = tmp_path / "rejects.parquet"
     rejects.to_parquet(path)
     back = pd.read_parquet(path)
-    assert list(back.columns) == list(REJECT_COLUMNS)
+    assert list(back.columns) == [*REJECT_COLUMNS, *DETAIL_COLUMNS]
     assert back["reason"].iloc[0] == "vehicle_not_in_master"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "table", "column"),
+    [
+        ("trajectories", corpus.trajectories([{**GOOD, "vehicle_id": None}]), "vehicle_id"),
+        ("tachometer", corpus.tachometer([{"s": 5, "speed": None}]), "speed_kmh"),
+        ("geo_attributes", corpus.geo_attributes([{"feature_id": "b", "source": None, "wkt": corpus.ROAD_LINK}]), "source"),
+    ],
+    ids=["trajectories", "tachometer", "geo_attributes"],
+)
+def test_missing_value_named_in_detail(dataset, table, column):
+    _, rejects = _validate(dataset, table)
+    assert rejects["reason"].tolist() == ["value_missing"]
+    assert rejects["value"].isna().all()
+    assert rejects["detail"].tolist() == [f"{column} is null or blank"]
+    assert rejects["detail_params"].tolist() == [f'{{"column": "{column}"}}']
 
 
 def test_plain_pandas_with_wkb_bytes():
