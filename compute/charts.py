@@ -40,9 +40,9 @@ from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
 from compute import columns as c
-from compute import report as _report  # noqa: F401 - registers the phase names used in the pages
 from compute.i18n import message, register
 from compute.plausibility import PlausibilitySettings, PlausibilityWarning
+from compute.report import fuel_excluded_text  # the import also registers the phase and fuel texts of the pages
 
 #: Segment columns the report reads; nothing else is loaded from ``temp/segments``.
 SEGMENT_REPORT_COLUMNS: tuple[str, ...] = (
@@ -461,14 +461,30 @@ def _png(figure: Figure, font: str | None) -> bytes:
     return buffer.getvalue()
 
 
+#: Japanese names of the OSM ``highway`` values that road links carry as road class. The names
+#: follow the functional road hierarchy (主要幹線道路, 幹線道路, 補助幹線道路, 地区幹線道路,
+#: 生活道路), because OSM classes describe a road's role in the network, not who administers it.
+#: docs/operations.md lists the mapping and the roads that each class usually marks in Japan.
+_ROAD_CLASS_NAMES_JA: dict[str, str] = {
+    "motorway": "高速道路", "motorway_link": "高速道路の連絡路",
+    "trunk": "主要幹線道路", "trunk_link": "主要幹線道路の連絡路",
+    "primary": "幹線道路", "primary_link": "幹線道路の連絡路",
+    "secondary": "補助幹線道路", "secondary_link": "補助幹線道路の連絡路",
+    "tertiary": "地区幹線道路", "tertiary_link": "地区幹線道路の連絡路",
+    "unclassified": "その他の一般道路", "residential": "生活道路", "living_street": "歩車共存道路",
+    "service": "構内道路・私道", "pedestrian": "歩行者専用道路", "track": "農道・林道", "busway": "バス専用道路",
+    "road": "種別不明の道路",
+}
+
 #: Japanese names of the category codes the charts show; the code follows in brackets, so a bar
-#: can be found in the output files. Codes without a name (OSM road classes) are shown as they are.
+#: can be found in the output files. A code without a name is shown as it is.
 _CATEGORY_NAMES_JA: dict[str, str] = {
     "kei_passenger": "軽乗用車", "passenger": "乗用車", "bus": "バス", "kei_truck": "軽貨物車",
     "light_truck": "小型貨物車", "medium_truck": "中型貨物車", "heavy_truck": "大型貨物車",
     "fuel_measured": "T1 実測燃料", "tacho_profile": "T2 タコグラフ速度", "gps_profile": "T3 GPS 走行",
     "catalog_fe": "T4 カタログ燃費", "default_table": "T5 既定値表", "unavailable": "算定不能",
     UNMATCHED: "未照合",
+    **_ROAD_CLASS_NAMES_JA,
 }
 
 
@@ -763,6 +779,7 @@ def _markdown(inputs: ReportInputs, figures: dict[str, Any], charts: dict[str, C
     out += [f"## {message('report.figures', lang)}", "", f"| {item} | {value} |", "|---|---:|"]
     out.append(f"| {message('report.trips', lang)} | {figures['trips']:,} |")
     out.append(f"| {message('report.distance', lang)} | {figures['distance_km']:,.1f} km |")
+    out.append(f"| {message('summary.fuel', lang)} | {figures['fuel_l']:,.1f} L |")
     out.append(f"| {message('report.co2', lang)} | {figures['co2_ttw_kg']:,.1f} kg |")
     if figures["co2_g_per_km"] is not None:
         out.append(f"| {message('report.intensity', lang)} | {figures['co2_g_per_km']:,.0f} g/km |")
@@ -772,6 +789,8 @@ def _markdown(inputs: ReportInputs, figures: dict[str, Any], charts: dict[str, C
         min_km = inputs.plausibility.min_trip_distance_km
         out.append(f"| {message('report.in_range', lang, min_km=min_km)} | {figures['trips_in_range']:,} / {figures['trips_judged']:,} |")
     out.append("")
+    if figures["trips_without_fuel_l"]:
+        out += [fuel_excluded_text(figures["trips_without_fuel_l"], lang), ""]
 
     out += _warning_lines(inputs.warnings, inputs.plausibility, lang)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from compute.contract.schema import DATASETS
 from compute.i18n import has_message, message, register
 
 register(
@@ -123,6 +124,10 @@ class RunSummary:
                 summary.methods = dict(record.get("methods", {}))
             if record["phase"] == "output":
                 summary.warnings = {str(k): int(v) for k, v in dict(record.get("warnings") or {}).items()}
+        # A phase marker read back from storage has its datasets sorted by name, while a phase run
+        # now has them in contract order. The summary lists both in contract order.
+        summary.rows_in = _in_contract_order(summary.rows_in)
+        summary.rejected = _in_contract_order(summary.rejected)
         figures = report_figures or {}
         if summary.ran("compute") and "trips_without_fuel_l" in figures and figures.get("trips") == summary.trips_out:
             summary.trips_without_fuel_l = {str(k): int(v) for k, v in dict(figures["trips_without_fuel_l"]).items()}
@@ -162,7 +167,7 @@ def render_text(summary: RunSummary, lang: str = "ja") -> str:
         lines.append(f"  {message('summary.distance', lang)}: {summary.distance_km:,.1f} km")
         lines.append(f"  {message('summary.fuel', lang)}: {summary.fuel_l:,.1f} L")
         if summary.trips_without_fuel_l:
-            lines.append(f"    {_fuel_excluded_text(summary.trips_without_fuel_l, lang)}")
+            lines.append(f"    {fuel_excluded_text(summary.trips_without_fuel_l, lang)}")
         lines.append(f"  {message('summary.co2', lang)}: {summary.co2_ttw_kg:,.1f} kg")
         if summary.matched_share is not None:
             lines.append(f"  {message('summary.matched', lang)}: {summary.matched_share:.1%}")
@@ -200,11 +205,11 @@ def render_markdown(summary: RunSummary, lang: str = "ja") -> str:
     out.append(f"| {message('summary.co2', lang)} | {summary.co2_ttw_kg:,.1f} kg |")
     if summary.matched_share is not None:
         out.append(f"| {message('summary.matched', lang)} | {summary.matched_share:.1%} |")
+    if summary.trips_without_fuel_l:
+        out += ["", fuel_excluded_text(summary.trips_without_fuel_l, lang)]
     out += ["", f"| {message('summary.dataset', lang)} | {message('summary.rows_in', lang)} | {message('summary.rejected', lang)} |", "|---|---:|---:|"]
     for dataset, rows in summary.rows_in.items():
         out.append(f"| {dataset} | {rows:,} | {summary.rejected.get(dataset, 0):,} |")
-    if summary.trips_without_fuel_l:
-        out += ["", _fuel_excluded_text(summary.trips_without_fuel_l, lang)]
     if summary.methods:
         out += ["", f"**{message('summary.methods', lang)}**", "", f"| {message('summary.method', lang)} | {message('summary.trips', lang)} |", "|---|---:|"]
         out += [f"| {k} | {v:,} |" for k, v in summary.methods.items()]
@@ -216,12 +221,22 @@ def render_markdown(summary: RunSummary, lang: str = "ja") -> str:
     return "\n".join(out)
 
 
+def _in_contract_order(counts: dict[str, int]) -> dict[str, int]:
+    """Order ``counts`` by dataset as the input contract lists them, with other names after them by name."""
+    known = [dataset for dataset in DATASETS if dataset in counts]
+    others = sorted(dataset for dataset in counts if dataset not in DATASETS)
+    return {dataset: counts[dataset] for dataset in known + others}
+
+
 def _by_dataset(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in counts.items())
 
 
-def _fuel_excluded_text(by_fuel: dict[str, int], lang: str) -> str:
-    """Say how many trips the litres total leaves out, by fuel type."""
+def fuel_excluded_text(by_fuel: dict[str, int], lang: str) -> str:
+    """Return the note on the trips that the litres total leaves out, counted by fuel type.
+
+    The run summary and the run report print it under their litres figure.
+    """
     separator = "、" if lang == "ja" else ", "
     parts = separator.join(f"{_fuel_name(kind, lang)} {count:,}" for kind, count in sorted(by_fuel.items()))
     return message("summary.fuel_excluded", lang, count=sum(by_fuel.values()), by_fuel=parts)

@@ -70,7 +70,8 @@ class TestMatchedShareLegend:
         charts._png(figure, font)
 
         renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
-        legends = figure.legends + [axes.get_legend() for axes in figure.axes if axes.get_legend() is not None]
+        axes_legends = [legend for axes in figure.axes if (legend := axes.get_legend()) is not None]
+        legends = figure.legends + axes_legends
         assert len(legends) == 1
         box = legends[0].get_window_extent(renderer)
         assert box.x0 >= figure.bbox.x0
@@ -86,8 +87,8 @@ class TestCategoryLabels:
     def test_japanese_names_keep_the_code(self) -> None:
         from compute.charts import category_labels
 
-        got = category_labels(["heavy_truck", "gps_profile", "unmatched", "primary"], "ja")
-        assert got == ["大型貨物車（heavy_truck）", "T3 GPS 走行（gps_profile）", "未照合（unmatched）", "primary"]
+        got = category_labels(["heavy_truck", "gps_profile", "unmatched", "primary", "construction"], "ja")
+        assert got == ["大型貨物車（heavy_truck）", "T3 GPS 走行（gps_profile）", "未照合（unmatched）", "幹線道路（primary）", "construction"]
 
     def test_english_shows_the_codes(self) -> None:
         from compute.charts import category_labels
