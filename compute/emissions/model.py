@@ -10,8 +10,9 @@ validation sets the fuel (or electric energy):
 * T5 ``default_table``: class and fuel defaults (improved ton-km formula for trucks).
 
 Grade, load, idle and the optional cold start act per segment (per tachograph interval for T2).
-CO2 is fuel x the factor of the selected regime; CO2e adds CH4 and N2O per km; WTW adds the
-well-to-tank factor (grid factor for electricity).
+CO2 is fuel x the factor of the selected regime for the fuel burnt, which depends on the class for
+fuel type hybrid. CO2e adds CH4 and N2O per km; WTW adds the well-to-tank factor (grid factor for
+electricity).
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class EmissionModel:
     vehicle_params : one row per (vehicle_class, fuel_type) with road load, idle rate,
         powertrain and default fuel economy
     cycle_stats : time and wheel work per km of each certification cycle per (class, fuel)
-    fuel_factors : per fuel_type: unit, CO2, WTT and their confirmation status
+    fuel_factors : per (vehicle_class, fuel_type): unit, the fuel burnt (factor_fuel), CO2, WTT
+        and their confirmation status
     ch4_n2o : per (vehicle_class, fuel_type): CH4 and N2O (kg/km) and confirmation status
     gap : per (test_cycle, powertrain): catalog gap and the part a profile explains
     tonkm : improved ton-km coefficients per fuel
@@ -148,7 +150,7 @@ def load_model(settings: EmissionSettings | None = None) -> EmissionModel:
         settings=settings,
         vehicle_params=vehicle_params,
         cycle_stats=cycle_stats,
-        fuel_factors=_select_fuel_factors(data, settings),
+        fuel_factors=_select_fuel_factors(data, settings, vehicle_params),
         ch4_n2o=_select_ch4_n2o(data, vehicle_params),
         gwp_ch4=gwp_ch4,
         gwp_n2o=gwp_n2o,
@@ -444,9 +446,10 @@ def _assemble_trip_frame(
     idle_s: np.ndarray,
     t1_t2_ratio: np.ndarray,
 ) -> pd.DataFrame:
-    factors = model.fuel_factors.reindex(trip_frame[c.FUEL_TYPE])
+    vehicle_keys = pd.MultiIndex.from_arrays([trip_frame[c.VEHICLE_CLASS], trip_frame[c.FUEL_TYPE]])
+    factors = model.fuel_factors.reindex(vehicle_keys)
     unit = factors["unit"].to_numpy(dtype=object)
-    ch4_n2o = model.ch4_n2o.reindex(pd.MultiIndex.from_arrays([trip_frame[c.VEHICLE_CLASS], trip_frame[c.FUEL_TYPE]]))
+    ch4_n2o = model.ch4_n2o.reindex(vehicle_keys)
 
     out = pd.DataFrame({c.TRIP_ID: trip_frame[c.TRIP_ID].to_numpy(), c.VEHICLE_ID: trip_frame[c.VEHICLE_ID].to_numpy()})
     out[c.DISTANCE_KM] = distance_km
@@ -485,8 +488,9 @@ def _collect_flags(
     profile = np.isin(method, [TACHO_PROFILE, GPS_PROFILE])
     modelled = np.isin(method, [TACHO_PROFILE, GPS_PROFILE, CATALOG_FE, DEFAULT_TABLE])
     uses_catalog = np.isin(method, [TACHO_PROFILE, GPS_PROFILE, CATALOG_FE]) & trip_frame["catalog_usable"].to_numpy()
-    factors = model.fuel_factors.reindex(trip_frame[c.FUEL_TYPE])
-    ch4_n2o = model.ch4_n2o.reindex(pd.MultiIndex.from_arrays([trip_frame[c.VEHICLE_CLASS], trip_frame[c.FUEL_TYPE]]))
+    vehicle_keys = pd.MultiIndex.from_arrays([trip_frame[c.VEHICLE_CLASS], trip_frame[c.FUEL_TYPE]])
+    factors = model.fuel_factors.reindex(vehicle_keys)
+    ch4_n2o = model.ch4_n2o.reindex(vehicle_keys)
     electric = (trip_frame[c.FUEL_TYPE] == "electric").to_numpy()
     truck = trip_frame["is_truck"].fillna(False).to_numpy(dtype=bool)
     tonkm_used = (method == DEFAULT_TABLE) & (trip_frame["basis"] == "improved_ton_km").to_numpy() | (
@@ -553,29 +557,35 @@ def _distribute_to_segments(
     return out
 
 
-def _select_fuel_factors(data: DataTables, settings: EmissionSettings) -> pd.DataFrame:
+def _select_fuel_factors(data: DataTables, settings: EmissionSettings, vehicle_params: pd.DataFrame) -> pd.DataFrame:
+    """Build the unit, CO2 and WTT factors per (class, fuel type) from the fuel it burns (``factor_fuel``)."""
     co2 = data.tables["co2_per_fuel"]
     co2 = co2[co2["regime"] == settings.factor_regime].set_index("fuel")
     if co2.empty:
         raise ValueError(f"factor regime {settings.factor_regime!r} has no rows in co2_per_fuel.csv")
-    power = data.tables["powertrain"].set_index("fuel")
     wtt = data.tables["wtt"].set_index("fuel")
     grid = data.tables["grid"].set_index("grid_factor")
     if settings.grid_factor not in grid.index:
         raise ValueError(f"grid_factor {settings.grid_factor!r} not found; expected one of {sorted(grid.index)}")
+    burnt = vehicle_params["factor_fuel"]
+    for table, name in ((co2, f"co2_per_fuel.csv (regime {settings.factor_regime!r})"), (wtt, "wtt.csv")):
+        absent = sorted(set(burnt) - set(table.index))
+        if absent:
+            raise ValueError(f"{name} has no row for the burnt fuels {absent} that powertrain.csv names in factor_fuel")
 
-    factors = pd.DataFrame(index=power.index)
-    factors["unit"] = power["unit"]
-    factor_rows = co2.reindex(power["factor_fuel"])
-    factors["kg_co2_per_unit"] = factor_rows["kg_co2_per_unit"].to_numpy()
+    factors = vehicle_params[[c.VEHICLE_CLASS, c.FUEL_TYPE, "unit", "factor_fuel"]].set_index([c.VEHICLE_CLASS, c.FUEL_TYPE])
+    factor_rows = co2.reindex(burnt)
+    factors["kg_co2_per_unit"] = factor_rows["kg_co2_per_unit"].to_numpy(dtype="float64")
     factors["co2_confirmed"] = factor_rows["status"].isin(CONFIRMED_TAGS).to_numpy()
-    wtt_rows = wtt.reindex(power["factor_fuel"])
-    factors["wtt_kg_co2e_per_unit"] = wtt_rows["wtt_kg_co2e_per_unit"].to_numpy()
+    wtt_rows = wtt.reindex(burnt)
+    factors["wtt_kg_co2e_per_unit"] = wtt_rows["wtt_kg_co2e_per_unit"].to_numpy(dtype="float64")
     factors["wtt_confirmed"] = wtt_rows["status"].isin(CONFIRMED_TAGS).to_numpy()
+
+    # Electricity's upstream emissions are the grid factor that the settings select.
     grid_row = grid.loc[settings.grid_factor]
-    factors.loc["electric", "wtt_kg_co2e_per_unit"] = float(grid_row["kg_co2e_per_kwh"])
-    factors.loc["electric", "wtt_confirmed"] = grid_row["status"] in CONFIRMED_TAGS
-    factors.index.name = c.FUEL_TYPE
+    electric = (factors["factor_fuel"] == "electric").to_numpy()
+    factors.loc[electric, "wtt_kg_co2e_per_unit"] = float(grid_row["kg_co2e_per_kwh"])
+    factors.loc[electric, "wtt_confirmed"] = grid_row["status"] in CONFIRMED_TAGS
     return factors
 
 

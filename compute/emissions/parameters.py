@@ -8,6 +8,9 @@ vehicle's catalog value, so they are computed here once for all 7 x 6 x 3 combin
 
 from __future__ import annotations
 
+from collections import Counter
+from itertools import product
+
 import numpy as np
 import pandas as pd
 
@@ -15,10 +18,13 @@ from compute.contract.schema import FUEL_TYPES, VEHICLE_CLASSES
 from compute.emissions.cycles import Kinematics, kinematics_from_samples, select_cycle
 from compute.emissions.physics import effective_work_kj, wheel_power_kw
 from compute.emissions.settings import EmissionSettings
-from compute.emissions.tables import CONFIRMED_TAGS, DataTables
+from compute.emissions.tables import CONFIRMED_TAGS, DataTables, data_file_path
 
 CERTIFICATION_CYCLES = ("WLTC", "JC08", "JH25")
 _INTERURBAN_DURATION_S = 600
+
+#: ``vehicle_class`` of a powertrain row that applies to every class without a row of its own.
+ANY_VEHICLE_CLASS = "*"
 
 
 def build_vehicle_parameters(data: DataTables) -> pd.DataFrame:
@@ -40,12 +46,12 @@ def build_vehicle_parameters(data: DataTables) -> pd.DataFrame:
 
     road = data.tables["road_load"].rename(columns={"status": "road_load_status"}).drop(columns="source")
     idle = data.tables["idle_rates"].rename(columns={"fuel": "fuel_type", "status": "idle_status", "unit": "idle_unit"})
-    power = data.tables["powertrain"].rename(columns={"fuel": "fuel_type", "status": "powertrain_status"})
+    power = resolve_powertrains(data.tables["powertrain"]).rename(columns={"status": "powertrain_status"})
     default_fe = data.tables["default_fe"].rename(columns={"fuel": "fuel_type", "status": "default_fe_status"})
 
     params = params.merge(road, on="vehicle_class", how="left")
     params = params.merge(idle.drop(columns="source"), on=["vehicle_class", "fuel_type"], how="left")
-    params = params.merge(power.drop(columns="source"), on="fuel_type", how="left")
+    params = params.merge(power.drop(columns="source"), on=["vehicle_class", "fuel_type"], how="left")
     params = params.merge(default_fe.drop(columns="source"), on=["vehicle_class", "fuel_type"], how="left")
 
     required = ["empty_mass_kg", "idle_rate_per_h", "unit", "basis"]
@@ -59,6 +65,63 @@ def build_vehicle_parameters(data: DataTables) -> pd.DataFrame:
     params["idle_rate_per_s"] = params["idle_rate_per_h"] / 3600.0
     params["is_truck"] = params["default_max_payload_kg"].notna()
     return params
+
+
+def resolve_powertrains(table: pd.DataFrame) -> pd.DataFrame:
+    """Pick the powertrain row of every (vehicle class, fuel) pair of the contract.
+
+    A row whose ``vehicle_class`` names the class wins over the ``*`` row of the same fuel. So a
+    fuel whose engine depends on the class has one row per class: ``hybrid`` is a gasoline hybrid
+    in cars and kei vehicles but a diesel hybrid in trucks and buses. A fuel burnt alike in every
+    class has a single ``*`` row.
+
+    Parameters
+    ----------
+    table
+        The rows of ``compute/data/vehicles/powertrain.csv``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per pair of ``VEHICLE_CLASSES`` x ``FUEL_TYPES``, in that order, with the table's
+        columns; ``fuel`` is renamed ``fuel_type`` and ``vehicle_class`` names the class.
+
+    Raises
+    ------
+    ValueError
+        If a row names a class or fuel outside the contract, a (class, fuel) pair has more than
+        one row, or a pair has neither its own row nor a ``*`` row of its fuel.
+    """
+    path = data_file_path("powertrain")
+    classes = table["vehicle_class"].astype(str)
+    fuels = table["fuel"].astype(str)
+
+    unknown_classes = sorted(set(classes) - {ANY_VEHICLE_CLASS, *VEHICLE_CLASSES})
+    unknown_fuels = sorted(set(fuels) - set(FUEL_TYPES))
+    if unknown_classes or unknown_fuels:
+        raise ValueError(
+            f"{path} names vehicle classes {unknown_classes} and fuels {unknown_fuels} outside the contract. "
+            f"Expected vehicle_class in {list(VEHICLE_CLASSES)} or {ANY_VEHICLE_CLASS!r} and fuel in {list(FUEL_TYPES)}"
+        )
+    keys = list(zip(classes, fuels, strict=True))
+    repeated = sorted(key for key, count in Counter(keys).items() if count > 1)
+    if repeated:
+        raise ValueError(f"{path} has more than one row for (vehicle_class, fuel) {repeated}. Keep one row per pair")
+
+    row_of = {key: position for position, key in enumerate(keys)}
+    pairs = list(product(VEHICLE_CLASSES, FUEL_TYPES))
+    rows = [row_of.get(pair, row_of.get((ANY_VEHICLE_CLASS, pair[1]))) for pair in pairs]
+    missing = [pair for pair, row in zip(pairs, rows, strict=True) if row is None]
+    if missing:
+        raise ValueError(
+            f"{path} has no row for (vehicle_class, fuel) {missing}. Add a row for the class "
+            f"or a {ANY_VEHICLE_CLASS!r} row for the fuel"
+        )
+
+    resolved = table.iloc[[row for row in rows if row is not None]].rename(columns={"fuel": "fuel_type"})
+    resolved = resolved.reset_index(drop=True)
+    resolved["vehicle_class"] = [vehicle_class for vehicle_class, _ in pairs]
+    return resolved
 
 
 def build_cycle_statistics(params: pd.DataFrame, data: DataTables, settings: EmissionSettings) -> pd.DataFrame:

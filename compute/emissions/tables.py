@@ -36,6 +36,11 @@ _TABLE_FILES = {
 }
 
 
+def data_file_path(name: str) -> str:
+    """Return the path of table ``name`` inside the repository, for error messages."""
+    return f"compute/data/{_TABLE_FILES[name]}"
+
+
 @dataclass(frozen=True)
 class DataTables:
     """Contents of ``compute/data``: factor tables, class defaults, cycle traces and versions."""
