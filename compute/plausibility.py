@@ -18,7 +18,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compute import columns as c
-from compute.i18n import message, register
+from compute.i18n import OperatorValueError, message, register
 
 #: Tank-to-wheel CO2 per km (g/km) that a trip of each vehicle class is expected to fall in.
 #: They start from the class default fuel economy in ``compute/data/vehicles/default_fuel_economy.csv``
@@ -38,6 +38,12 @@ DEFAULT_INTENSITY_RANGES_G_PER_KM: dict[str, tuple[float, float]] = {
 
 register(
     {
+        "plausibility.range_unordered": {
+            "ja": "車両区分 {vehicle_class!r} の CO2 原単位の範囲 ({low}, {high}) は 0 ≤ 下限 < 上限 を満たしていません。"
+                  "下限を上限より小さい 0 以上の値にしてください（単位 g/km）。",
+            "en": "intensity range of vehicle class {vehicle_class!r} must satisfy 0 <= low < high, got ({low}, {high}); "
+                  "give a low bound of 0 or more below the high bound (g/km)",
+        },
         "warning.intensity_out_of_range": {
             "ja": "トリップの CO2 原単位 {value} g/km が車両区分 {vehicle_class} の想定範囲 {low}–{high} g/km から大きく外れています。",
             "en": "Trip CO2 intensity {value} g/km is far outside the expected {low}–{high} g/km of vehicle class {vehicle_class}.",
@@ -109,9 +115,7 @@ class PlausibilitySettings(BaseModel):
     def _ranges_ordered(self) -> PlausibilitySettings:
         for vehicle_class, (low, high) in self.intensity_ranges_g_per_km.items():
             if not 0 <= low < high:
-                raise ValueError(
-                    f"intensity range of vehicle class {vehicle_class!r} must satisfy 0 <= low < high, got ({low}, {high})"
-                )
+                raise OperatorValueError("plausibility.range_unordered", vehicle_class=vehicle_class, low=low, high=high)
         return self
 
 

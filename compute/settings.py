@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -53,6 +54,16 @@ register(
         "settings.unknown_timezone": {
             "ja": "report_timezone の値 {value!r} は IANA のタイムゾーン名ではありません。Asia/Tokyo のような IANA のタイムゾーン名を指定してください。",
             "en": "report_timezone must be an IANA time zone such as Asia/Tokyo, got {value!r}",
+        },
+        "settings.env_conflict": {
+            "ja": "環境変数 {first} と {second} が同じ設定を重ねて指定しています。{first} はその設定に値を 1 つ与え、"
+                  "{second} はその中の項目を設定しています。どちらか一方だけにしてください。",
+            "en": "environment variables {first} and {second} both set the same setting: {first} gives it one value and "
+                  "{second} sets a setting inside it; keep only one of them",
+        },
+        "settings.profile_not_utf8": {
+            "ja": "プロファイル {profile!r} は UTF-8 のテキストではありません（{position} バイト目）。UTF-8 で保存し直してください。",
+            "en": "profile {profile!r} is not UTF-8 text (byte {position}); save it again as UTF-8",
         },
         "settings.profile_not_mapping": {
             "ja": "プロファイル {profile!r} の中身が YAML のマッピングではありません（実際: {kind}）。"
@@ -91,7 +102,7 @@ class StorageSettings(_Section):
     @classmethod
     def _has_date(cls, value: str) -> str:
         if "{yyyymmdd}" not in value:
-            raise OperatorValueError("settings.root_without_date", value=value)
+            raise OperatorValueError("settings.root_without_date", value=mask_url_credentials(value))
         return value
 
     def url(self, root: str, run_date: dt.date | str, data_dir: str | Path = ".") -> str:
@@ -322,7 +333,10 @@ def _read_profile(name: str | Path) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.exists():
             raise FileNotFoundError(f"profile file {str(path)!r} not found; pass a shipped profile name (local, gke) or an existing YAML file")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise OperatorValueError("settings.profile_not_utf8", profile=str(path), position=error.start + 1) from error
         source = str(path)
     else:
         shipped = resources.files("compute.profiles") / f"{name}.yaml"
@@ -341,15 +355,33 @@ def _read_profile(name: str | Path) -> dict[str, Any]:
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for key, raw in env.items():
-        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}PROFILE":
-            continue
-        path = key[len(ENV_PREFIX):].lower().split("__")
+    paths = {key: tuple(key[len(ENV_PREFIX):].lower().split("__")) for key in sorted(env)
+             if key.startswith(ENV_PREFIX) and key != f"{ENV_PREFIX}PROFILE"}
+    _reject_nested_conflicts(paths)
+    for key, path in paths.items():
+        raw = env[key]
         node = values
         for part in path[:-1]:
             node = node.setdefault(part, {})
         node[path[-1]] = _env_value(raw)
     return values
+
+
+def _reject_nested_conflicts(paths: Mapping[str, tuple[str, ...]]) -> None:
+    """Raise when one variable sets a setting and another a setting inside it
+    (``LMCO2_CLUSTER=5`` with ``LMCO2_CLUSTER__N_WORKERS=2``): neither can win."""
+    for first, outer in paths.items():
+        for second, inner in paths.items():
+            if len(inner) > len(outer) and inner[: len(outer)] == outer:
+                raise OperatorValueError("settings.env_conflict", first=first, second=second)
+
+
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/@\s]*@")
+
+
+def mask_url_credentials(text: str) -> str:
+    """Replace the password of every ``scheme://user:password@host`` in ``text`` with ``***``."""
+    return _URL_CREDENTIALS.sub(r"\1:***@", text)
 
 
 def _env_value(raw: str) -> Any:

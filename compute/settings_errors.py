@@ -19,7 +19,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from compute.i18n import DEFAULT_LANGUAGE, LANGUAGES, OperatorError, message, register
-from compute.settings import ENV_PREFIX, SHIPPED_EXAMPLE, Settings
+from compute.settings import ENV_PREFIX, SHIPPED_EXAMPLE, Settings, mask_url_credentials
 
 register(
     {
@@ -96,6 +96,10 @@ register(
             "en": " Settings allowed at the top level of the profile: {allowed}.",
         },
         "settings.error.suggestion": {"ja": "{suggestion} の誤りではありませんか。", "en": " Did you mean {suggestion}?"},
+        "settings.error.invalid_key": {
+            "ja": "{parent}項目名 {value} は文字列ではありません。項目名は文字で書いてください（null や数値は項目名にできません）。",
+            "en": "{parent}setting name {value} is not text. Write setting names as words; null and numbers cannot name a setting.",
+        },
         "settings.error.own": {"ja": "設定 {path}: {reason}", "en": "Setting {path}: {reason}"},
         "settings.error.other": {
             "ja": "設定 {path} の値 {value} は受け付けられません（検証エラーの種類: {kind}）。値を確認して直してください。"
@@ -136,7 +140,7 @@ _TEMPLATE_OF_TYPE: dict[str, str] = {
     "enum": "choice",
 }
 _BOUNDS = ("gt", "ge", "lt", "le")
-_SECRET_NAME = re.compile(r"secret|token|password|credential", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"secret|token|password|credential|webhook", re.IGNORECASE)
 _MAX_VALUE_CHARS = 80
 
 
@@ -211,6 +215,15 @@ def _describe_in(error: ErrorDetails, lang: str, environ: Mapping[str, str]) -> 
         text = message("settings.error.own", lang, path=path, reason=own.message(lang))
     elif kind == "extra_forbidden":
         text = _describe_unknown_key(loc, value, lang)
+    elif kind == "invalid_key":
+        # Pydantic puts the key itself last in the location, as text when it was YAML's null.
+        key = "null" if error.get("input") is None else repr(error.get("input"))
+        parent = _dotted(loc[:-1])
+        if lang == "ja":
+            where = f"{parent} の" if parent else ""
+        else:
+            where = f"In {parent}, the " if parent else "The "
+        text = message("settings.error.invalid_key", lang, parent=where, value=key)
     elif kind in _TEMPLATE_OF_TYPE:
         bounds = {name: context[name] for name in _BOUNDS if name in context}
         choices = _choices(str(context.get("expected", "")))
@@ -241,15 +254,18 @@ def _describe_unknown_key(loc: tuple[int | str, ...], value: str, lang: str) -> 
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
-    """Write an error location as the dotted path of the setting, with list positions in brackets."""
+    """Write an error location as the dotted path of the setting, with list positions in brackets.
+
+    An integer inside a settings section is a key written as a number (``cluster.7``), and a key
+    written as YAML's ``null`` reads ``null``.
+    """
     text = ""
-    for part in loc:
-        if isinstance(part, int):
+    for depth, part in enumerate(loc):
+        if isinstance(part, int) and _model_at(loc[:depth]) is None:
             text += f"[{part}]"
-        elif text:
-            text += f".{part}"
         else:
-            text = part
+            name = "null" if part is None else str(part)
+            text = f"{text}.{name}" if text else name
     return text
 
 
@@ -257,7 +273,8 @@ def _shown_value(loc: tuple[int | str, ...], value: object) -> str:
     """Return the value as the operator wrote it, masked for secrets and shortened."""
     if _is_secret(loc):
         return "'***'"
-    text = repr(value)
+    # Passwords inside URLs are masked before the text is shortened, which could cut the URL.
+    text = "null" if value is None else mask_url_credentials(repr(value))
     return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 3] + "..."
 
 
@@ -313,3 +330,52 @@ def _environment_variable(loc: tuple[int | str, ...], environ: Mapping[str, str]
     inside = ENV_PREFIX + "__".join(names).upper() + "__"
     nested = sorted(name for upper, name in variables.items() if upper.startswith(inside))
     return ", ".join(nested) if nested else None
+
+
+# PyYAML describes a syntax error in English only, with a fixed set of texts. The known ones get
+# a Japanese explanation; the parser's own text is kept, quoted, after it.
+_YAML_PROBLEMS_JA: tuple[tuple[str, str], ...] = (
+    ("mapping values are not allowed here",
+     "ここには「キー: 値」を書けません。1 行に「:」が 2 つあるか、直前の行の字下げがずれています（「:」を含む値は引用符で囲みます）"),
+    ("found character '\\t' that cannot start any token", "タブ文字は使えません。字下げには空白を使ってください"),
+    ("found a tab character", "タブ文字は使えません。字下げには空白を使ってください"),
+    ("found undefined alias", "定義されていないアンカーを参照しています（*名前 の前に &名前 が必要です）"),
+    ("expected <block end>", "字下げがそろっていません。同じ階層の項目は同じ字下げにしてください"),
+    ("could not find expected ':'", "「:」が見つかりません。「キー: 値」の形で書いてください"),
+    ("did not find expected key", "キーがあるべき位置にありません。字下げを確認してください"),
+    ("found unexpected end of stream", "ファイルが途中で終わっています。閉じていない引用符がないか確認してください"),
+    ("expected ',' or ']'", "[ ] のリストが閉じていないか、要素の区切りの「,」がありません"),
+    ("expected ',' or '}'", "{ } のマッピングが閉じていないか、要素の区切りの「,」がありません"),
+    ("found unknown escape character", "二重引用符の中に使えないエスケープ（\\ の後の文字）があります。単一引用符で囲むか、\\ を \\\\ にしてください"),
+)
+_YAML_CONTEXTS_JA: dict[str, str] = {
+    "while scanning for the next token": "次の要素を読んでいる途中",
+    "while parsing a block mapping": "マッピング（「キー: 値」の並び）を読んでいる途中",
+    "while parsing a block collection": "リスト（「- 」の並び）を読んでいる途中",
+    "while scanning a quoted scalar": "引用符で囲んだ値を読んでいる途中",
+    "while scanning a double-quoted scalar": "二重引用符で囲んだ値を読んでいる途中",
+    "while scanning a simple key": "キーを読んでいる途中",
+    "while parsing a flow sequence": "[ ] のリストを読んでいる途中",
+    "while parsing a flow mapping": "{ } のマッピングを読んでいる途中",
+}
+
+
+def describe_yaml_problem(problem: str, lang: str) -> str:
+    """Return PyYAML's description of a syntax error for an operator reading ``lang``.
+
+    English keeps the parser's text. Japanese explains the known problems and quotes the parser's
+    text after the explanation; an unknown problem is quoted as the parser's own words.
+    """
+    if lang != "ja":
+        return problem
+    for start, explanation in _YAML_PROBLEMS_JA:
+        if problem.startswith(start):
+            return f"{explanation}（YAML パーサー: {problem!r}）"
+    return f"YAML パーサーの説明: {problem!r}"
+
+
+def describe_yaml_context(context: str, lang: str) -> str:
+    """Return what the YAML parser was reading when it failed, in ``lang``; see :func:`describe_yaml_problem`."""
+    if lang != "ja":
+        return context
+    return _YAML_CONTEXTS_JA.get(context, f"YAML パーサー: {context!r}")

@@ -105,17 +105,17 @@ register(
         },
         "cli.sample.counts": {"ja": "書き出した行数: {counts}", "en": "Rows written: {counts}"},
         "cli.bad_profile_yaml": {
-            "ja": "プロファイル {path} は YAML として不正です（{line} 行 {column} 列）: {problem}。この位置を修正してから再実行してください。",
+            "ja": "プロファイル {path} は YAML として不正です（{line} 行 {column} 列）: {problem_ja}。この位置を修正してから再実行してください。",
             "en": "Profile {path} is not valid YAML (line {line}, column {column}): {problem}. Correct the file there and run again.",
         },
         "cli.bad_profile_yaml.context": {
-            "ja": "プロファイル {path} は YAML として不正です（{line} 行 {column} 列）: {problem}（{context}、{context_line} 行 {context_column} 列から）。"
+            "ja": "プロファイル {path} は YAML として不正です（{line} 行 {column} 列）: {problem_ja}（{context_ja}、{context_line} 行 {context_column} 列から）。"
                   "この位置を修正してから再実行してください。",
             "en": "Profile {path} is not valid YAML (line {line}, column {column}): {problem} ({context}, from line {context_line}, "
                   "column {context_column}). Correct the file there and run again.",
         },
         "cli.bad_profile_yaml.no_position": {
-            "ja": "プロファイル {path} は YAML として不正です: {problem}。ファイルを修正してから再実行してください。",
+            "ja": "プロファイル {path} は YAML として不正です: {problem_ja}。ファイルを修正してから再実行してください。",
             "en": "Profile {path} is not valid YAML: {problem}. Correct the file and run again.",
         },
         "cli.argparse.argument": {"ja": "引数 {argument}: {detail}", "en": "argument {argument}: {detail}"},
@@ -492,15 +492,22 @@ def _load_settings(profile: str | None) -> Any:
 
 
 def _profile_syntax_error(error: ProfileSyntaxError) -> OperatorError:
-    """Turn a profile's YAML error into the operator's message with the line and column."""
+    """Turn a profile's YAML error into the operator's message with the line and column.
+
+    PyYAML's English problem text stays in the English message; the Japanese one explains it
+    (``compute.settings_errors.describe_yaml_problem``).
+    """
+    from compute.settings_errors import describe_yaml_context, describe_yaml_problem
+
+    problems = {"problem": error.problem, "problem_ja": describe_yaml_problem(error.problem, "ja")}
     if error.line is None:
-        return OperatorError("cli.bad_profile_yaml.no_position", path=error.source, problem=error.problem)
+        return OperatorError("cli.bad_profile_yaml.no_position", path=error.source, **problems)
     if error.context is None:
-        return OperatorError("cli.bad_profile_yaml", path=error.source, line=error.line, column=error.column, problem=error.problem)
+        return OperatorError("cli.bad_profile_yaml", path=error.source, line=error.line, column=error.column, **problems)
     context, context_line, context_column = error.context
     return OperatorError(
-        "cli.bad_profile_yaml.context", path=error.source, line=error.line, column=error.column, problem=error.problem,
-        context=context, context_line=context_line, context_column=context_column,
+        "cli.bad_profile_yaml.context", path=error.source, line=error.line, column=error.column, **problems,
+        context=context, context_ja=describe_yaml_context(context, "ja"), context_line=context_line, context_column=context_column,
     )
 
 

@@ -55,6 +55,44 @@ class TestProfileYamlSyntax:
         assert f"{lines + 1} 行 1 列" in done.stderr
         assert f"{lines} 行 8 列から" in done.stderr
         assert "修正してから再実行してください" in done.stderr
+        # The parser's English text is explained in Japanese and kept only as a quotation.
+        assert "[ ] のリストが閉じていないか" in done.stderr
+        assert "[ ] のリストを読んでいる途中" in done.stderr
+        assert "while parsing" not in done.stderr
+
+    @pytest.mark.parametrize(
+        ("text", "explanation"),
+        [
+            ("a: b: c\n", "ここには「キー: 値」を書けません"),
+            ("a:\n\tb: 1\n", "タブ文字は使えません"),
+            ("a: *x\n", "定義されていないアンカー"),
+            ("a:\n  b: 1\n c: 2\n", "字下げがそろっていません"),
+            ("a: 'abc\n", "ファイルが途中で終わっています"),
+            ("a: {b: 1\n", "{ } のマッピングが閉じていない"),
+            ('a: "\\q"\n', "使えないエスケープ"),
+        ],
+    )
+    def test_known_parser_problems_are_explained(self, tmp_path: Path, text: str, explanation: str, capsys: pytest.CaptureFixture[str]) -> None:
+        profile = tmp_path / "broken.yaml"
+        profile.write_text(text, encoding="utf-8")
+
+        assert cli.main(["--profile", str(profile), "validate", "."]) == 1
+        japanese = capsys.readouterr().err
+        assert cli.main(["--lang", "en", "--profile", str(profile), "validate", "."]) == 1
+        english = capsys.readouterr().err
+
+        assert explanation in japanese
+        assert "（YAML パーサー: " in japanese  # the parser's own words, quoted after the explanation
+        assert "while " not in japanese
+        assert explanation not in english
+        assert "is not valid YAML" in english
+
+    def test_unknown_parser_problem_is_quoted(self) -> None:
+        from compute.settings_errors import describe_yaml_context, describe_yaml_problem
+
+        assert describe_yaml_problem("some new problem", "ja") == "YAML パーサーの説明: 'some new problem'"
+        assert describe_yaml_problem("some new problem", "en") == "some new problem"
+        assert describe_yaml_context("while reading something else", "ja") == "YAML パーサー: 'while reading something else'"
 
     def test_message_in_english(self, broken_profile: Path) -> None:
         lines = len(broken_profile.read_text(encoding="utf-8").splitlines())

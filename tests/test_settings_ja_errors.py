@@ -326,3 +326,14 @@ def test_command_prints_one_message(lang: str, expected: str, tmp_path: Path) ->
     assert done.stdout == ""
     assert len(done.stderr.splitlines()) == 1
     assert expected in done.stderr
+
+
+def test_plausibility_range_error_in_both_languages() -> None:
+    """An intensity range with its bounds reversed is reported in Japanese, not in English."""
+    with pytest.raises(pydantic.ValidationError) as raised:
+        load_settings("local", environ={}, overrides={"plausibility": {"intensity_ranges_g_per_km": {"bus": [500, 300]}}})
+    error = SettingsError.from_validation_error("local", raised.value)
+    japanese, english = error.message("ja"), error.message("en")
+    assert "車両区分 'bus' の CO2 原単位の範囲 (500.0, 300.0)" in japanese
+    assert "must satisfy" not in japanese
+    assert "intensity range of vehicle class 'bus' must satisfy 0 <= low < high, got (500.0, 300.0)" in english

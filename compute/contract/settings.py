@@ -116,8 +116,9 @@ class ContractThresholds(_Section):
         default=dt.datetime(2100, 1, 1, tzinfo=dt.UTC),
         description="Latest plausible time of a vertex or tachometer record (a time without zone is UTC).",
     )
-    min_model_year: int = Field(default=1950, description="Oldest plausible model year.")
-    max_model_year: int = Field(default=2100, description="Newest plausible model year.")
+    # Bounded so that the comparison with the int64 model_year column cannot overflow.
+    min_model_year: int = Field(default=1950, ge=1800, le=9999, description="Oldest plausible model year.")
+    max_model_year: int = Field(default=2100, ge=1800, le=9999, description="Newest plausible model year.")
 
     @field_validator("min_time", "max_time")
     @classmethod
