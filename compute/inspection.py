@@ -73,9 +73,7 @@ def _read_day(store: Store, settings: Settings, summary: contract.ValidationSumm
         files = pipeline.list_dataset_files(store, dataset)
         if not files:
             if dataset in contract.REQUIRED_DATASETS:
-                raise contract.ContractError(
-                    contract.ErrorCode.DATASET_MISSING, dataset, "", f"{dataset}/*.parquet ≥ 1", f"{store.child_url(dataset)}/*.parquet = 0"
-                )
+                raise contract.dataset_missing(dataset, store.child_url(dataset))
             summary.mark_absent(dataset)
             continue
         frames[dataset] = []

@@ -403,9 +403,7 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
         for dataset, (store, files) in sources.items():
             if not files:
                 if dataset in contract.REQUIRED_DATASETS:
-                    raise contract.ContractError(
-                        contract.ErrorCode.DATASET_MISSING, dataset, "", f"{dataset}/*.parquet ≥ 1", f"{raw.child_url(dataset)}/*.parquet = 0"
-                    )
+                    raise contract.dataset_missing(dataset, raw.child_url(dataset))
                 summary.mark_absent(dataset)
                 continue
             for name in files:

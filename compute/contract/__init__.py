@@ -23,7 +23,7 @@ from __future__ import annotations
 from compute.contract import messages as _messages  # noqa: F401  (registers ja/en texts)
 from compute.contract.conform import conform_table
 from compute.contract.details import DETAIL_KINDS, REASON_DETAILS, Detail, render_detail, render_details
-from compute.contract.errors import BalanceError, ContractError, file_unreadable
+from compute.contract.errors import BalanceError, ContractError, dataset_missing, file_unreadable
 from compute.contract.frames import WKB_UNREADABLE, find_duplicate_keys, row_keys, to_frame
 from compute.contract.reasons import (
     DETAIL_COLUMNS,
@@ -74,6 +74,7 @@ __all__ = [
     "BalanceError",
     "ColumnMapping",
     "ContractError",
+    "dataset_missing",
     "ContractSettings",
     "ContractThresholds",
     "DatasetSummary",

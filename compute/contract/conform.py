@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from compute import columns as c
-from compute.contract.errors import ContractError
+from compute.contract.errors import ContractError, Phrase, Phrases, phrase
 from compute.contract.geometry import geo_metadata_4326, reproject_wkb, resolve_source_crs
 from compute.contract.reasons import ErrorCode
 from compute.contract.schema import (
@@ -112,8 +112,8 @@ def _check_unique_columns(dataset: str, names: list[str], after: str) -> None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            expected = "each column name once" + (f" after {after}" if after else "")
-            raise ContractError(ErrorCode.COLUMN_DUPLICATED, dataset, name, expected, str(names))
+            expected = phrase("column_names_unique_after", setting=after) if after else phrase("column_names_unique")
+            raise ContractError(ErrorCode.COLUMN_DUPLICATED, dataset, name, expected, phrase("columns_found", columns=str(names)))
         seen.add(name)
 
 
@@ -131,25 +131,24 @@ def _check_required_columns(dataset: str, table: pa.Table, source_names: dict[st
                 ErrorCode.TIME_COLUMNS_MISSING,
                 dataset,
                 f"{c.TIMESTAMPS} | {c.START_TIME}, {c.END_TIME}",
-                f"{c.TIMESTAMPS} ({TIMESTAMPS_TYPE}) or {c.START_TIME} and {c.END_TIME} ({TIMESTAMP_TYPE})",
-                str(present),
+                phrase("time_columns", timestamps_type=str(TIMESTAMPS_TYPE), timestamp_type=str(TIMESTAMP_TYPE)),
+                phrase("columns_found", columns=str(present)),
             )
 
 
-def _describe_present(wanted: str, present: list[str]) -> str:
+def _describe_present(wanted: str, present: list[str]) -> Phrases:
     """Return the column list, naming a column that matches ``wanted`` apart from case or spaces."""
-    text = str(present)
     near = [name for name in present if name.strip().lower() == wanted]
     if near:
-        text += f"; column {near[0]!r} differs only in case or spaces (names are case-sensitive)"
-    return text
+        return phrase("columns_found_case_differs", columns=str(present), near=near[0])
+    return phrase("columns_found", columns=str(present))
 
 
-def _describe_expected(spec: ColumnSpec, source_names: dict[str, str]) -> str:
-    text = f"{spec.name} ({spec.type})"
+def _describe_expected(spec: ColumnSpec, source_names: dict[str, str]) -> Phrases:
+    expected = phrase("column_of_type", column=spec.name, type=str(spec.type))
     if spec.name in source_names:
-        text += f", renamed from {source_names[spec.name]!r}"
-    return text
+        expected += phrase("renamed_from", source=source_names[spec.name])
+    return expected
 
 
 def _conform_column(
@@ -197,14 +196,19 @@ def _cast(dataset: str, spec: ColumnSpec, column: pa.Array, target: pa.DataType,
     try:
         return column.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-        raise _type_error(dataset, spec, source_type, source, str(error)) from error
+        raise _type_error(dataset, spec, source_type, source, phrase("cast_failed", error=_first_line(error))) from error
 
 
-def _type_error(dataset: str, spec: ColumnSpec, actual: pa.DataType, source: str, reason: str = "") -> ContractError:
-    actual_text = str(actual) if not reason else f"{actual} ({reason.splitlines()[0][:120]})"
+def _type_error(dataset: str, spec: ColumnSpec, actual: pa.DataType, source: str, reason: Phrases = ()) -> ContractError:
+    """Return the type mismatch of ``spec``: the Arrow type that arrived, why it cannot be used, and its source column."""
+    actual_text = phrase("arrow_type", type=str(actual)) + reason
     if source != spec.name:
-        actual_text += f" in source column {source!r}"
-    return ContractError(ErrorCode.TYPE_MISMATCH, dataset, spec.name, str(spec.type), actual_text)
+        actual_text += phrase("in_source_column", source=source)
+    return ContractError(ErrorCode.TYPE_MISMATCH, dataset, spec.name, phrase("arrow_type", type=str(spec.type)), actual_text)
+
+
+def _first_line(error: Exception, limit: int = 120) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:limit]
 
 
 def _normalise_text(dataset: str, name: str, values: pa.Array, mapping: ColumnMapping) -> pa.Array:
@@ -228,7 +232,7 @@ def _convert_time(dataset: str, spec: ColumnSpec, column: pa.Array, unit: str | 
 
     if unit in EPOCH_UNITS:
         if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-            raise _type_error(dataset, spec, kind, source, f"unit {unit} needs integer epochs")
+            raise _type_error(dataset, spec, kind, source, phrase("epoch_needs_numbers", unit=unit))
         return _epoch_to_timestamp(column, EPOCH_UNITS[unit])
 
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) or unit == "iso8601":
@@ -245,7 +249,7 @@ def _convert_time(dataset: str, spec: ColumnSpec, column: pa.Array, unit: str | 
     if pa.types.is_date(kind):
         return column.cast(pa.timestamp("ms")).cast(TIMESTAMP_TYPE)
 
-    raise _type_error(dataset, spec, kind, source, "declare an epoch unit in the mapping for numeric times")
+    raise _type_error(dataset, spec, kind, source, phrase("epoch_unit_missing", dataset=dataset))
 
 
 # Largest epoch, in milliseconds, that an int64 stores with room to spare (about 146 million years).
@@ -274,7 +278,7 @@ def _parse_iso8601(dataset: str, spec: ColumnSpec, column: pa.Array, time_zone: 
         try:
             parsed = pd.to_datetime(text, format="ISO8601", utc=True)
         except (ValueError, TypeError) as error:
-            raise _type_error(dataset, spec, column.type, source, f"not ISO 8601 text: {error}") from error
+            raise _type_error(dataset, spec, column.type, source, phrase("not_iso8601", error=_first_line(error, 100))) from error
     if parsed.dt.tz is None:
         parsed = parsed.dt.tz_localize(time_zone)
     parsed = parsed.dt.tz_convert("UTC").astype("datetime64[ms, UTC]")
@@ -288,7 +292,7 @@ def _convert_time_list(
     if pa.types.is_null(kind):
         return pa.nulls(len(column), TIMESTAMPS_TYPE)
     if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
-        raise _type_error(dataset, spec, kind, source, "expected a list with one time per vertex")
+        raise _type_error(dataset, spec, kind, source, phrase("time_list_expected"))
     if pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind):
         column = column.cast(pa.list_(kind.value_type))
 
@@ -297,10 +301,16 @@ def _convert_time_list(
         values = _convert_time(dataset, spec, column.values, unit, time_zone, source)
     except ContractError as error:
         # Report the list type of the column, not the type of its items.
-        error_text = error.actual.replace(str(column.type.value_type), str(kind), 1)
-        raise ContractError(error.code, dataset, spec.name, error.expected, error_text) from error
+        actual = tuple(_with_list_type(part, str(column.type.value_type), str(kind)) for part in error.actual_phrases)
+        raise ContractError(error.code, dataset, spec.name, error.expected_phrases, actual) from error
     offsets = column.offsets
     if column.null_count:
         mask = column.is_null()
         return pa.ListArray.from_arrays(offsets, values, type=TIMESTAMPS_TYPE, mask=mask)
     return pa.ListArray.from_arrays(offsets, values, type=TIMESTAMPS_TYPE)
+
+
+def _with_list_type(part: Phrase, item_type: str, list_type: str) -> Phrase:
+    if part.kind != "arrow_type" or part.params["type"] != item_type:
+        return part
+    return Phrase(part.kind, {"type": list_type})

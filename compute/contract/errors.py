@@ -1,66 +1,209 @@
-"""Errors of the input contract."""
+"""Errors of the input contract.
+
+A dataset-level error has a code (:class:`~compute.contract.reasons.ErrorCode`), the dataset and
+column it concerns, and what the contract expects and what arrived. Both of the latter are
+:class:`Phrase` sequences: a kind of text, declared in :data:`ERROR_TEXT_KINDS`, and its
+parameters (column names, Arrow types, paths). The templates of every kind are registered in
+Japanese and English in :mod:`compute.contract.messages` under ``contract.error_text.<kind>``, so
+one error gives the English ``str()`` for logs and the Japanese or English text of a report.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from compute.contract import messages as _messages  # noqa: F401  (registers the templates)
 from compute.contract.reasons import ErrorCode
 from compute.i18n import message
+
+# Kind of an expected or actual text -> names of its parameters. Every kind has a template per
+# language under "contract.error_text.<kind>". Values are shown as they are in every language:
+# they are names, types, paths or a reader's own error text.
+ERROR_TEXT_KINDS: dict[str, tuple[str, ...]] = {
+    # Text built outside this catalogue, shown unchanged in every language (an older manifest, or
+    # a caller that passes a plain string).
+    "text": ("text",),
+    "parquet_files_in_folder": ("dataset",),
+    "no_parquet_files": ("folder",),
+    "parquet": (),
+    "reader_failed": ("path", "error"),
+    "column_names_unique": (),
+    "column_names_unique_after": ("setting",),
+    "columns_found": ("columns",),
+    "columns_found_case_differs": ("columns", "near"),
+    "column_of_type": ("column", "type"),
+    "renamed_from": ("source",),
+    "time_columns": ("timestamps_type", "timestamp_type"),
+    "arrow_type": ("type",),
+    "cast_failed": ("error",),
+    "epoch_needs_numbers": ("unit",),
+    "epoch_unit_missing": ("dataset",),
+    "not_iso8601": ("error",),
+    "time_list_expected": (),
+    "in_source_column": ("source",),
+    "geo_metadata_wkb_crs": (),
+    "no_geo_key": (),
+    "geo_not_json": ("error",),
+    "geo_without_columns": ("value",),
+    "geo_column_absent": ("column", "columns"),
+    "wkb_binary": (),
+    "encoding": ("encoding",),
+    "crs_projjson_or_epsg": (),
+    "crs_null": (),
+    "crs_known_to_pyproj": (),
+    "crs_value": ("value",),
+}
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """One part of an expected or actual text: a kind of :data:`ERROR_TEXT_KINDS` and its parameters.
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is not declared or ``params`` do not have exactly the declared names.
+    """
+
+    kind: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = ERROR_TEXT_KINDS.get(self.kind)
+        if names is None:
+            raise ValueError(
+                f"error text kind {self.kind!r} is not declared in ERROR_TEXT_KINDS. Declared kinds: {sorted(ERROR_TEXT_KINDS)}"
+            )
+        if set(self.params) != set(names):
+            raise ValueError(f"error text kind {self.kind!r} takes parameters {list(names)}, got {sorted(self.params)}")
+
+    def text(self, lang: str = "en") -> str:
+        """Return the phrase as text in ``lang``."""
+        return message(f"contract.error_text.{self.kind}", lang, **self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the phrase as plain fields for a manifest."""
+        return {"kind": self.kind, "params": dict(self.params)}
+
+
+Phrases = tuple[Phrase, ...]
+
+
+def phrase(kind: str, /, **params: Any) -> Phrases:
+    """Return a text of one phrase of ``kind`` with ``params``."""
+    return (Phrase(kind, params),)
+
+
+def render_phrases(phrases: Sequence[Phrase], lang: str) -> str:
+    """Return ``phrases`` as one text in ``lang``."""
+    return "".join(part.text(lang) for part in phrases)
+
+
+def _as_phrases(value: str | Sequence[Phrase]) -> Phrases:
+    if isinstance(value, str):
+        return phrase("text", text=value)
+    return tuple(value)
 
 
 class ContractError(ValueError):
     """A dataset cannot be read under the contract; the run stops before any compute.
 
-    Attributes
+    Parameters
     ----------
-    code : ErrorCode
+    code : ErrorCode or str
         Which dataset-level rule failed.
     dataset, column : str
         Where it failed (``column`` is ``""`` when the whole dataset is concerned).
+    expected, actual : str or sequence of Phrase
+        What the contract expects and what arrived. A plain string is shown unchanged in every
+        language, so the readers build phrases.
+
+    Attributes
+    ----------
     expected, actual : str
-        What the contract expects and what arrived.
+        The English texts.
+    expected_phrases, actual_phrases : tuple of Phrase
+        The structured texts, which :meth:`message` renders in the operator's language.
     hint : str
         What to do, in English; :meth:`message` gives the whole text in Japanese or English.
     """
 
-    def __init__(self, code: ErrorCode | str, dataset: str, column: str, expected: str, actual: str) -> None:
+    def __init__(
+        self, code: ErrorCode | str, dataset: str, column: str, expected: str | Sequence[Phrase], actual: str | Sequence[Phrase]
+    ) -> None:
         self.code = ErrorCode(code)
         self.dataset = dataset
         self.column = column
-        self.expected = expected
-        self.actual = actual
-        self.hint = message(f"contract.error.{self.code.value}.hint", "en", **self._fields())
+        self.expected_phrases = _as_phrases(expected)
+        self.actual_phrases = _as_phrases(actual)
+        self.expected = render_phrases(self.expected_phrases, "en")
+        self.actual = render_phrases(self.actual_phrases, "en")
+        self.hint = message(f"contract.error.{self.code.value}.hint", "en", **self._fields("en"))
         super().__init__(self.message("en"))
 
-    def _fields(self) -> dict[str, str]:
+    def _fields(self, lang: str) -> dict[str, str]:
         return {
             "dataset": self.dataset,
             "column": self.column,
-            "expected": self.expected,
-            "actual": self.actual,
+            "expected": render_phrases(self.expected_phrases, lang),
+            "actual": render_phrases(self.actual_phrases, lang),
         }
 
     def message(self, lang: str = "ja") -> str:
         """Return the error and what to do as one text in ``lang`` (``"ja"`` or ``"en"``)."""
-        fields = self._fields()
+        fields = self._fields(lang)
         text = message(f"contract.error.{self.code.value}", lang, **fields)
         hint = message(f"contract.error.{self.code.value}.hint", lang, **fields)
         return f"{text} {hint}"
 
-    def to_dict(self) -> dict[str, str]:
-        """Return the error as plain fields for a manifest."""
-        return {"code": self.code.value, **self._fields(), "hint": self.hint}
+    def to_dict(self) -> dict[str, Any]:
+        """Return the error as plain fields for a manifest: the English texts and their phrases."""
+        return {
+            "code": self.code.value,
+            **self._fields("en"),
+            "hint": self.hint,
+            "expected_phrases": [part.to_dict() for part in self.expected_phrases],
+            "actual_phrases": [part.to_dict() for part in self.actual_phrases],
+        }
 
     @classmethod
-    def from_dict(cls, fields: dict[str, str]) -> ContractError:
-        """Rebuild an error stored with :meth:`to_dict`."""
-        return cls(fields["code"], fields["dataset"], fields["column"], fields["expected"], fields["actual"])
+    def from_dict(cls, fields: Mapping[str, Any]) -> ContractError:
+        """Rebuild an error stored with :meth:`to_dict`; a manifest without phrases keeps its English texts."""
+        expected: str | Phrases = fields["expected"]
+        actual: str | Phrases = fields["actual"]
+        if "expected_phrases" in fields and "actual_phrases" in fields:
+            expected = tuple(Phrase(part["kind"], part["params"]) for part in fields["expected_phrases"])
+            actual = tuple(Phrase(part["kind"], part["params"]) for part in fields["actual_phrases"])
+        return cls(fields["code"], fields["dataset"], fields["column"], expected, actual)
 
-    def __reduce__(self) -> tuple[type[ContractError], tuple[str, str, str, str, str]]:
+    def __reduce__(self) -> tuple[type[ContractError], tuple[str, str, str, Phrases, Phrases]]:
         # Dask ships exceptions between processes; keep the constructor arguments.
-        return (type(self), (self.code.value, self.dataset, self.column, self.expected, self.actual))
+        return (type(self), (self.code.value, self.dataset, self.column, self.expected_phrases, self.actual_phrases))
 
 
 class BalanceError(RuntimeError):
     """Rows were lost or counted twice: rows in differ from rows accepted plus rows rejected."""
+
+
+def dataset_missing(dataset: str, folder: str) -> ContractError:
+    """Return the dataset-level error for a required ``dataset`` without Parquet files in ``folder``.
+
+    Parameters
+    ----------
+    dataset : str
+        The required dataset.
+    folder : str
+        URL of the dataset's folder that was listed, without a trailing slash.
+    """
+    return ContractError(
+        ErrorCode.DATASET_MISSING,
+        dataset,
+        "",
+        phrase("parquet_files_in_folder", dataset=dataset),
+        phrase("no_parquet_files", folder=folder),
+    )
 
 
 def file_unreadable(dataset: str, path: str, error: Exception) -> ContractError:
@@ -77,7 +220,9 @@ def file_unreadable(dataset: str, path: str, error: Exception) -> ContractError:
     path : str
         Path of the file, as listed in the day's folder.
     error : Exception
-        The reader's error; its first line goes into ``actual``.
+        The reader's error; its first line goes into ``actual``, in English in every language.
     """
     first_line = (str(error).splitlines() or [type(error).__name__])[0][:200]
-    return ContractError(ErrorCode.FILE_UNREADABLE, dataset, "", "Parquet", f"{path}: {first_line}")
+    return ContractError(
+        ErrorCode.FILE_UNREADABLE, dataset, "", phrase("parquet"), phrase("reader_failed", path=path, error=first_line)
+    )

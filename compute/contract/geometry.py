@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyproj
 import shapely
 
-from compute.contract.errors import ContractError
+from compute.contract.errors import ContractError, Phrases, phrase
 from compute.contract.reasons import ErrorCode
 from compute.contract.settings import ColumnMapping
 
@@ -31,7 +31,13 @@ def resolve_source_crs(
         none, or the CRS is null or not known to pyproj.
     """
     if not (pa.types.is_null(arrow_type) or pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type)):
-        raise ContractError(ErrorCode.GEOMETRY_ENCODING_UNSUPPORTED, dataset, "geometry", "WKB (Arrow binary)", str(arrow_type))
+        raise ContractError(
+            ErrorCode.GEOMETRY_ENCODING_UNSUPPORTED,
+            dataset,
+            "geometry",
+            phrase("wkb_binary"),
+            phrase("arrow_type", type=str(arrow_type)),
+        )
 
     column_meta, found = _geo_column_metadata(schema, source_column)
     if column_meta is None:
@@ -41,14 +47,18 @@ def resolve_source_crs(
             ErrorCode.GEO_METADATA_MISSING,
             dataset,
             "geometry",
-            "GeoParquet 'geo' metadata with encoding WKB and a CRS",
+            phrase("geo_metadata_wkb_crs"),
             found,
         )
 
     encoding = column_meta.get("encoding")
     if encoding != "WKB":
         raise ContractError(
-            ErrorCode.GEOMETRY_ENCODING_UNSUPPORTED, dataset, "geometry", "encoding WKB", f"encoding {encoding!r}"
+            ErrorCode.GEOMETRY_ENCODING_UNSUPPORTED,
+            dataset,
+            "geometry",
+            phrase("encoding", encoding="WKB"),
+            phrase("encoding", encoding=repr(encoding)),
         )
     if mapping.override_file_crs and mapping.crs is not None:
         return _parse_crs(dataset, mapping.crs)
@@ -61,8 +71,8 @@ def resolve_source_crs(
             ErrorCode.CRS_UNKNOWN,
             dataset,
             "geometry",
-            "a PROJJSON or EPSG CRS",
-            "crs null (undefined) in the GeoParquet metadata",
+            phrase("crs_projjson_or_epsg"),
+            phrase("crs_null"),
         )
     return _parse_crs(dataset, column_meta["crs"])
 
@@ -71,21 +81,21 @@ def _has_geo(schema: pa.Schema) -> bool:
     return bool(schema.metadata) and b"geo" in schema.metadata
 
 
-def _geo_column_metadata(schema: pa.Schema, column: str) -> tuple[dict | None, str]:
+def _geo_column_metadata(schema: pa.Schema, column: str) -> tuple[dict | None, Phrases]:
     """Return the GeoParquet entry of ``column``, or ``None`` and what was found in its place."""
     if not _has_geo(schema):
-        return None, "no 'geo' key in the schema metadata"
+        return None, phrase("no_geo_key")
     try:
         geo = json.loads(schema.metadata[b"geo"])
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        return None, f"'geo' metadata that is not valid JSON ({error})"
+        return None, phrase("geo_not_json", error=str(error))
     columns = geo.get("columns") if isinstance(geo, dict) else None
     if not isinstance(columns, dict):
-        return None, f"'geo' metadata without a 'columns' object: {schema.metadata[b'geo'][:120]!r}"
+        return None, phrase("geo_without_columns", value=repr(schema.metadata[b"geo"][:120]))
     entry = columns.get(column)
     if not isinstance(entry, dict):
-        return None, f"no entry for column {column!r} in 'geo' columns {sorted(columns)[:10]}"
-    return entry, ""
+        return None, phrase("geo_column_absent", column=column, columns=str(sorted(columns)[:10]))
+    return entry, ()
 
 
 def _parse_crs(dataset: str, value: object) -> pyproj.CRS:
@@ -95,7 +105,9 @@ def _parse_crs(dataset: str, value: object) -> pyproj.CRS:
         return pyproj.CRS.from_user_input(value)
     except (pyproj.exceptions.CRSError, TypeError, ValueError) as error:
         shown = json.dumps(value)[:120] if isinstance(value, dict) else repr(value)
-        raise ContractError(ErrorCode.CRS_UNKNOWN, dataset, "geometry", "a CRS known to pyproj", shown) from error
+        raise ContractError(
+            ErrorCode.CRS_UNKNOWN, dataset, "geometry", phrase("crs_known_to_pyproj"), phrase("crs_value", value=shown)
+        ) from error
 
 
 def is_lon_lat_wgs84(crs: pyproj.CRS) -> bool:

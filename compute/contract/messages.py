@@ -182,13 +182,13 @@ _ERRORS: dict[str, tuple[str, str, str, str]] = {
         "Send the file again, or do not name files that are not Parquet with the .parquet extension.",
     ),
     "column_duplicated": (
-        "データセット {dataset} の列 {column} が複数あります (想定: {expected}、実際の列: {actual})。",
+        "データセット {dataset} の列 {column} が複数あります (想定: {expected}、実際: {actual})。",
         "Dataset {dataset} has column {column} more than once: expected {expected}, found columns {actual}.",
         "列名を一意にし、設定 contract.{dataset}.rename で 2 つの列を同じ名前に対応付けないでください。",
         "Make the column names unique, and do not map two columns to the same name in the setting contract.{dataset}.rename.",
     ),
     "column_missing": (
-        "データセット {dataset} に必須の列 {column} がありません (想定: {expected}、実際の列: {actual})。",
+        "データセット {dataset} に必須の列 {column} がありません (想定: {expected}、実際: {actual})。",
         "Dataset {dataset} has no required column {column}: expected {expected}, found columns {actual}.",
         "列を追加するか、名前が違う場合は設定 contract.{dataset}.rename で対応付けてください。",
         "Add the column, or map the client's name to it in the setting contract.{dataset}.rename.",
@@ -218,11 +218,57 @@ _ERRORS: dict[str, tuple[str, str, str, str]] = {
         "Write the CRS into the GeoParquet metadata, or set it in contract.{dataset}.crs (e.g. EPSG:6677).",
     ),
     "time_columns_missing": (
-        "データセット {dataset} に時刻の列がありません (想定: {expected}、実際の列: {actual})。",
+        "データセット {dataset} に時刻の列がありません (想定: {expected}、実際: {actual})。",
         "Dataset {dataset} has no time columns: expected {expected}, found columns {actual}.",
         "頂点ごとの timestamps 列、または start_time と end_time の列を追加してください。",
         "Add a per-vertex timestamps column, or both start_time and end_time columns.",
     ),
+}
+
+# Kind of an expected or actual text of a dataset-level error: (template ja, template en). The kinds
+# and their parameters are declared in compute.contract.errors. The English text is what str() and
+# the manifest give. Parameters are names, types, paths and a reader's own error text, so both
+# languages show them as they are.
+_ERROR_TEXTS: dict[str, tuple[str, str]] = {
+    "text": ("{text}", "{text}"),
+    "parquet_files_in_folder": ("{dataset}/*.parquet ≥ 1 個", "{dataset}/*.parquet ≥ 1"),
+    "no_parquet_files": ("{folder}/*.parquet = 0 個", "{folder}/*.parquet = 0"),
+    "parquet": ("Parquet 形式", "Parquet"),
+    "reader_failed": ("{path} を読めません (pyarrow のエラー: {error})", "{path}: {error}"),
+    "column_names_unique": ("列名がそれぞれ 1 回だけ", "each column name once"),
+    "column_names_unique_after": ("{setting} の適用後も列名がそれぞれ 1 回だけ", "each column name once after {setting}"),
+    "columns_found": ("列 {columns}", "{columns}"),
+    "columns_found_case_differs": (
+        "列 {columns}。列 {near!r} は大文字と小文字、または空白だけが違います。列名は大文字と小文字を区別します",
+        "{columns}; column {near!r} differs only in case or spaces (names are case-sensitive)",
+    ),
+    "column_of_type": ("{column} 列 ({type} 型)", "{column} ({type})"),
+    "renamed_from": ("、元の列名 {source!r} から変更", ", renamed from {source!r}"),
+    "time_columns": (
+        "timestamps 列 ({timestamps_type} 型)、または start_time 列と end_time 列 ({timestamp_type} 型)",
+        "timestamps ({timestamps_type}) or start_time and end_time ({timestamp_type})",
+    ),
+    "arrow_type": ("{type} 型", "{type}"),
+    "cast_failed": (" (変換時のエラー: {error})", " ({error})"),
+    "epoch_needs_numbers": (" (単位 {unit} には数値 (整数または小数) の epoch が必要です)", " (unit {unit} needs numeric epochs, integer or float)"),
+    "epoch_unit_missing": (
+        " (数値の時刻には、設定 contract.{dataset}.units で epoch の単位を指定してください)",
+        " (declare an epoch unit in the mapping for numeric times)",
+    ),
+    "not_iso8601": (" (ISO 8601 の時刻として読めません: {error})", " (not ISO 8601 text: {error})"),
+    "time_list_expected": (" (頂点ごとに 1 つの時刻を持つリストが必要です)", " (expected a list with one time per vertex)"),
+    "in_source_column": ("、元の列 {source!r}", " in source column {source!r}"),
+    "geo_metadata_wkb_crs": ("エンコーディング WKB と CRS を記録した GeoParquet の 'geo' メタデータ", "GeoParquet 'geo' metadata with encoding WKB and a CRS"),
+    "no_geo_key": ("スキーマのメタデータに 'geo' キーがありません", "no 'geo' key in the schema metadata"),
+    "geo_not_json": ("'geo' メタデータが JSON として不正です ({error})", "'geo' metadata that is not valid JSON ({error})"),
+    "geo_without_columns": ("'geo' メタデータに 'columns' オブジェクトがありません: {value}", "'geo' metadata without a 'columns' object: {value}"),
+    "geo_column_absent": ("'geo' の columns {columns} に列 {column!r} の項目がありません", "no entry for column {column!r} in 'geo' columns {columns}"),
+    "wkb_binary": ("WKB (Arrow の binary 型)", "WKB (Arrow binary)"),
+    "encoding": ("エンコーディング {encoding}", "encoding {encoding}"),
+    "crs_projjson_or_epsg": ("PROJJSON または EPSG コードの CRS", "a PROJJSON or EPSG CRS"),
+    "crs_null": ("GeoParquet メタデータの crs が null (未定義)", "crs null (undefined) in the GeoParquet metadata"),
+    "crs_known_to_pyproj": ("pyproj が認識できる CRS", "a CRS known to pyproj"),
+    "crs_value": ("CRS の値 {value}", "{value}"),
 }
 
 # Detail kind of a rejected row: (template ja, template en). The kinds and their parameters are
@@ -390,6 +436,8 @@ def _register_all() -> None:
         entries[f"contract.error.{code}.hint"] = {"ja": hint_ja, "en": hint_en}
     for kind, (text_ja, text_en) in _DETAILS.items():
         entries[f"contract.detail.{kind}"] = {"ja": text_ja, "en": text_en}
+    for kind, (text_ja, text_en) in _ERROR_TEXTS.items():
+        entries[f"contract.error_text.{kind}"] = {"ja": text_ja, "en": text_en}
     for problem, text_ja in _GEOS_PROBLEMS.items():
         entries[f"contract.geos.{problem}"] = {"ja": text_ja, "en": problem}
     for key, (text_ja, text_en) in (*_SETTINGS.items(), *_REPORT.items()):

@@ -15,7 +15,8 @@ from compute.i18n import message
 
 MAX_CELL_CHARS = 80
 
-# The readers state a missing dataset's folder as ``<folder>/*.parquet = 0`` in ``actual``.
+# An error built from plain text (an older manifest, or a reader that passes strings) states a
+# missing dataset's folder as ``<folder>/*.parquet = 0`` in ``actual``.
 _MISSING_FILES = re.compile(r"(?P<folder>.+)/\*\.parquet = 0")
 
 
@@ -105,6 +106,9 @@ def _count_table(summary: ValidationSummary, t) -> list[str]:  # type: ignore[no
 
 def _folder_of(error: ContractError, t) -> str:  # type: ignore[no-untyped-def]
     """Return where the missing dataset's files belong: the folder the reader listed, else the dataset's folder of the day."""
+    for part in error.actual_phrases:
+        if part.kind == "no_parquet_files":
+            return f"`{part.params['folder']}/`"
     match = _MISSING_FILES.fullmatch(error.actual)
     if match is None:
         return str(t("contract.report.day_folder_of", dataset=error.dataset))

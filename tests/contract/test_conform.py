@@ -182,7 +182,7 @@ class TestDatasetErrors:
 
     def test_epoch_unit_needs_numbers(self):
         settings = ContractSettings(tachometer={"units": {"ts": "epoch_ms"}})
-        with pytest.raises(ContractError, match=r"needs integer epochs"):
+        with pytest.raises(ContractError, match=r"needs numeric epochs"):
             conform_table("tachometer", corpus.tachometer(), settings)
 
     def test_integer_time_without_unit(self):
