@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import io
 import json
 import time
@@ -406,12 +407,9 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
                     raise contract.dataset_missing(dataset, raw.child_url(dataset))
                 summary.mark_absent(dataset)
                 continue
-            for name in files:
-                try:
-                    with store.open(name) as handle:
-                        schema = pq.read_schema(handle)
-                except (pa.ArrowInvalid, OSError) as error:
-                    raise contract.file_unreadable(dataset, name, error) from error
+            for name, schema in zip(files, pipeline.in_threads(functools.partial(_schema_or_error, store), files), strict=True):
+                if isinstance(schema, Exception):
+                    raise contract.file_unreadable(dataset, name, schema) from schema
                 contract.conform_table(dataset, schema.empty_table(), csettings)
 
         # Small datasets on the client: vehicles first, their ids feed the trip and tacho rules.
@@ -452,6 +450,15 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
 # "segments" (the compute phase) the bounds count vertices: the maximum keeps a compute task
 # near 1 GiB of memory at about 1 KiB per vertex, the minimum keeps task overhead small.
 _PIECE_ROWS = {"trajectories": (500, 20_000), "tachometer": (50_000, 2_000_000), "segments": (100_000, 1_000_000)}
+
+
+def _schema_or_error(store: Store, name: str) -> pa.Schema | pa.ArrowInvalid | OSError:
+    """Return the Arrow schema of a Parquet file, or the error that reading its footer raised."""
+    try:
+        with store.open(name) as handle:
+            return pq.read_schema(handle)
+    except (pa.ArrowInvalid, OSError) as error:
+        return error
 
 
 def _dataset_sources(run: DailyRun, raw: Store) -> dict[str, tuple[Store, list[str]]]:
