@@ -37,7 +37,6 @@ from compute.storage import (
     StorageError,
     Store,
     manifest_from_records,
-    manifest_of,
     read_phase_marker,
     write_phase_marker,
 )
@@ -413,9 +412,12 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
                 contract.conform_table(dataset, schema.empty_table(), csettings)
 
         # Small datasets on the client: vehicles first, their ids feed the trip and tacho rules.
-        vehicles = _validate_small(run, "vehicles", sources, summary, contract.ValidationContext(settings=csettings))
+        # The writers return the size and checksums of every file, so the manifest needs no
+        # second read of the validated day (0.65 GB on the 100k day, about 6.5 GB on a 1M day).
+        written: list[ObjectRecord] = []
+        vehicles = _validate_small(run, "vehicles", sources, summary, contract.ValidationContext(settings=csettings), written)
         known = vehicles[c.VEHICLE_ID].to_numpy(dtype=object) if len(vehicles) else np.array([], dtype=object)
-        _validate_small(run, "geo_attributes", sources, summary, contract.ValidationContext(settings=csettings))
+        _validate_small(run, "geo_attributes", sources, summary, contract.ValidationContext(settings=csettings), written)
 
         # Large datasets on the cluster, with keys duplicated anywhere in the day.
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
@@ -435,11 +437,11 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
             for part in pipeline.gather(client, client.map(
                 pipeline.validate_piece, [raw_ref] * n, [temp_ref] * n, pieces, [csettings] * n, [context_future] * n, pure=False,
             ), timeout_s=time_left()):
-                summary.add(part)
+                summary.add(part.summary)
+                written.extend(part.objects)
 
         contract.check_balance(summary)
-        manifest = manifest_of(temp, phase="validate", run_date=run.day)
-        manifest.objects = [o for o in manifest.objects if o.path.startswith((pipeline.VALIDATED + "/", pipeline.REJECTS + "/"))]
+        manifest = manifest_from_records(temp, written, phase="validate", run_date=run.day)
         manifest.counts = {**summary.to_dict(), "objects": len(manifest.objects), "bytes": manifest.total_bytes}
         return manifest
 
@@ -480,8 +482,10 @@ def _validate_small(
     sources: dict[str, tuple[Store, list[str]]],
     summary: contract.ValidationSummary,
     context: contract.ValidationContext,
+    written: list[ObjectRecord],
 ) -> pd.DataFrame:
-    """Validate a small dataset in this process and return its accepted rows."""
+    """Validate a small dataset in this process and return its accepted rows; the records of the
+    files it writes are appended to ``written``."""
     store, files = sources[dataset]
     temp = run.store("temp")
     frames = []
@@ -490,8 +494,8 @@ def _validate_small(
         table = pipeline.read_piece(store, piece, run.settings.contract)
         frame = contract.to_frame(dataset, table)
         accepted, rejects = contract.validate_rows(dataset, frame, context)
-        pipeline.write_accepted(temp, dataset, piece.name, table, accepted)
-        pipeline.write_table(temp, f"{pipeline.REJECTS}/{dataset}/{piece.name}", pipeline.rejects_table(rejects))
+        written.append(pipeline.write_accepted(temp, dataset, piece.name, table, accepted))
+        written.append(pipeline.write_table(temp, f"{pipeline.REJECTS}/{dataset}/{piece.name}", pipeline.rejects_table(rejects)))
         summary.record(dataset, len(frame), accepted, rejects)
         frames.append(accepted)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[c.VEHICLE_ID])

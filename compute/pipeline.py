@@ -259,36 +259,45 @@ def from_frame(frame: pd.DataFrame) -> pa.Table:
 # -- validate ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ValidatedPiece:
+    """What validating one piece counted and the records (size, checksums) of the files it wrote."""
+
+    summary: contract.DatasetSummary
+    objects: list[ObjectRecord]
+
+
 def validate_piece(
     raw: StoreRef,
     temp: StoreRef,
     piece: Piece,
     settings: contract.ContractSettings,
     context: contract.ValidationContext,
-) -> contract.DatasetSummary:
+) -> ValidatedPiece:
     """Validate one piece; write accepted rows and rejects under ``temp/`` (task body)."""
     table = read_piece(raw.open(), piece, settings)
     frame = contract.to_frame(piece.dataset, table)
     accepted, rejects = contract.validate_rows(piece.dataset, frame, context)
     temp_store = temp.open()
-    write_accepted(temp_store, piece.dataset, piece.name, table, accepted)
-    write_table(temp_store, f"{REJECTS}/{piece.dataset}/{piece.name}", rejects_table(rejects))
-    return contract.summarize_partition(piece.dataset, len(frame), accepted, rejects)
+    objects = [
+        write_accepted(temp_store, piece.dataset, piece.name, table, accepted),
+        write_table(temp_store, f"{REJECTS}/{piece.dataset}/{piece.name}", rejects_table(rejects)),
+    ]
+    return ValidatedPiece(contract.summarize_partition(piece.dataset, len(frame), accepted, rejects), objects)
 
 
-def write_accepted(store: Store, dataset: str, name: str, table: pa.Table, accepted: pd.DataFrame) -> None:
+def write_accepted(store: Store, dataset: str, name: str, table: pa.Table, accepted: pd.DataFrame) -> ObjectRecord:
     """Write accepted rows; untouched rows are taken from the Arrow table, repaired ones re-encoded."""
     if dataset == "geo_attributes":
         out = from_frame(accepted)
     else:
         out = table.take(pa.array(accepted.index.to_numpy(dtype=np.int64)))
     if dataset == "trajectories":
-        write_trajectories(store, f"{VALIDATED}/{dataset}/{name}", out)
-    else:
-        write_table(store, f"{VALIDATED}/{dataset}/{name}", out)
+        return write_trajectories(store, f"{VALIDATED}/{dataset}/{name}", out)
+    return write_table(store, f"{VALIDATED}/{dataset}/{name}", out)
 
 
-def write_trajectories(store: Store, relative: str, table: pa.Table) -> None:
+def write_trajectories(store: Store, relative: str, table: pa.Table) -> ObjectRecord:
     """Write trajectories in row groups of about :data:`ROW_GROUP_VERTICES` vertices.
 
     The vertex count of every row group goes to the metadata key :data:`VERTICES_KEY`, so the
@@ -302,7 +311,7 @@ def write_trajectories(store: Store, relative: str, table: pa.Table) -> None:
     metadata[VERTICES_KEY] = json.dumps([int(v) for v in sums]).encode("utf-8")
     buffer = pa.BufferOutputStream()
     pq.write_table(table.replace_schema_metadata(metadata), buffer, compression="zstd", row_group_size=rows_per_group)
-    store.write_bytes(relative, _arrow_sink(buffer))
+    return store.write_bytes(relative, _arrow_sink(buffer))
 
 
 def rejects_table(rejects: pd.DataFrame) -> pa.Table:
