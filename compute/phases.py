@@ -27,7 +27,7 @@ from distributed import Client
 
 from compute import charts, contract, pipeline, plausibility, spatial, transfer
 from compute import columns as c
-from compute.i18n import message, register
+from compute.i18n import OperatorError, message, register
 from compute.settings import Settings, parse_run_date
 from compute.storage import (
     MANIFEST_NAME,
@@ -36,6 +36,7 @@ from compute.storage import (
     ObjectRecord,
     StorageError,
     Store,
+    clear_phase_marker,
     manifest_from_records,
     read_phase_marker,
     write_phase_marker,
@@ -53,6 +54,8 @@ class PhaseResult:
     skipped: bool
     seconds: float
     manifest: Manifest
+    #: For a fetch skipped as done: how the client's input compared with the fetched copy.
+    input_check: InputCheck | None = None
 
     @property
     def counts(self) -> dict[str, Any]:
@@ -113,11 +116,44 @@ def _deadline(run: DailyRun) -> Callable[[], float]:
     return lambda: max(1.0, end - time.monotonic())
 
 
+#: The phase whose results each phase reads, which must have completed before it runs. Validate
+#: reads raw/, which a transfer outside lm-co2 may also fill; an empty raw/ stops it on its own.
+UPSTREAM: dict[str, str] = {"compute": "validate", "output": "compute", "publish": "output"}
+
+register(
+    {
+        "phases.upstream_missing": {
+            "ja": "{run_date} の {phase} を実行できません。{phase} が読む {upstream} の結果がありません（{upstream} が完了していません）。"
+                  "{upstream} を含めて実行してください（例: lm-co2 run --date {run_date} --phases {upstream},{phase}）。",
+            "en": "Cannot run {phase} for {run_date}: {upstream}, whose results it reads, has not completed. Run it together "
+                  "with {upstream}, for example lm-co2 run --date {run_date} --phases {upstream},{phase}.",
+        },
+    }
+)
+
+
+class UpstreamMissingError(OperatorError):
+    """A phase was asked to run on a day where the phase it reads from has not completed."""
+
+    def __init__(self, phase: str, upstream: str, run_date: str) -> None:
+        super().__init__("phases.upstream_missing", phase=phase, upstream=upstream, run_date=run_date)
+
+
 def run_phase(run: DailyRun, phase: str, body: Callable[[], Manifest]) -> PhaseResult:
-    """Run ``body`` unless ``phase`` already completed; write its marker last."""
+    """Run ``body`` unless ``phase`` already completed; write its marker last.
+
+    A phase that runs first needs the marker of the phase it reads (:data:`UPSTREAM`). It then
+    clears its own marker and those of every later phase: their results were made from what
+    this phase is about to replace, so a later run must not skip them, nor this phase if it fails.
+    """
     started = time.perf_counter()
     if run.completed(phase) is not None:
         return skipped(run, phase)
+    upstream = UPSTREAM.get(phase)
+    if upstream is not None and read_phase_marker(run.state, upstream) is None:
+        raise UpstreamMissingError(phase, upstream, run.day)
+    for later in PHASES[PHASES.index(phase):]:
+        clear_phase_marker(run.state, later)
     run.on_event("phase_started", {"phase": phase, "run_date": run.day})
     manifest = body()
     manifest.counts["seconds"] = round(time.perf_counter() - started, 3)
@@ -142,7 +178,7 @@ def fetch(run: DailyRun, transfer_client: Any = None) -> PhaseResult:
         when omitted.
     """
 
-    _check_input_unchanged(run)
+    check = _check_input_unchanged(run)
 
     def body() -> Manifest:
         source, destination = run.store("input"), run.store("raw")
@@ -157,34 +193,41 @@ def fetch(run: DailyRun, transfer_client: Any = None) -> PhaseResult:
             run_transfer=_transfer_runner(run, transfer_client), on_event=_phase_events(run, "fetch"),
         )
 
-    return run_phase(run, "fetch", body)
+    result = run_phase(run, "fetch", body)
+    if result.skipped and check is not None:
+        result.input_check = check
+    return result
 
 
-def _check_input_unchanged(run: DailyRun) -> None:
+def _check_input_unchanged(run: DailyRun) -> InputCheck | None:
     """Raise if the day was fetched before and its input objects changed since (names or sizes).
 
     An input with no objects left is no change: the client removed the delivered day, and the
     raw copy is the verified copy of it. The fetch is skipped as done, with an
-    ``input_unchecked`` event, as in a run without fetch.
+    ``input_unchecked`` event, as in a run without fetch. Returns the comparison for a fetch
+    that will be skipped, None for one that will run.
     """
     done = run.completed("fetch")
     if done is None:
-        return
+        return None
     source = run.store("input")
     current = source.list()
     if not current:
         run.on_event("input_unchecked", {"phase": "fetch", "status": "input_absent", "url": source.url, "detail": ""})
-        return
+        return InputCheck("input_absent", source.url)
     changes = InputChanges.between(done, current)
     if changes:
         raise InputChangedError(source.url, run.day, changes, True)
+    return InputCheck("unchanged", source.url)
 
 
 register(
     {
         "phases.input_changed": {
-            "ja": "{run_date} の入力 {url} が前回の取得（fetch）の後に変わりました（{detail}）。新しい入力で作り直すには --force で再実行してください。",
-            "en": "The input of {run_date} in {url} changed after it was fetched ({detail}). Rerun with --force to rebuild the day from the new input.",
+            "ja": "{run_date} の入力 {url} が前回の取得（fetch）の後に変わりました（{detail}）。"
+                  "新しい入力で作り直すには --force で再実行してください（例: lm-co2 run --date {run_date} --force）。",
+            "en": "The input of {run_date} in {url} changed after it was fetched ({detail}). Rerun with --force to rebuild "
+                  "the day from the new input, for example lm-co2 run --date {run_date} --force.",
         },
         "phases.raw_outdated": {
             "ja": (

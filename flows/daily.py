@@ -159,7 +159,12 @@ def co2_daily(
         current = "fetch"
         try:
             if "fetch" in selected:
-                results.append(fetch_task(run))
+                fetched = fetch_task(run)
+                results.append(fetched)
+                # A fetch skipped as done compared the input with the fetched copy; the summary
+                # reports an input it could not check, as in a run without fetch.
+                if fetched.input_check is not None and fetched.input_check.status != "unchanged":
+                    input_check = fetched.input_check
             else:
                 input_check = _check_raw_copy(run, emit)
             cluster_phases = [p for p in ("validate", "compute") if p in selected]

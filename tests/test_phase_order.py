@@ -1,0 +1,96 @@
+"""A phase runs only on what the phase before it made, and a rerun of a phase makes later ones stale.
+
+Runs ``co2_daily`` under Prefect's test harness on a real LocalCluster and local folders.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from compute.phases import UpstreamMissingError
+from compute.sample import SampleSpec, write_sample_day
+from compute.storage import Store
+from tests.conftest import RUN_DATE, write_profile
+
+pytestmark = pytest.mark.slow
+
+DAY = RUN_DATE.strftime("%Y%m%d")
+
+
+def _day(root: Path, trips: int = 40) -> dict[str, Path]:
+    profile = write_profile(root / "profile.yaml", root / "data")
+    input_folder = root / "data" / "client" / "input" / DAY
+    write_sample_day(Store(str(input_folder)), RUN_DATE, SampleSpec(trips=trips, vertices_per_trip=12, trips_per_file=20))
+    return {
+        "profile": profile,
+        "input": input_folder,
+        "markers": root / "data" / "lake" / "temp" / DAY / "_phases",
+        "output": root / "data" / "client" / "output" / DAY,
+    }
+
+
+def _run(day: dict[str, Path], **kwargs: Any) -> Any:
+    from flows.daily import co2_daily
+
+    return co2_daily(run_date=RUN_DATE, profile=str(day["profile"]), **kwargs)
+
+
+def _markers(day: dict[str, Path]) -> set[str]:
+    return {p.stem for p in day["markers"].glob("*.json")}
+
+
+@pytest.mark.parametrize(("ran", "asked", "missing"), [((), ("output", "publish"), "compute"), (("fetch",), ("compute",), "validate")])
+def test_phase_without_its_input_stops(
+    tmp_path: Path, prefect_harness: None, ran: tuple[str, ...], asked: tuple[str, ...], missing: str,
+) -> None:
+    day = _day(tmp_path)
+    if ran:
+        _run(day, phases=list(ran))
+
+    state = _run(day, phases=list(asked), return_state=True)
+
+    assert state.is_failed()
+    with pytest.raises(UpstreamMissingError) as info:
+        state.result()
+    assert f"{missing} が完了していません" in info.value.message("ja")
+    assert f"--phases {missing},{asked[0]}" in info.value.message("en")
+    assert not (day["output"] / "_SUCCESS").exists()
+    assert _markers(day) == set(ran)
+
+
+def test_forced_earlier_phases_make_later_ones_run_again(tmp_path: Path, prefect_harness: None) -> None:
+    day = _day(tmp_path, trips=40)
+    first = _run(day)
+    assert _markers(day) == {"fetch", "validate", "compute", "output", "publish"}
+    delivered_before = pq.read_table(day["output"] / "trips.parquet").num_rows
+
+    # A new delivery, rebuilt up to compute only: the old output and publish no longer match it.
+    shutil.rmtree(day["input"])
+    write_sample_day(Store(str(day["input"])), RUN_DATE, SampleSpec(trips=70, vertices_per_trip=12, trips_per_file=20))
+    partial = _run(day, phases=["fetch", "validate", "compute"], force=True)
+    assert _markers(day) == {"fetch", "validate", "compute"}
+    assert partial["trips_out"] > first["trips_out"]
+
+    again = _run(day)
+    ran = {p["phase"]: p["skipped"] for p in again["phases"]}
+    assert ran == {"fetch": True, "validate": True, "compute": True, "output": False, "publish": False}
+    delivered = pq.read_table(day["output"] / "trips.parquet").num_rows
+    assert delivered == again["trips_out"] == partial["trips_out"] > delivered_before
+    assert json.loads((day["output"] / "summary.json").read_text(encoding="utf-8"))["rows"]["trips"] == delivered
+
+
+def test_skipped_fetch_reports_a_vanished_input(tmp_path: Path, prefect_harness: None) -> None:
+    day = _day(tmp_path)
+    _run(day)
+    shutil.move(str(day["input"]), str(tmp_path / "moved-away"))
+
+    summary = _run(day)
+
+    assert all(p["skipped"] for p in summary["phases"])
+    assert summary["input_check"]["status"] == "input_absent"
