@@ -179,14 +179,14 @@ def fetch(run: DailyRun, transfer_client: Any = None) -> PhaseResult:
     """
 
     check = _check_input_unchanged(run)
+    if run.force and not run.store("input").list():
+        # Checked before the phase starts: a forced rerun of a day whose input is gone stops
+        # with the missing delivery and keeps the verified raw copy and every phase marker.
+        raise DeliveryError("delivery_missing", run.store("input").url, run.day)
 
     def body() -> Manifest:
         source, destination = run.store("input"), run.store("raw")
         if run.force:
-            # The verified raw copy goes only once the delivery is known to be there: a forced
-            # rerun of a day whose input is gone keeps it and stops with the missing delivery.
-            if not source.list():
-                raise DeliveryError("delivery_missing", source.url, run.day)
             destination.remove()
         return transfer.fetch_day(
             source, destination, run_date=run.day, mode=run.settings.transfer.mode, retries=run.settings.transfer.retries,
