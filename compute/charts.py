@@ -42,7 +42,7 @@ from matplotlib.ticker import MaxNLocator
 from compute import columns as c
 from compute.i18n import message, register
 from compute.plausibility import PlausibilitySettings, PlausibilityWarning
-from compute.report import fuel_excluded_text  # the import also registers the phase and fuel texts of the pages
+from compute.report import METHOD_ORDER, fuel_excluded_text, in_method_order  # also registers the page texts
 
 #: Segment columns the report reads; nothing else is loaded from ``temp/segments``.
 SEGMENT_REPORT_COLUMNS: tuple[str, ...] = (
@@ -76,7 +76,7 @@ register(
         "chart.hour.title": {"ja": "時間帯別 CO2（{timezone}）", "en": "CO2 by hour ({timezone})"},
         "chart.hour.x": {"ja": "時（{timezone}）", "en": "Hour ({timezone})"},
         "chart.co2_kg": {"ja": "CO2（kg）", "en": "CO2 (kg)"},
-        "chart.road_class.title": {"ja": "道路種別別 CO2", "en": "CO2 by road class"},
+        "chart.road_class.title": {"ja": "道路種別ごとの CO2", "en": "CO2 by road class"},
         "chart.vehicle_class.title": {"ja": "車両区分別 CO2", "en": "CO2 by vehicle class"},
         "chart.intensity.title": {"ja": "車両区分別 CO2 原単位の分布と想定範囲", "en": "CO2 per km by vehicle class against the expected range"},
         "chart.intensity.x": {"ja": "CO2 原単位（g/km）", "en": "CO2 per km (g/km)"},
@@ -104,7 +104,8 @@ register(
         },
         "report.explanation": {"ja": "この日の結果について", "en": "About this day"},
         "report.warnings": {"ja": "妥当性の警告", "en": "Plausibility warnings"},
-        "report.no_warnings": {
+        "report.no_warnings": {"ja": "トリップ・車両単位の警告はありません。", "en": "No trip or vehicle warning."},
+        "report.no_warnings.day_above": {
             "ja": "トリップ・車両単位の警告はありません（日単位の警告は上に記載）。",
             "en": "No trip or vehicle warning (day warnings are listed above).",
         },
@@ -120,6 +121,12 @@ register(
         "report.seconds": {"ja": "秒", "en": "Seconds"},
         "report.skipped": {"ja": "スキップ（実行済み）", "en": "skipped (done earlier)"},
         "report.pending": {"ja": "未実行", "en": "not run yet"},
+        "report.phases_later": {
+            "ja": "出力生成（output）と納品（publish）はこのレポートを書いた後に実行されるため、この表にはありません。"
+                  "その所要時間は実行サマリと temp/YYYYMMDD/_phases/output.json・publish.json にあります。",
+            "en": "The output and publish phases run after this report is written, so they are not in this table. "
+                  "Their times are in the run summary and in temp/YYYYMMDD/_phases/output.json and publish.json.",
+        },
         "report.font_fallback": {
             "ja": "日本語フォントが見つからないため、グラフの表記は英語です（fonts-noto-cjk または fonts-ipafont-gothic を導入すると日本語になります）。",
             "en": "Charts are labelled in English because no Japanese font is installed.",
@@ -481,14 +488,11 @@ _ROAD_CLASS_NAMES_JA: dict[str, str] = {
 _CATEGORY_NAMES_JA: dict[str, str] = {
     "kei_passenger": "軽乗用車", "passenger": "乗用車", "bus": "バス", "kei_truck": "軽貨物車",
     "light_truck": "小型貨物車", "medium_truck": "中型貨物車", "heavy_truck": "大型貨物車",
-    "fuel_measured": "T1 実測燃料", "tacho_profile": "T2 タコグラフ速度", "gps_profile": "T3 GPS 走行",
-    "catalog_fe": "T4 カタログ燃費", "default_table": "T5 既定値表", "unavailable": "算定不能",
+    **{code: message(f"method.{code}", "ja") for code in METHOD_ORDER},
     UNMATCHED: "未照合",
     **_ROAD_CLASS_NAMES_JA,
 }
 
-
-_METHOD_ORDER = ("fuel_measured", "tacho_profile", "gps_profile", "catalog_fe", "default_table", "unavailable")
 
 
 def category_labels(codes: list[str], lang: str) -> list[str]:
@@ -577,12 +581,11 @@ def _chart_by_vehicle_class(inputs: ReportInputs, trips: pd.DataFrame, lang: str
 def _chart_methods(inputs: ReportInputs, trips: pd.DataFrame, lang: str, font: str | None) -> Chart | None:
     if trips.empty:
         return None
-    counts = trips[c.METHOD].fillna("unavailable").value_counts()
     # Tier order (T1 to T5, then unavailable); a method outside the list goes last, by name.
-    counts = counts.loc[sorted(counts.index, key=lambda code: (_METHOD_ORDER.index(code) if code in _METHOD_ORDER else len(_METHOD_ORDER), str(code)))]
-    codes = counts.index.astype(str).to_list()
+    counts = in_method_order({str(k): int(v) for k, v in trips[c.METHOD].fillna("unavailable").value_counts().items()})
+    codes = list(counts)
     return _bar_chart(
-        "methods", codes, [float(v) for v in counts.to_list()],
+        "methods", codes, [float(v) for v in counts.values()],
         message("chart.methods.title", lang), message("chart.trips", lang), font, horizontal=True, color="#8172b2", counts=True,
         tick_labels=category_labels(codes, lang),
     )
@@ -820,13 +823,15 @@ def _markdown(inputs: ReportInputs, figures: dict[str, Any], charts: dict[str, C
         else:
             state = f"{float(record['seconds']):.1f}"
         out.append(f"| {message('phase.' + str(record['phase']), lang)} | {state} |")
+    out += ["", message("report.phases_later", lang)]
     return "\n".join(out) + "\n"
 
 
 def _warning_lines(warnings: list[PlausibilityWarning], settings: PlausibilitySettings, lang: str) -> list[str]:
     out = [f"## {message('report.warnings', lang)}", ""]
     if not any(w.scope != "day" for w in warnings):
-        return out + [message("report.no_warnings", lang), ""]
+        key = "report.no_warnings.day_above" if any(w.scope == "day" for w in warnings) else "report.no_warnings"
+        return out + [message(key, lang), ""]
     trip_warnings = [w for w in warnings if w.scope == "trip"]
     listed = trip_warnings[: settings.max_listed_trips]
     for warning in [w for w in warnings if w.scope == "vehicle"] + listed:

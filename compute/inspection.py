@@ -18,20 +18,37 @@ import pyarrow.parquet as pq
 
 from compute import columns as c
 from compute import contract, pipeline
+from compute.i18n import OperatorError, register
 from compute.settings import Settings
-from compute.storage import DeliveryError, Store, open_url
+from compute.storage import Store, open_url
+
+register(
+    {
+        "validate.path_missing": {
+            "ja": "{path} が見つかりません。1 日分のフォルダ（…/input/YYYYMMDD/）のパスまたは URL を指定してください。",
+            "en": "{path} not found; pass the path or URL of a day folder (…/input/YYYYMMDD/).",
+        },
+        "validate.not_day_folder": {
+            "ja": "{path} は 1 日分のフォルダではありません（想定: {datasets_ja} を含む …/input/YYYYMMDD/）。",
+            "en": "{path} is not a day folder (expected …/input/YYYYMMDD/ with {datasets}).",
+        },
+    }
+)
 
 
 def validate_path(url: str, settings: Settings, *, lang: str = "ja", rejects_path: str | None = None) -> tuple[str, bool]:
     """Validate the day folder at ``url`` and return ``(Markdown report, balance holds)``.
 
     A dataset-level error does not raise here: it is part of the report, and the result is
-    reported as not balanced so the command exits non-zero. An empty or missing folder raises
-    :class:`~compute.storage.DeliveryError`.
+    reported as not balanced so the command exits non-zero.
+
+    Raises
+    ------
+    OperatorError
+        If ``url`` does not exist, or if none of the contract's dataset folders is below it.
     """
     store = Store(url, {})
-    if not store.list():
-        raise DeliveryError("delivery_missing", store.url, url.rstrip("/").rsplit("/", 1)[-1])
+    _check_day_folder(store, url)
     summary = contract.ValidationSummary()
     rejects: list[pd.DataFrame] = []
     try:
@@ -65,6 +82,15 @@ def validate_path(url: str, settings: Settings, *, lang: str = "ja", rejects_pat
         balanced = False
     examples = contract.render_details(all_rejects.drop_duplicates([c.DATASET, c.REASON]), lang)
     return contract.render_report(summary, lang, examples), balanced
+
+
+def _check_day_folder(store: Store, url: str) -> None:
+    """Raise :class:`OperatorError` unless ``store`` exists and contains at least one dataset folder."""
+    if not store.exists():
+        raise OperatorError("validate.path_missing", path=url)
+    if not any(store.exists(dataset) for dataset in contract.DATASETS):
+        folders = [f"{dataset}/" for dataset in contract.DATASETS]
+        raise OperatorError("validate.not_day_folder", path=url, datasets=", ".join(folders), datasets_ja="、".join(folders))
 
 
 def _read_day(store: Store, settings: Settings, summary: contract.ValidationSummary) -> dict[str, list[pd.DataFrame]]:

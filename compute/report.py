@@ -1,7 +1,8 @@
 """Run summary of one day in Japanese or English: plain text for the CLI, Markdown for Prefect.
 
 The summary is built from the phase manifests only, so a skipped phase (done on an earlier run)
-still reports its figures.
+still reports its figures. Its time is 0 s in this run, and the time it took on the earlier run
+is kept as ``earlier_run_seconds``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ register(
         "summary.fuel_excluded": {
             "ja": "L の合計に含まれないトリップ: {count:,} 件（{by_fuel}）。CNG は fuel_m3（m³）、電気は energy_kwh（kWh）として trips ファイルに出力",
             "en": "Trips not in the litres total: {count:,} ({by_fuel}); the trips file gives CNG as fuel_m3 (m³) and electricity as energy_kwh (kWh)",
+        },
+        "summary.fuel_excluded_none": {
+            "ja": "L の合計に含まれないトリップはありません（CNG と電気のトリップはありません）",
+            "en": "Every trip is in the litres total (no CNG or electric trip)",
+        },
+        "summary.fuel_excluded_unknown": {
+            "ja": "CNG と電気のトリップは L の合計に含まれません。その件数は出力生成（output）フェーズの後に表示されます（output を含めて実行してください）",
+            "en": "CNG and electric trips are not in the litres total; their count is shown once the output phase has run (run it with output)",
         },
         "summary.input_check.unchanged": {
             "ja": "入力は取得（fetch）の時から変わっていません（名前とサイズを確認済み）。",
@@ -52,6 +61,13 @@ register(
         "summary.co2": {"ja": "総 CO2 排出量（TTW）", "en": "Total CO2 (TTW)"},
         "summary.matched": {"ja": "道路リンクに照合した距離の割合", "en": "Distance matched to a road link"},
         "summary.methods": {"ja": "算定手法（tier）別トリップ数", "en": "Trips by method tier"},
+        "summary.method_label": {"ja": "{name}（{code}）", "en": "{name} ({code})"},
+        "method.fuel_measured": {"ja": "T1 実測燃料", "en": "T1 measured fuel"},
+        "method.tacho_profile": {"ja": "T2 タコグラフ速度", "en": "T2 tachograph speed"},
+        "method.gps_profile": {"ja": "T3 GPS 走行", "en": "T3 GPS speed profile"},
+        "method.catalog_fe": {"ja": "T4 カタログ燃費", "en": "T4 catalog fuel economy"},
+        "method.default_table": {"ja": "T5 既定値表", "en": "T5 default table"},
+        "method.unavailable": {"ja": "算定不能", "en": "not estimated"},
         "summary.phases": {"ja": "フェーズ別所要時間", "en": "Time per phase"},
         "summary.skipped": {"ja": "スキップ（実行済み）", "en": "skipped (already done)"},
         "summary.output": {"ja": "出力先", "en": "Output"},
@@ -77,6 +93,8 @@ register(
 
 
 PHASE_ORDER = ("fetch", "validate", "compute", "output", "publish")
+#: Method codes in tier order (T1 to T5, then trips without an estimate).
+METHOD_ORDER = ("fuel_measured", "tacho_profile", "gps_profile", "catalog_fe", "default_table", "unavailable")
 
 
 @dataclass
@@ -106,10 +124,12 @@ class RunSummary:
     ) -> RunSummary:
         """Gather the figures of the phase records; ``report_figures`` are those of ``summary.json``.
 
-        The count of trips left out of the litres total comes from ``report_figures``, and only
-        when its trip count matches the compute record, so figures of an older output are not mixed in.
+        The count of trips left out of the litres total comes from the compute record when it
+        has one. Otherwise it comes from ``report_figures``, and only when their trip count
+        matches the compute record, so figures of an older output are not mixed in. A skipped
+        phase gets ``seconds`` 0 and the time of its earlier run as ``earlier_run_seconds``.
         """
-        summary = cls(run_date=run_date, phases=phases, output_url=output_url)
+        summary = cls(run_date=run_date, phases=[_with_run_seconds(record) for record in phases], output_url=output_url)
         for record in phases:
             if record["phase"] == "validate":
                 for dataset, counts in record.get("datasets", {}).items():
@@ -122,6 +142,8 @@ class RunSummary:
                 summary.co2_ttw_kg = float(record.get("co2_ttw_kg", 0.0))
                 summary.matched_share = record.get("matched_share")
                 summary.methods = dict(record.get("methods", {}))
+                if record.get("trips_without_fuel_l") is not None:
+                    summary.trips_without_fuel_l = {str(k): int(v) for k, v in dict(record["trips_without_fuel_l"]).items()}
             if record["phase"] == "output":
                 summary.warnings = {str(k): int(v) for k, v in dict(record.get("warnings") or {}).items()}
         # A phase marker read back from storage has its datasets sorted by name, while a phase run
@@ -129,7 +151,8 @@ class RunSummary:
         summary.rows_in = _in_contract_order(summary.rows_in)
         summary.rejected = _in_contract_order(summary.rejected)
         figures = report_figures or {}
-        if summary.ran("compute") and "trips_without_fuel_l" in figures and figures.get("trips") == summary.trips_out:
+        from_output = "trips_without_fuel_l" in figures and figures.get("trips") == summary.trips_out
+        if summary.ran("compute") and summary.trips_without_fuel_l is None and from_output:
             summary.trips_without_fuel_l = {str(k): int(v) for k, v in dict(figures["trips_without_fuel_l"]).items()}
         return summary
 
@@ -147,7 +170,7 @@ class RunSummary:
             "run_date": self.run_date, "rows_in": self.rows_in, "rejected": self.rejected, "trips_out": self.trips_out,
             "distance_km": self.distance_km, "fuel_l": self.fuel_l, "co2_ttw_kg": self.co2_ttw_kg,
             "matched_share": self.matched_share, "methods": self.methods, "warnings": self.warnings, "output_url": self.output_url,
-            "phases": [{k: p[k] for k in ("phase", "skipped", "seconds")} for p in self.phases],
+            "phases": [_phase_entry(p) for p in self.phases],
             "trips_without_fuel_l": self.trips_without_fuel_l, "input_check": self.input_check,
         }
 
@@ -166,13 +189,12 @@ def render_text(summary: RunSummary, lang: str = "ja") -> str:
         lines.append(f"  {message('summary.trips_out', lang)}: {summary.trips_out:,}")
         lines.append(f"  {message('summary.distance', lang)}: {summary.distance_km:,.1f} km")
         lines.append(f"  {message('summary.fuel', lang)}: {summary.fuel_l:,.1f} L")
-        if summary.trips_without_fuel_l:
-            lines.append(f"    {fuel_excluded_text(summary.trips_without_fuel_l, lang)}")
+        lines.append(f"    {_fuel_note(summary, lang)}")
         lines.append(f"  {message('summary.co2', lang)}: {summary.co2_ttw_kg:,.1f} kg")
         if summary.matched_share is not None:
             lines.append(f"  {message('summary.matched', lang)}: {summary.matched_share:.1%}")
         if summary.methods:
-            lines.append(f"  {message('summary.methods', lang)}: " + ", ".join(f"{k} {v:,}" for k, v in summary.methods.items()))
+            lines.append(f"  {message('summary.methods', lang)}: " + ", ".join(method_entries(summary.methods, lang)))
     if summary.warnings:
         lines.append(f"  {message('summary.warnings', lang, count=sum(summary.warnings.values()))}")
 
@@ -205,20 +227,65 @@ def render_markdown(summary: RunSummary, lang: str = "ja") -> str:
     out.append(f"| {message('summary.co2', lang)} | {summary.co2_ttw_kg:,.1f} kg |")
     if summary.matched_share is not None:
         out.append(f"| {message('summary.matched', lang)} | {summary.matched_share:.1%} |")
-    if summary.trips_without_fuel_l:
-        out += ["", fuel_excluded_text(summary.trips_without_fuel_l, lang)]
+    out += ["", _fuel_note(summary, lang)]
     out += ["", f"| {message('summary.dataset', lang)} | {message('summary.rows_in', lang)} | {message('summary.rejected', lang)} |", "|---|---:|---:|"]
     for dataset, rows in summary.rows_in.items():
         out.append(f"| {dataset} | {rows:,} | {summary.rejected.get(dataset, 0):,} |")
     if summary.methods:
         out += ["", f"**{message('summary.methods', lang)}**", "", f"| {message('summary.method', lang)} | {message('summary.trips', lang)} |", "|---|---:|"]
-        out += [f"| {k} | {v:,} |" for k, v in summary.methods.items()]
+        out += [f"| {method_label(k, lang)} | {v:,} |" for k, v in in_method_order(summary.methods).items()]
     out += ["", f"| {message('summary.phase', lang)} | {message('summary.seconds', lang)} |", "|---|---:|"]
     for p in summary.phases:
         state = message("summary.skipped", lang) if p.get("skipped") else f"{p.get('seconds', 0.0):.1f}"
         out.append(f"| {message('phase.' + p['phase'], lang)} | {state} |")
     out += ["", f"{message('summary.output', lang)}: `{summary.output_url}`"]
     return "\n".join(out)
+
+
+def in_method_order(counts: dict[str, int]) -> dict[str, int]:
+    """Order ``counts`` by method tier (:data:`METHOD_ORDER`), with other codes after them by name."""
+    known = [code for code in METHOD_ORDER if code in counts]
+    others = sorted(code for code in counts if code not in METHOD_ORDER)
+    return {code: counts[code] for code in known + others}
+
+
+def method_entries(counts: dict[str, int], lang: str) -> list[str]:
+    """Return ``name (code) count`` per method in tier order."""
+    return [f"{method_label(code, lang)} {count:,}" for code, count in in_method_order(counts).items()]
+
+
+def method_label(code: str, lang: str) -> str:
+    """Return the tier and name of a method code in ``lang`` with the code in brackets, or an unknown code alone."""
+    key = f"method.{code}"
+    return message("summary.method_label", lang, name=message(key, lang), code=code) if has_message(key) else code
+
+
+def _with_run_seconds(record: dict[str, Any]) -> dict[str, Any]:
+    """Return a phase record whose ``seconds`` is the time spent in this run.
+
+    A skipped phase spent none. The marker of its earlier run gives the record its ``seconds``,
+    which move to ``earlier_run_seconds``.
+    """
+    if not record.get("skipped") or "earlier_run_seconds" in record:
+        return record
+    earlier = record.get("seconds")
+    return {**record, "seconds": 0.0, "earlier_run_seconds": float(earlier) if earlier else None}
+
+
+def _phase_entry(record: dict[str, Any]) -> dict[str, Any]:
+    entry = {k: record[k] for k in ("phase", "skipped", "seconds")}
+    if record.get("skipped"):
+        entry["earlier_run_seconds"] = record.get("earlier_run_seconds")
+    return entry
+
+
+def _fuel_note(summary: RunSummary, lang: str) -> str:
+    """Return the note under the litres total: the trips it leaves out, or why they are not counted yet."""
+    if summary.trips_without_fuel_l is None:
+        return message("summary.fuel_excluded_unknown", lang)
+    if not summary.trips_without_fuel_l:
+        return message("summary.fuel_excluded_none", lang)
+    return fuel_excluded_text(summary.trips_without_fuel_l, lang)
 
 
 def _in_contract_order(counts: dict[str, int]) -> dict[str, int]:

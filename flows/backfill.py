@@ -32,7 +32,8 @@ register(
         "backfill.failed": {
             "ja": (
                 "バックフィルで {total} 日中 {failed} 日が失敗しました: {dates}。失敗した日を 1 日ずつ再実行してください"
-                "（ローカルでは lm-co2 run --date YYYY-MM-DD、理由が --force を求める日はそれも付けて。Prefect ではデプロイメント co2-daily/daily）。"
+                "（ローカルでは lm-co2 run --date YYYY-MM-DD で実行し、失敗の理由が --force を求めている日には --force も付けてください。"
+                "Prefect ではデプロイメント co2-daily/daily を使います）。"
             ),
             "en": (
                 "The backfill finished with {failed} of {total} dates failed: {dates}. Rerun the failed dates one at a time "

@@ -36,7 +36,10 @@ register(
             "ja": "lm-co2: 車両軌跡から燃料消費量と CO2 排出量を日次で算定するバッチ。",
             "en": "lm-co2: the daily batch that estimates fuel and CO2 from vehicle trajectories.",
         },
-        "cli.lang": {"ja": "メッセージの言語（ja または en）。", "en": "Language of messages (ja or en)."},
+        "cli.lang": {
+            "ja": "メッセージの言語（ja または en）。既定は環境変数 LMCO2_LANGUAGE、それもなければ ja。",
+            "en": "Language of messages (ja or en). Default: the LMCO2_LANGUAGE environment variable, else ja.",
+        },
         "cli.profile": {"ja": "設定プロファイル名または YAML のパス（既定: LMCO2_PROFILE または local）。",
                         "en": "Settings profile name or YAML path (default: LMCO2_PROFILE or local)."},
         "cli.run": {"ja": "1 日分の日次フローを実行する。", "en": "Run the daily flow for one day."},
@@ -342,6 +345,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "backfill":
             return _backfill(args, lang, console)
         return _validate(args, lang)
+    except BrokenPipeError:
+        # The reader of stdout went away (``lm-co2 validate DAY | head``): stop quietly, as other
+        # command-line tools do. Output still buffered would raise again at exit, so stdout is
+        # pointed at the null device first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except Exception as error:
         if is_expected(error):
             print(message("cli.error", lang, error=_describe(error, lang)), file=sys.stderr)

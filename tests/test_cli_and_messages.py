@@ -140,8 +140,9 @@ class TestJapaneseFraming:
     def test_validate_missing_folder(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert cli.main(["--lang", "ja", "validate", str(tmp_path / "20260101")]) == 1
         err = capsys.readouterr().err
-        assert "納品が見つかりません" in err
-        assert "20260101" in err
+        assert "が見つかりません" in err
+        assert str(tmp_path / "20260101") in err
+        assert "1 日分のフォルダ" in err
 
 
 class TestValidateReportLanguage:

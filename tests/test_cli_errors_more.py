@@ -190,7 +190,7 @@ class TestRejectsDestination:
 
         assert cli.main(["--lang", "en", "validate", str(tmp_path / "20260101"), "--rejects", str(target)]) == 1
 
-        assert "No delivery found" in capsys.readouterr().err
+        assert "not found; pass the path or URL of a day folder" in capsys.readouterr().err
         assert not target.exists()
 
 

@@ -385,8 +385,11 @@ _REPORT: dict[str, tuple[str, str]] = {
         "Every dataset meets the contract. Rejected rows are listed below.",
     ),
     "contract.report.status_failed": (
-        "データセット単位のエラーがあるため、計算は実行されません。以下を直してから再実行してください。",
-        "Dataset-level errors stop the run before any compute. Fix the items below and run again.",
+        "データセット単位のエラーがあるため、この日は契約を満たしません。この検証は契約の検査だけを行い、計算はしません。"
+        "日次実行では、このエラーで validate フェーズが失敗し、compute（計算）には進みません。以下を直してから、もう一度検証してください。",
+        "The day does not meet the contract because of the dataset-level errors below. This check covers the contract only "
+        "and computes nothing. A daily run of this day would fail at its validate phase, before compute. Fix the errors and "
+        "validate again.",
     ),
     "contract.report.errors": ("データセット単位のエラー", "Dataset-level errors"),
     "contract.report.overview": ("件数", "Row counts"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import TypeAlias, Union
 
@@ -140,8 +141,12 @@ def objects_where(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def format_value(value: object) -> str | None:
-    """Return ``value`` as short text for a reject row (WKT for geometry, rounded floats)."""
+def format_value(value: object, max_chars: int = MAX_VALUE_CHARS) -> str | None:
+    """Return ``value`` as one line of text of at most ``max_chars`` for a reject row.
+
+    Geometry is WKT, floats are rounded to 6 significant digits, and a list or array is a
+    JSON-like list whose items stop with ``… (N items)`` before the limit.
+    """
     if value is None:
         return None
     if isinstance(value, shapely.Geometry):
@@ -150,11 +155,57 @@ def format_value(value: object) -> str | None:
         text = "0x" + bytes(value[:40]).hex() + ("..." if len(value) > 40 else "")
     elif isinstance(value, (float, np.floating)):
         text = "NaN" if np.isnan(value) else f"{float(value):.6g}"
-    elif isinstance(value, np.ndarray):
-        text = np.array2string(value, threshold=8, max_line_width=10_000)
+    elif isinstance(value, (np.ndarray, list, tuple)):
+        text = _list_text(value, max_chars)
     else:
         text = str(value)
-    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
+    text = text.replace("\n", " ")
+    return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
+
+
+def _list_text(values: np.ndarray | list[object] | tuple[object, ...], max_chars: int) -> str:
+    """Return the items of ``values`` as ``[a, b]``, or as ``[a, … (N items)]`` when all of them do not fit ``max_chars``."""
+    sequence = np.ravel(values) if isinstance(values, np.ndarray) else values
+    # Items are rendered only until the text is too long, so a list of thousands costs a few items.
+    items: list[str] = []
+    length = 1
+    for item in sequence:
+        items.append(_item_text(item, max_chars))
+        length += len(items[-1]) + 2
+        if length > max_chars + 1:
+            break
+    whole = "[" + ", ".join(items) + "]"
+    if len(items) == len(sequence) and len(whole) <= max_chars:
+        return whole
+
+    suffix = f"… ({len(sequence)} item{'s' if len(sequence) != 1 else ''})]"
+    shown_items: list[str] = []
+    used = 1 + len(suffix)
+    for text in items:
+        if used + len(text) + 2 > max_chars:
+            break
+        shown_items.append(text)
+        used += len(text) + 2
+    return "[" + "".join(f"{text}, " for text in shown_items) + suffix
+
+
+def _item_text(item: object, max_chars: int) -> str:
+    """Return one list item as JSON-like text: quoted text and times, bare numbers, null for a missing value."""
+    if isinstance(item, (np.ndarray, list, tuple)):
+        return _list_text(item, max_chars)
+    if item is None or item is pd.NaT or item is pd.NA or (isinstance(item, (float, np.floating)) and np.isnan(item)):
+        return "null"
+    if isinstance(item, np.datetime64):
+        return "null" if np.isnat(item) else json.dumps(str(item))
+    if isinstance(item, (bool, np.bool_)):
+        return "true" if item else "false"
+    if isinstance(item, (int, np.integer)):
+        return str(int(item))
+    if isinstance(item, (float, np.floating)):
+        return f"{float(item):.6g}"
+    if isinstance(item, pd.Timestamp):
+        return json.dumps(item.isoformat())
+    return json.dumps(str(item), ensure_ascii=False)
 
 
 def empty_rejects() -> pd.DataFrame:

@@ -31,7 +31,7 @@ from compute.contract.schema import (
     check_dataset,
 )
 from compute.contract.settings import ContractSettings, ContractThresholds
-from compute.contract.state import RuleState
+from compute.contract.state import MAX_VALUE_CHARS, RuleState, format_value
 
 # Column added to accepted rows: comma-separated flag codes, null when the row has none.
 CONTRACT_FLAGS = c.CONTRACT_FLAGS
@@ -129,7 +129,8 @@ def _describe_row(frame: pd.DataFrame, position: int) -> str:
     for name in frame.columns[:4]:
         if name == c.GEOMETRY:
             continue
-        fields.append(f"{name}={frame[name].iloc[position]}")
+        # Half the reject value at most per column, so a long list (timestamps) leaves room for the others.
+        fields.append(f"{name}={format_value(frame[name].iloc[position], MAX_VALUE_CHARS // 2)}")
     return ", ".join(fields)
 
 

@@ -1,0 +1,42 @@
+"""The lm-co2 command: --lang help, and where a --profile goes."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows import cli
+
+
+class TestLangHelp:
+    @pytest.mark.parametrize(("lang", "default"), [("ja", "それもなければ ja"), ("en", "else ja")])
+    def test_help_names_default_and_variable(self, lang: str, default: str, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["--lang", lang, "--help"])
+
+        assert stop.value.code == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "LMCO2_LANGUAGE" in out
+        assert default in out
+
+
+class TestProfilePlacement:
+    def test_unknown_profile_before_subcommand_exits_1(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert cli.main(["--lang", "en", "--profile", "nosuch", "run", "--date", "2026-12-01"]) == 1
+
+        assert "Profile 'nosuch' not found" in capsys.readouterr().err
+
+    def test_profile_after_subcommand_is_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["--lang", "en", "run", "--date", "2026-12-01", "--profile", "nosuch"])
+
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "unrecognized arguments: --profile nosuch" in err
+        assert "for example: lm-co2 --lang en --profile nosuch run --date 2026-12-01" in err
+
+    def test_invalid_lang_is_usage_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as stop:
+            cli.main(["--lang", "jp", "run"])
+
+        assert stop.value.code == 2
+        assert "'jp'" in capsys.readouterr().err
