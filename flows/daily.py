@@ -161,7 +161,7 @@ def co2_daily(
             if "fetch" in selected:
                 fetched = fetch_task(run)
                 results.append(fetched)
-                # A fetch skipped as done compared the input with the fetched copy; the summary
+                # A fetch skipped as done compared the input with the fetched copy. The summary
                 # reports an input it could not check, as in a run without fetch.
                 if fetched.input_check is not None and fetched.input_check.status != "unchanged":
                     input_check = fetched.input_check

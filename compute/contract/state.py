@@ -164,7 +164,7 @@ def format_value(value: object, max_chars: int = MAX_VALUE_CHARS) -> str | None:
 
 
 def _list_text(values: np.ndarray | list[object] | tuple[object, ...], max_chars: int) -> str:
-    """Return the items of ``values`` as ``[a, b]``, or as ``[a, … (N items)]`` when all of them do not fit ``max_chars``."""
+    """Return the items of ``values`` as ``[a, b]``, or as ``[a, … (N items)]`` when not all of them fit ``max_chars``."""
     sequence = np.ravel(values) if isinstance(values, np.ndarray) else values
     # Items are rendered only until the text is too long, so a list of thousands costs a few items.
     items: list[str] = []
