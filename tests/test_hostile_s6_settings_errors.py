@@ -191,7 +191,7 @@ def test_integer_key_not_list_position(tmp_path: Path) -> None:
     output = _assert_operator_error(_run_cli(_write(tmp_path, text)))
 
     assert "cluster[7]" not in output
-    assert "cluster.7" in output
+    assert "cluster の項目名 7 は文字列ではありません" in output
 
 
 def test_null_shown_as_yaml(tmp_path: Path) -> None:
