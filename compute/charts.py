@@ -40,6 +40,7 @@ from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator
 
 from compute import columns as c
+from compute import metrics
 from compute.i18n import message, register
 from compute.plausibility import PlausibilitySettings, PlausibilityWarning
 from compute.report import METHOD_ORDER, fuel_excluded_text, in_method_order  # also registers the page texts
@@ -755,15 +756,10 @@ def _figures(inputs: ReportInputs, trips: pd.DataFrame) -> dict[str, Any]:
 
 
 def _trips_without_litres(trips: pd.DataFrame) -> dict[str, int]:
-    """Count the trips without a fuel figure in litres by fuel type (CNG in m³ and electric in kWh have none)."""
+    """Count the trips without a fuel figure in litres by fuel type (:func:`metrics.trips_without_litres`)."""
     if trips.empty or c.FUEL_L not in trips:
         return {}
-    missing = trips[trips[c.FUEL_L].isna()]
-    if c.FUEL_TYPE in missing:
-        kinds = missing[c.FUEL_TYPE].fillna(UNMATCHED).astype(str)
-    else:
-        kinds = pd.Series(UNMATCHED, index=missing.index)
-    return {str(kind): int(count) for kind, count in kinds.value_counts().sort_index().items()}
+    return metrics.trips_without_litres(trips[c.FUEL_L], trips[c.FUEL_TYPE] if c.FUEL_TYPE in trips else None)
 
 
 def _markdown(inputs: ReportInputs, figures: dict[str, Any], charts: dict[str, Chart], lang: str, chart_language: str) -> str:

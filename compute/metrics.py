@@ -274,6 +274,22 @@ def _ranked_codes(row_codes: np.ndarray, uniques: np.ndarray) -> tuple[np.ndarra
     return codes, labels
 
 
+def trips_without_litres(fuel_l: pd.Series, fuel_type: pd.Series | None) -> dict[str, int]:
+    """Count the trips without a fuel figure in litres, by fuel type.
+
+    CNG trips (fuel in m³) and electric trips (energy in kWh) have none. A trip whose fuel type
+    is unknown, or that comes without ``fuel_type``, counts as ``"unmatched"``.
+    """
+    missing = fuel_l.isna().to_numpy()
+    if not missing.any():
+        return {}
+    if fuel_type is None:
+        kinds = pd.Series(UNMATCHED, index=range(int(missing.sum())))
+    else:
+        kinds = fuel_type[missing].fillna(UNMATCHED).astype(str)
+    return {str(kind): int(count) for kind, count in kinds.value_counts().sort_index().items()}
+
+
 def add_matched_share(trips: pd.DataFrame, segments: pd.DataFrame) -> pd.DataFrame:
     """Return ``trips`` with ``matched_share``: the share of each trip's length on a matched link.
 

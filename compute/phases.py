@@ -14,7 +14,7 @@ import functools
 import io
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -646,6 +646,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
             "pieces": len(results),
             "vertices_per_piece_max": max((p.vertices for p in pieces), default=0),
             "fuel_l": round(sum(r.fuel_l for r in results), 6),
+            "trips_without_fuel_l": _summed_counts(r.trips_without_fuel_l for r in results),
             "co2_ttw_kg": round(sum(r.co2_ttw_kg for r in results), 6),
             "distance_km": round(length_m / 1000.0, 6),
             "matched_share": round(sum(r.matched_m for r in results) / length_m, 6) if length_m else None,
@@ -659,6 +660,15 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
         return manifest
 
     return run_phase(run, "compute", body)
+
+
+def _summed_counts(parts: Iterable[dict[str, int]]) -> dict[str, int]:
+    """Add up counts by key, keys sorted."""
+    total: dict[str, int] = {}
+    for part in parts:
+        for key, count in part.items():
+            total[key] = total.get(key, 0) + count
+    return dict(sorted(total.items()))
 
 
 def _empty_geo() -> Any:

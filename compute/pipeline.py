@@ -493,6 +493,8 @@ class PieceResult:
     seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_bytes: int = 0  # largest resident memory of the worker process so far (VmHWM on Linux)
     objects: list[ObjectRecord] = field(default_factory=list)  # what the task wrote, for the manifest
+    #: Trips without a litres figure by fuel type (CNG, electric), for the note under the litres total.
+    trips_without_fuel_l: dict[str, int] = field(default_factory=dict)
 
 
 def plan_compute_pieces(store: Store, *, n_workers: int, vertices_min: int, vertices_max: int, pieces_per_worker: int = 4) -> list[Piece]:
@@ -689,7 +691,20 @@ def compute_piece(
         seconds=clock.seconds,
         peak_rss_bytes=clock.max_rss_bytes,
         objects=objects,
+        trips_without_fuel_l=_trips_without_litres(trips_out, vehicles),
     )
+
+
+def _trips_without_litres(trips_out: pd.DataFrame, vehicles: VehicleMaster) -> dict[str, int]:
+    """Count a piece's trips without litres by the fuel type of their vehicle in the master."""
+    if not len(trips_out) or c.FUEL_L not in trips_out:
+        return {}
+    if c.FUEL_TYPE not in vehicles.frame:
+        return metrics.trips_without_litres(trips_out[c.FUEL_L], None)
+    position = vehicles.ids.get_indexer(trips_out[c.VEHICLE_ID].to_numpy(dtype=object))
+    types = vehicles.frame[c.FUEL_TYPE].to_numpy(dtype=object)
+    fuel_type = pd.Series(np.where(position >= 0, types[np.maximum(position, 0)] if len(types) else None, None), index=trips_out.index)
+    return metrics.trips_without_litres(trips_out[c.FUEL_L], fuel_type)
 
 
 def _segment_intermediate(seg_out: pd.DataFrame) -> pa.Table:

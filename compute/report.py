@@ -30,8 +30,10 @@ register(
             "en": "Every trip is in the litres total (no CNG or electric trip)",
         },
         "summary.fuel_excluded_unknown": {
-            "ja": "CNG と電気のトリップは L の合計に含まれません。その件数は出力生成（output）フェーズの後に表示されます（output を含めて実行してください）",
-            "en": "CNG and electric trips are not in the litres total; their count is shown once the output phase has run (run it with output)",
+            "ja": "CNG と電気のトリップは L の合計に含まれません。この日の計算（compute）は件数を記録していない以前の版で実行されました"
+                  "（件数を見るには compute を --force で再実行してください）",
+            "en": "CNG and electric trips are not in the litres total; this day's compute ran under an earlier version that did not "
+                  "count them (rerun compute with --force to see the count)",
         },
         "summary.input_check.unchanged": {
             "ja": "入力は取得（fetch）の時から変わっていません（名前とサイズを確認済み）。",

@@ -94,3 +94,16 @@ def test_skipped_fetch_reports_a_vanished_input(tmp_path: Path, prefect_harness:
 
     assert all(p["skipped"] for p in summary["phases"])
     assert summary["input_check"]["status"] == "input_absent"
+
+
+def test_litres_note_counts_come_from_compute(tmp_path: Path, prefect_harness: None) -> None:
+    """The trips left out of the litres total are counted by compute already, the same way the
+    report counts them after output."""
+    day = _day(tmp_path, trips=60)
+    partial = _run(day, phases=["fetch", "validate", "compute"])
+    full = _run(day)
+
+    assert partial["trips_without_fuel_l"] == full["trips_without_fuel_l"]
+    assert sum(partial["trips_without_fuel_l"].values()) > 0
+    trips = pq.read_table(day["output"] / "trips.parquet").to_pandas()
+    assert sum(full["trips_without_fuel_l"].values()) == int(trips["fuel_l"].isna().sum())
