@@ -261,7 +261,7 @@ def from_frame(frame: pd.DataFrame) -> pa.Table:
 
 @dataclass(frozen=True)
 class ValidatedPiece:
-    """What validating one piece counted and the records (size, checksums) of the files it wrote."""
+    """Counts of one validated piece, and the records (size, checksums) of the files it wrote."""
 
     summary: contract.DatasetSummary
     objects: list[ObjectRecord]
