@@ -2,7 +2,7 @@
 
 Pydantic's own texts are English only. Each error type an operator meets in a profile has a
 template here that names the setting's dotted path, the value that arrived, what is expected and
-what to do; any other type gets a generic text. :class:`SettingsError` carries one text per
+what to do. Any other type gets a generic text. :class:`SettingsError` carries one text per
 problem and language, and the ``lm-co2`` command prints it.
 """
 

@@ -210,7 +210,7 @@ def test_missing_delivery_is_not_retried(tmp_path: Path, prefect_harness: None) 
     assert time.monotonic() - started < 60  # no 10 s retry delay on top of the failure; generous bound
 
 
-def test_forced_fetch_of_a_vanished_input_keeps_every_marker(tmp_path: Path) -> None:
+def test_forced_fetch_without_input_keeps_markers(tmp_path: Path) -> None:
     """A forced fetch that finds no delivery changes nothing, so the next plain run still skips fetch."""
     write_sample_day(Store(str(_input(tmp_path))), RUN_DATE, SampleSpec(trips=12, vertices_per_trip=6))
     phases.fetch(_run(tmp_path))

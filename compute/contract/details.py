@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from compute import columns as c
-from compute.contract import messages as _messages  # noqa: F401  (registers the templates)
+from compute.contract import messages as _messages  # also registers the templates
 from compute.contract.reasons import DETAIL_KIND, DETAIL_PARAMS, ReasonCode
 from compute.i18n import has_message, message
 
@@ -111,11 +111,7 @@ class Detail:
     params: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        names = DETAIL_KINDS.get(self.kind)
-        if names is None:
-            raise ValueError(f"detail kind {self.kind!r} is not declared in DETAIL_KINDS. Declared kinds: {sorted(DETAIL_KINDS)}")
-        if set(self.params) != set(names):
-            raise ValueError(f"detail kind {self.kind!r} takes parameters {list(names)}, got {sorted(self.params)}")
+        _messages.check_kind_params("detail kind", self.kind, self.params, DETAIL_KINDS, "DETAIL_KINDS")
 
     def text(self, lang: str = "en") -> str:
         """Return the detail as text in ``lang``."""

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from compute.contract import messages as _messages  # noqa: F401  (registers the templates)
+from compute.contract import messages as _messages  # also registers the templates
 from compute.contract.reasons import ErrorCode
 from compute.i18n import message
 
@@ -71,13 +71,7 @@ class Phrase:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        names = ERROR_TEXT_KINDS.get(self.kind)
-        if names is None:
-            raise ValueError(
-                f"error text kind {self.kind!r} is not declared in ERROR_TEXT_KINDS. Declared kinds: {sorted(ERROR_TEXT_KINDS)}"
-            )
-        if set(self.params) != set(names):
-            raise ValueError(f"error text kind {self.kind!r} takes parameters {list(names)}, got {sorted(self.params)}")
+        _messages.check_kind_params("error text kind", self.kind, self.params, ERROR_TEXT_KINDS, "ERROR_TEXT_KINDS")
 
     def text(self, lang: str = "en") -> str:
         """Return the phrase as text in ``lang``."""

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from compute.i18n import register
+
+
+def check_kind_params(what: str, kind: str, params: Mapping[str, object], declared: Mapping[str, tuple[str, ...]], catalogue: str) -> None:
+    """Raise ``ValueError`` unless ``kind`` is declared in ``declared`` and ``params`` have exactly
+    its parameter names. ``what`` names the kind and ``catalogue`` the table in the message."""
+    names = declared.get(kind)
+    if names is None:
+        raise ValueError(f"{what} {kind!r} is not declared in {catalogue}. Declared kinds: {sorted(declared)}")
+    if set(params) != set(names):
+        raise ValueError(f"{what} {kind!r} takes parameters {list(names)}, got {sorted(params)}")
+
 
 # code: (meaning ja, meaning en, action ja, action en)
 _REASONS: dict[str, tuple[str, str, str, str]] = {
