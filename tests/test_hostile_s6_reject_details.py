@@ -171,3 +171,10 @@ def test_huge_model_year_cli(sample_day: Path, tmp_path: Path) -> None:
 
     assert "Traceback" not in output
     assert "max_model_year" in output
+
+
+def test_large_limits_are_written_out() -> None:
+    """A limit of ten million or more is written as digits, not in exponent notation."""
+    text = Detail("outside_range", {"column": "model_year", "lower": 1950, "upper": 10_000_000}).text("en")
+    assert "10000000" in text
+    assert "e+07" not in text
