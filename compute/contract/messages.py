@@ -7,14 +7,16 @@ from collections.abc import Mapping
 from compute.i18n import register
 
 
-def check_kind_params(what: str, kind: str, params: Mapping[str, object], declared: Mapping[str, tuple[str, ...]], catalogue: str) -> None:
+def check_kind_params(
+    kind_label: str, kind: str, params: Mapping[str, object], declared: Mapping[str, tuple[str, ...]], catalogue: str,
+) -> None:
     """Raise ``ValueError`` unless ``kind`` is declared in ``declared`` and ``params`` have exactly
-    its parameter names. ``what`` names the kind and ``catalogue`` the table in the message."""
+    its parameter names. ``kind_label`` and ``catalogue`` name the kind and the table in the message."""
     names = declared.get(kind)
     if names is None:
-        raise ValueError(f"{what} {kind!r} is not declared in {catalogue}. Declared kinds: {sorted(declared)}")
+        raise ValueError(f"{kind_label} {kind!r} is not declared in {catalogue}. Declared kinds: {sorted(declared)}")
     if set(params) != set(names):
-        raise ValueError(f"{what} {kind!r} takes parameters {list(names)}, got {sorted(params)}")
+        raise ValueError(f"{kind_label} {kind!r} takes parameters {list(names)}, got {sorted(params)}")
 
 
 # code: (meaning ja, meaning en, action ja, action en)

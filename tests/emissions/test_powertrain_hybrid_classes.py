@@ -185,7 +185,7 @@ class TestBusHybridCo2Change:
         ratio = _co2_factor("legacy_2010", "diesel") / _co2_factor("legacy_2010", "gasoline")
         assert diesel[c.CO2_TTW_KG] / gasoline[c.CO2_TTW_KG] == pytest.approx(ratio, rel=1e-12)
 
-    def test_same_fuel_in_car_and_bus_differs_by_ratio(self, model: EmissionModel) -> None:
+    def test_car_and_bus_co2_ratio(self, model: EmissionModel) -> None:
         car = _measured_trip(model, _hybrid("passenger", catalog=20.0), fuel_ml_per_s=4.0)
         bus = _measured_trip(model, _hybrid("bus"), fuel_ml_per_s=4.0)
         assert car[c.FUEL_L] == bus[c.FUEL_L]
