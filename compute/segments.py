@@ -430,6 +430,44 @@ def _floor_epoch_ms(value_ms: float) -> int:
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _spread_repeated_times(times_ms: np.ndarray, length_m: np.ndarray) -> None:
+    """Spread, in place, the times of a trip's vertices that repeat the time of the vertex before.
+
+    Receivers often stamp fixes with whole seconds, so two fixes of one second share a time and
+    the segment between them would last 0 s with no speed. A run of equal times is spread from
+    that time to the next different one, in proportion to the length travelled, so the
+    vehicle keeps one speed over the run. A run at the end of the trip is spread back from the
+    time before it instead. Without length the run is spread evenly, as standing still. A trip
+    whose vertices all share one time keeps it: no time is known to spread.
+    """
+    n = times_ms.shape[0]
+    k = 0
+    while k < n - 1:
+        if times_ms[k + 1] != times_ms[k]:
+            k += 1
+            continue
+        last = k + 1
+        while last + 1 < n and times_ms[last + 1] == times_ms[k]:
+            last += 1
+        if last + 1 < n:
+            low, high = k, last + 1
+        elif k > 0:
+            low, high = k - 1, last
+        else:
+            return
+        total = 0.0
+        for j in range(low, high):
+            total += length_m[j]
+        if np.isfinite(total):
+            along = 0.0
+            for v in range(low + 1, high):
+                along += length_m[v - 1]
+                fraction = along / total if total > 0 else (v - low) / (high - low)
+                times_ms[v] = times_ms[low] + fraction * (times_ms[high] - times_ms[low])
+        k = last + 1
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _vertex_times(
     counts: np.ndarray, given_ms: np.ndarray, given_first: np.ndarray, has_times: np.ndarray, length_m: np.ndarray,
     start_ms: np.ndarray, end_ms: np.ndarray,
@@ -438,7 +476,8 @@ def _vertex_times(
     else times spread from its start to its end in proportion to the length travelled.
 
     A trip without a positive, finite length keeps its start time on every vertex. Each trip is
-    summed on its own, so a NaN length stays in its trip.
+    summed on its own, so a NaN length stays in its trip. Given timestamps that repeat (fixes
+    stamped with the same second) are spread by :func:`_spread_repeated_times`.
     """
     n_vertices = 0
     for t in range(counts.shape[0]):
@@ -453,6 +492,7 @@ def _vertex_times(
             first = given_first[t]
             for k in range(n_trip_vertices):
                 vertex_ms[vertex + k] = given_ms[first + k]
+            _spread_repeated_times(vertex_ms[vertex:vertex + n_trip_vertices], length_m[segment:segment + n_segments])
         else:
             total = 0.0
             for j in range(n_segments):

@@ -278,8 +278,8 @@ def _segment_pass(
     with the counts of segments with a missing grade, a clipped grade and a GPS jump.
 
     The physics is ``physics.wheel_power_kw`` with the inertia term on the mean speed of the
-    segment and its predecessor. A segment whose speed change no vehicle can make (a GPS jump)
-    takes the distance model instead.
+    segment and its predecessor. A segment whose speed change no vehicle can make (a GPS jump),
+    and a segment with length but no duration, take the distance model instead.
     """
     n = position.shape[0]
     physics = np.zeros(n)
@@ -326,7 +326,10 @@ def _segment_pass(
         work = (max(power, 0.0) - per_trip[5, trip] * max(-power, 0.0)) * dt
         seg_physics = (idle_rate * dt + per_trip[7, trip] * work) * cold
 
-        idle = speed * 3.6 < idle_speed_kmh
+        # A segment that moved within 0 s (two fixes stamped with the same second) has no speed.
+        # It is not idling: it takes the distance model, in T3 as well (``untimed`` below).
+        untimed = not dt > 0 and length[i] > 0
+        idle = not untimed and speed * 3.6 < idle_speed_kmh
         if idle:
             seg_distance = idle_rate * dt * cold
         else:
@@ -338,7 +341,7 @@ def _segment_pass(
 
         positive_dt = max(dt, 0.0)
         jump = abs(accel) * positive_dt > min(max_gps_accel_m_s2 * positive_dt, max_gps_speed_change_m_s)
-        if jump:
+        if jump or untimed:
             seg_physics = seg_distance
         physics[i] = seg_physics
         distance[i] = seg_distance

@@ -227,7 +227,9 @@ def _reference_segments(segments: pd.DataFrame, trip_frame: pd.DataFrame, model:
     work = effective_work_kj(power, duration, value("regen_share"))
     physics = (value("idle_rate_per_s") * duration + value("profile_fuel_per_kj") * work) * cold
 
-    idle = speed * 3.6 < settings.idle_speed_kmh
+    # A segment with length but no duration moved: not idle, and it takes the distance model in T3 too.
+    untimed = ~(duration > 0) & (length > 0)
+    idle = ~untimed & (speed * 3.6 < settings.idle_speed_kmh)
     slope = grade / 100.0
     sin_theta = slope / np.sqrt(1.0 + slope**2)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -238,7 +240,7 @@ def _reference_segments(segments: pd.DataFrame, trip_frame: pd.DataFrame, model:
 
     moving_s = np.maximum(duration, 0.0)
     jump = np.abs(accel) * moving_s > np.minimum(settings.max_gps_accel_m_s2 * moving_s, settings.max_gps_speed_change_kmh / 3.6)
-    physics = np.where(jump, distance, physics)
+    physics = np.where(jump | untimed, distance, physics)
     physics = np.where(known, physics, 0.0)
     distance = np.where(known, distance, 0.0)
 
