@@ -837,9 +837,10 @@ def _earlier_phase_times(run: DailyRun) -> list[dict[str, Any]]:
 
 
 def _empty_output(name: str) -> pa.Table:
+    """The table of a client file on a day without rows, with the columns of a day with rows."""
     if name == "rejects":
         return pa.table({col: pa.array([], pa.string()) for col in contract.REJECT_COLUMNS})
-    return pa.table({c.TRIP_ID: pa.array([], pa.string())})
+    return pipeline.empty_result_table(pipeline.TRIPS if name == "trips" else pipeline.BREAKDOWN)
 
 
 def _encode(table: pa.Table, fmt: str, compression: str | None, versions: dict[str, str]) -> bytes:

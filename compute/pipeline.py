@@ -48,7 +48,7 @@ from distributed import Client, wait
 
 from compute import columns as c
 from compute import contract, metrics, segments, spatial, tachograph
-from compute.emissions import EmissionModel, ResolvedVehicles, estimate_trips, load_model, resolve_vehicles
+from compute.emissions import TRIP_OUTPUT_DTYPES, EmissionModel, ResolvedVehicles, estimate_trips, load_model, resolve_vehicles
 from compute.settings import Settings
 from compute.storage import ObjectRecord, Store
 
@@ -693,6 +693,23 @@ def compute_piece(
         objects=objects,
         trips_without_fuel_l=_trips_without_litres(trips_out, vehicles),
     )
+
+
+#: Columns of ``temp/trips`` as :func:`compute_piece` writes them: the estimate's trip columns,
+#: then the matched share that ``metrics.add_matched_share`` appends.
+TRIPS_FILE_DTYPES = {**TRIP_OUTPUT_DTYPES, c.MATCHED_SHARE: "float64"}
+
+
+def empty_result_table(folder: str) -> pa.Table:
+    """The table of ``temp/trips`` or ``temp/breakdown`` on a day without trips, with the columns
+    and Arrow types those files have on a day with trips.
+
+    It is converted from an empty frame of the same dtypes, as :func:`compute_piece` converts
+    its frames, so text columns get the same Arrow type (``large_string`` with pandas 3).
+    """
+    dtypes = TRIPS_FILE_DTYPES if folder == TRIPS else metrics.BREAKDOWN_DTYPES
+    frame = pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in dtypes.items()})
+    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def _trips_without_litres(trips_out: pd.DataFrame, vehicles: VehicleMaster) -> dict[str, int]:

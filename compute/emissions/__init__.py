@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from compute.emissions.model import (
     METHODS,
+    TRIP_OUTPUT_DTYPES,
     EmissionModel,
     EstimateResult,
     ResolvedVehicles,
@@ -24,6 +25,6 @@ from compute.emissions.model import (
 from compute.emissions.settings import EmissionSettings
 
 __all__ = [
-    "METHODS", "EmissionModel", "EmissionSettings", "EstimateResult", "ResolvedVehicles", "estimate_trips", "load_model",
+    "METHODS", "TRIP_OUTPUT_DTYPES", "EmissionModel", "EmissionSettings", "EstimateResult", "ResolvedVehicles", "estimate_trips", "load_model",
     "resolve_vehicles",
 ]
