@@ -54,12 +54,15 @@ def validate_path(url: str, settings: Settings, *, lang: str = "ja", rejects_pat
     try:
         frames = _read_day(store, settings, summary)
         known: np.ndarray | None = None
+        rejected_vehicles: dict[str, str] = {}
         for dataset in ("vehicles", "geo_attributes", "trajectories", "tachometer"):
             if dataset not in frames:
                 continue
             parts = frames[dataset]
             duplicated = contract.find_duplicate_keys(dataset, [frame for frame in parts])
-            context = contract.ValidationContext(settings=settings.contract, known_vehicle_ids=known, duplicated_keys={dataset: duplicated})
+            context = contract.ValidationContext(
+                settings=settings.contract, known_vehicle_ids=known, rejected_vehicle_reasons=rejected_vehicles, duplicated_keys={dataset: duplicated}
+            )
             accepted_parts = []
             for frame in parts:
                 accepted, rejected = contract.validate_rows(dataset, frame, context)
@@ -68,6 +71,7 @@ def validate_path(url: str, settings: Settings, *, lang: str = "ja", rejects_pat
                 rejects.append(rejected)
             if dataset == "vehicles":
                 known = pd.concat(accepted_parts)[c.VEHICLE_ID].to_numpy(dtype=object) if accepted_parts else np.array([], dtype=object)
+                rejected_vehicles = contract.rejected_vehicle_reasons(pd.concat(rejects)) if rejects else {}
     except contract.ContractError as error:
         summary.add_error(error)
 

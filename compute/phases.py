@@ -458,8 +458,9 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
         # The writers return the size and checksums of every file, so the manifest needs no
         # second read of the validated day (0.65 GB on the 100k day, about 6.5 GB on a 1M day).
         written: list[ObjectRecord] = []
-        vehicles = _validate_small(run, "vehicles", sources, summary, contract.ValidationContext(settings=csettings), written)
+        vehicles, vehicle_rejects = _validate_small(run, "vehicles", sources, summary, contract.ValidationContext(settings=csettings), written)
         known = vehicles[c.VEHICLE_ID].to_numpy(dtype=object) if len(vehicles) else np.array([], dtype=object)
+        rejected_vehicles = contract.rejected_vehicle_reasons(vehicle_rejects)
         _validate_small(run, "geo_attributes", sources, summary, contract.ValidationContext(settings=csettings), written)
 
         # Large datasets on the cluster, with keys duplicated anywhere in the day.
@@ -474,7 +475,7 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
             pieces = pipeline.plan_pieces(store, dataset, target_rows=target)
             n = len(pieces)
             context = contract.ValidationContext(
-                settings=csettings, known_vehicle_ids=known, duplicated_keys={dataset: pipeline.duplicate_keys(client, raw_ref, pieces, csettings, time_left())}
+                settings=csettings, known_vehicle_ids=known, rejected_vehicle_reasons=rejected_vehicles, duplicated_keys={dataset: pipeline.duplicate_keys(client, raw_ref, pieces, csettings, time_left())}
             )
             context_future = pipeline.scatter_broadcast(client, context)
             for part in pipeline.gather(client, client.map(
@@ -526,12 +527,13 @@ def _validate_small(
     summary: contract.ValidationSummary,
     context: contract.ValidationContext,
     written: list[ObjectRecord],
-) -> pd.DataFrame:
-    """Validate a small dataset in this process and return its accepted rows; the records of the
-    files it writes are appended to ``written``."""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate a small dataset in this process and return its accepted rows and its rejects; the
+    records of the files it writes are appended to ``written``."""
     store, files = sources[dataset]
     temp = run.store("temp")
     frames = []
+    reject_frames = []
     for index, name in enumerate(files):
         piece = pipeline.Piece(dataset, name, tuple(range(_row_groups(store, name))), 0, index)
         table = pipeline.read_piece(store, piece, run.settings.contract)
@@ -541,7 +543,9 @@ def _validate_small(
         written.append(pipeline.write_table(temp, f"{pipeline.REJECTS}/{dataset}/{piece.name}", pipeline.rejects_table(rejects)))
         summary.record(dataset, len(frame), accepted, rejects)
         frames.append(accepted)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[c.VEHICLE_ID])
+        reject_frames.append(rejects)
+    accepted_rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[c.VEHICLE_ID])
+    return accepted_rows, pd.concat(reject_frames, ignore_index=True) if reject_frames else contract.empty_rejects()
 
 
 def _row_groups(store: Store, name: str) -> int:

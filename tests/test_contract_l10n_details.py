@@ -46,6 +46,7 @@ SAMPLE_PARAMS: dict[str, dict[str, object]] = {
     "key_repeated": {},
     "value_null": {"column": "vehicle_id"},
     "vehicle_unknown": {"accepted_vehicles": 50},
+    "vehicle_row_rejected": {"master_reason": "test_cycle_unknown"},
     "geometry_null": {},
     "wkb_undecodable": {"size_bytes": 9},
     "types_allowed": {"types": "LineString, MultiLineString"},
@@ -189,6 +190,7 @@ def _validate(dataset: str, table: pa.Table, known: tuple[str, ...] = ("V1", "V2
     frame = to_frame(dataset, conform_table(dataset, table, settings))
     context = ValidationContext(
         known_vehicle_ids=np.array(known, dtype=object),
+        rejected_vehicle_reasons={"V3": "test_cycle_unknown"},
         duplicated_keys={dataset: find_duplicate_keys(dataset, [frame])},
         settings=settings,
     )
@@ -227,6 +229,9 @@ RULE_CASES: list[tuple[str, str, pa.Table, str, str]] = [
      "vehicle_id is null or blank", "vehicle_id が空 (null または空白) です"),
     ("vehicle_unknown", "trajectories", corpus.trajectories([_trip(vehicle_id="V404")]),
      "not among the 2 accepted vehicles", "採用された車両 2 台の中にありません"),
+    ("vehicle_row_rejected", "trajectories", corpus.trajectories([_trip(vehicle_id="V3")]),
+     "the vehicle's row in vehicles was rejected as test_cycle_unknown; correct that row of the vehicles master",
+     "vehicles (車両マスタ) にあるこの車両の行は、理由コード test_cycle_unknown で除外されました。vehicles のその行を直してください"),
     ("geometry_null", "trajectories", corpus.trajectories([_trip(wkt=None)]), "geometry is null", "ジオメトリが null です"),
     ("wkb_undecodable", "trajectories", _with_geometry(corpus.trajectories([_trip()]), b"\x01\x07garbage"),
      "9 bytes that are not valid WKB", "WKB として読めない 9 バイト"),

@@ -50,7 +50,7 @@ from compute.contract.schema import (
 from compute.contract.settings import ColumnMapping, ContractSettings, ContractThresholds
 from compute.contract.state import empty_rejects
 from compute.contract.summary import DatasetSummary, ValidationSummary, check_balance, summarize_partition
-from compute.contract.validate import CONTRACT_FLAGS, ValidationContext, validate_rows
+from compute.contract.validate import CONTRACT_FLAGS, ValidationContext, rejected_vehicle_reasons, validate_rows
 
 __all__ = [
     "AREA_TYPES",
@@ -89,6 +89,7 @@ __all__ = [
     "empty_rejects",
     "file_unreadable",
     "find_duplicate_keys",
+    "rejected_vehicle_reasons",
     "render_detail",
     "render_details",
     "render_report",

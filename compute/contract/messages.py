@@ -40,10 +40,11 @@ _REASONS: dict[str, tuple[str, str, str, str]] = {
         "Fill in the value.",
     ),
     "vehicle_not_in_master": (
-        "vehicle_id が vehicles (車両マスタ) にありません。",
-        "The vehicle_id is not in the vehicles master.",
-        "その車両を vehicles に追加するか、vehicle_id の綴りを直してください。",
-        "Add the vehicle to vehicles, or correct the vehicle_id.",
+        "vehicle_id が、vehicles (車両マスタ) の採用された行にありません。車両が vehicles にないか、その車両の行が検証で除外されています。",
+        "The vehicle_id is not among the accepted rows of the vehicles master: the vehicle is missing from vehicles, or its row there was rejected.",
+        "詳細に車両マスタの行の除外理由がある場合は、vehicles のその行を直してください。ない場合は、その車両を vehicles に追加するか、vehicle_id の綴りを直してください。",
+        "If the detail names the reason the vehicle's row was rejected, correct that row of vehicles. "
+        "Otherwise add the vehicle to vehicles, or correct the vehicle_id.",
     ),
     "geometry_missing": (
         "ジオメトリが空 (null) です。",
@@ -70,10 +71,10 @@ _REASONS: dict[str, tuple[str, str, str, str]] = {
         "Drop rows without vertices, or write their coordinates.",
     ),
     "geometry_single_point": (
-        "線の頂点が 1 点しかないか、すべての頂点が同じ位置です。距離が計算できません。",
+        "線の頂点が 1 点しかないか、すべての頂点が同じ位置です。線に長さがありません。",
         "The line has one vertex, or all its vertices are the same point, so it has no length.",
-        "2 つ以上の異なる頂点を持つトリップだけを出力してください。",
-        "Send only trips with at least two distinct vertices.",
+        "トリップや道路リンクの線は、異なる位置の頂点を 2 つ以上含めて出力してください。長さのない線の行は削除してください。",
+        "Write each trip or road link with at least two distinct vertices, or drop the row when its line has no length.",
     ),
     "geometry_invalid": (
         "ジオメトリが不正で、修復もできません (NaN の座標、修復後に面が残らないポリゴンなど)。",
@@ -293,6 +294,10 @@ _DETAILS: dict[str, tuple[str, str]] = {
     "key_repeated": ("このキーはその日のデータに 2 回以上あります", "the key occurs more than once in the day"),
     "value_null": ("{column} が空 (null または空白) です", "{column} is null or blank"),
     "vehicle_unknown": ("採用された車両 {accepted_vehicles} 台の中にありません", "not among the {accepted_vehicles} accepted vehicles"),
+    "vehicle_row_rejected": (
+        "vehicles (車両マスタ) にあるこの車両の行は、理由コード {master_reason} で除外されました。vehicles のその行を直してください",
+        "the vehicle's row in vehicles was rejected as {master_reason}; correct that row of the vehicles master",
+    ),
     "geometry_null": ("ジオメトリが null です", "geometry is null"),
     "wkb_undecodable": ("WKB として読めない {size_bytes} バイト", "{size_bytes} bytes that are not valid WKB"),
     "types_allowed": ("許可される型: {types}", "allowed: {types}"),
@@ -369,6 +374,12 @@ _SETTINGS: dict[str, tuple[str, str]] = {
     "contract.settings.time_window_reversed": (
         "thresholds.min_time {min_time} が max_time {max_time} より前になっていません。min_time を max_time より前の時刻にしてください。",
         "thresholds.min_time {min_time} is not before max_time {max_time}; set min_time to an earlier time than max_time",
+    ),
+    "contract.settings.catalog_range_reversed": (
+        "thresholds.min_catalog_fuel_economy_km_per_l {lower} が max_catalog_fuel_economy_km_per_l {upper} より小さくありません。"
+        "最小値を最大値より小さくしてください。",
+        "thresholds.min_catalog_fuel_economy_km_per_l {lower} is not below max_catalog_fuel_economy_km_per_l {upper}; "
+        "set the minimum below the maximum",
     ),
     "contract.settings.rename_duplicated": (
         "contract.{dataset}.rename が {sources} を同じ列 {target!r} に対応付けています。この列には元の列を 1 つだけ対応付けてください。",

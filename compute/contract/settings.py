@@ -104,6 +104,16 @@ class ContractThresholds(_Section):
         default=150.0, gt=0, description="Highest plausible fuel rate implied by fuel_ml over the time since the previous record."
     )
     max_engine_rpm: float = Field(default=10000.0, gt=0, description="Highest plausible engine speed.")
+    # The column is km/kWh for electric vehicles, and this project's default table assumes
+    # 0.9 km/kWh for an electric heavy truck, so a floor of 1.0 would reject real vehicles.
+    min_catalog_fuel_economy_km_per_l: float = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "Lowest plausible catalog fuel economy, in km/l (km/kWh for electric and km/m3 for CNG vehicles). "
+            "Catalogs of heavy diesel trucks and route buses give about 3 to 5 km/l."
+        ),
+    )
     max_catalog_fuel_economy_km_per_l: float = Field(default=60.0, gt=0, description="Highest plausible catalog fuel economy.")
     max_speed_limit_kmh: float = Field(default=200.0, gt=0, description="Highest plausible posted speed limit.")
     max_abs_gradient_pct: float = Field(default=40.0, gt=0, description="Highest plausible absolute road gradient.")
@@ -129,6 +139,16 @@ class ContractThresholds(_Section):
     def _time_window_ordered(self) -> ContractThresholds:
         if self.min_time >= self.max_time:
             raise OperatorValueError("contract.settings.time_window_reversed", min_time=self.min_time, max_time=self.max_time)
+        return self
+
+    @model_validator(mode="after")
+    def _catalog_range_ordered(self) -> ContractThresholds:
+        if self.min_catalog_fuel_economy_km_per_l >= self.max_catalog_fuel_economy_km_per_l:
+            raise OperatorValueError(
+                "contract.settings.catalog_range_reversed",
+                lower=self.min_catalog_fuel_economy_km_per_l,
+                upper=self.max_catalog_fuel_economy_km_per_l,
+            )
         return self
 
     def time_window_ms(self) -> tuple[int, int]:

@@ -9,7 +9,7 @@ rejected rows.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +45,11 @@ class ValidationContext:
     ----------
     known_vehicle_ids : numpy.ndarray, set or None
         ``vehicle_id`` of the accepted vehicles master; ``None`` skips the master check.
+    rejected_vehicle_reasons : dict
+        Reason code of each rejected row of the vehicles master, by ``vehicle_id``, as
+        :func:`rejected_vehicle_reasons` returns it. A trip or tachometer record of such a
+        vehicle is still rejected as ``vehicle_not_in_master``. Its detail names the reason of
+        the rejected master row, so the operator corrects that row instead of adding the vehicle.
     duplicated_keys : dict
         Per dataset, the keys that occur more than once in the whole day, found across
         partitions with :func:`~compute.contract.frames.find_duplicate_keys`.
@@ -53,8 +58,29 @@ class ValidationContext:
     """
 
     known_vehicle_ids: np.ndarray | Collection[str] | None = None
+    rejected_vehicle_reasons: Mapping[str, str] = field(default_factory=dict)
     duplicated_keys: dict[str, np.ndarray | Collection[str]] = field(default_factory=dict)
     settings: ContractSettings = field(default_factory=ContractSettings)
+
+
+def rejected_vehicle_reasons(vehicle_rejects: pd.DataFrame) -> dict[str, str]:
+    """Return the reason code of each rejected vehicles row, by ``vehicle_id``.
+
+    Parameters
+    ----------
+    vehicle_rejects : pandas.DataFrame
+        Rejects of the vehicles dataset, as :func:`validate_rows` returns them.
+
+    Returns
+    -------
+    dict
+        ``vehicle_id`` to reason code for :attr:`ValidationContext.rejected_vehicle_reasons`.
+        Rows without a key are left out. A repeated ``vehicle_id`` keeps its first reason,
+        which is ``key_duplicated`` for every row of it.
+    """
+    rows = vehicle_rejects[vehicle_rejects[c.DATASET] == "vehicles"].dropna(subset=[c.ROW_KEY])
+    reasons = rows.drop_duplicates(c.ROW_KEY)
+    return dict(zip(reasons[c.ROW_KEY].astype(str), reasons[c.REASON].astype(str), strict=True))
 
 
 def validate_rows(dataset: str, frame: pd.DataFrame, context: ValidationContext) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -69,7 +95,7 @@ def validate_rows(dataset: str, frame: pd.DataFrame, context: ValidationContext)
         geometry as shapely objects in EPSG:4326 for trajectories and geo_attributes. WKB bytes
         in ``geometry`` are decoded first.
     context : ValidationContext
-        Vehicle master ids, globally duplicated keys and thresholds.
+        Vehicle master ids, rejected master rows, globally duplicated keys and thresholds.
 
     Returns
     -------
@@ -145,9 +171,22 @@ def _vehicle_unknown(frame: pd.DataFrame, context: ValidationContext) -> np.ndar
     return ~frame[c.VEHICLE_ID].isin(known).to_numpy(dtype=bool)
 
 
-def _vehicle_unknown_detail(context: ValidationContext) -> Detail:
+def _vehicle_unknown_details(frame: pd.DataFrame, context: ValidationContext) -> Callable[[np.ndarray], list[Detail]]:
+    """Return the detail builder of ``vehicle_not_in_master``: the reason of the vehicle's
+    rejected master row where there is one, else the count of accepted vehicles."""
     accepted_vehicles = 0 if context.known_vehicle_ids is None else len(context.known_vehicle_ids)
-    return Detail("vehicle_unknown", {"accepted_vehicles": accepted_vehicles})
+    missing = Detail("vehicle_unknown", {"accepted_vehicles": accepted_vehicles})
+    # One Detail per master reason, so the rejects render each distinct detail once.
+    rejected_row = {
+        reason: Detail("vehicle_row_rejected", {"master_reason": reason}) for reason in set(context.rejected_vehicle_reasons.values())
+    }
+
+    def build(hit: np.ndarray) -> list[Detail]:
+        vehicle_ids = frame[c.VEHICLE_ID].iloc[hit].astype("string")
+        reasons = vehicle_ids.map(context.rejected_vehicle_reasons).to_numpy(dtype=object, na_value=None)
+        return [missing if reason is None else rejected_row[reason] for reason in reasons]
+
+    return build
 
 
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -165,7 +204,7 @@ def _check_trajectories(
         ReasonCode.VEHICLE_NOT_IN_MASTER,
         _vehicle_unknown(frame, context),
         value=vehicle_ids.to_numpy(dtype=object, na_value=None),
-        detail=_vehicle_unknown_detail(context),
+        detail=_vehicle_unknown_details(frame, context),
     )
 
     geometries = np.asarray(frame[c.GEOMETRY], dtype=object)
@@ -213,14 +252,13 @@ def _check_vehicles(frame: pd.DataFrame, thresholds: ContractThresholds, state: 
     model_year = _numbers(frame, c.MODEL_YEAR)
     state.reject(ReasonCode.VALUE_NEGATIVE, economy < 0, value=economy, detail=_negative(c.CATALOG_FE))
     state.reject(ReasonCode.VALUE_NEGATIVE, payload < 0, value=payload, detail=_negative(c.MAX_PAYLOAD_KG))
+    lowest_economy = thresholds.min_catalog_fuel_economy_km_per_l
+    highest_economy = thresholds.max_catalog_fuel_economy_km_per_l
     state.reject(
         ReasonCode.VALUE_OUT_OF_RANGE,
-        (economy == 0) | (economy > thresholds.max_catalog_fuel_economy_km_per_l),
+        (economy < lowest_economy) | (economy > highest_economy),
         value=economy,
-        detail=Detail(
-            "outside_lower_exclusive",
-            {"column": c.CATALOG_FE, "lower": 0, "upper": thresholds.max_catalog_fuel_economy_km_per_l},
-        ),
+        detail=Detail("outside_range", {"column": c.CATALOG_FE, "lower": lowest_economy, "upper": highest_economy}),
     )
     state.reject(
         ReasonCode.VALUE_OUT_OF_RANGE,
@@ -235,7 +273,7 @@ def _check_tachometer(frame: pd.DataFrame, context: ValidationContext, threshold
         ReasonCode.VEHICLE_NOT_IN_MASTER,
         _vehicle_unknown(frame, context),
         value=frame[c.VEHICLE_ID].to_numpy(dtype=object, na_value=None),
-        detail=_vehicle_unknown_detail(context),
+        detail=_vehicle_unknown_details(frame, context),
     )
     speed = _numbers(frame, c.SPEED_KMH)
     rpm = _numbers(frame, c.ENGINE_RPM)
