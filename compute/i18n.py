@@ -23,6 +23,13 @@ DEFAULT_LANGUAGE: Language = "ja"
 
 _CATALOGUE: dict[str, dict[str, str]] = {}
 
+# C0 controls, DEL, C1 controls, and the bidi embedding, override and isolate characters.
+_CONTROL_POINTS = (*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_ESCAPES: dict[str, dict[int, str]] = {
+    "python": {point: repr(chr(point))[1:-1] for point in _CONTROL_POINTS},
+    "json": {point: f"\\u{point:04x}" for point in _CONTROL_POINTS},
+}
+
 
 def register(entries: Mapping[str, Mapping[str, str]]) -> None:
     """Add message entries; each entry needs a text for every language.
@@ -51,6 +58,36 @@ def message(key: str, lang: str = DEFAULT_LANGUAGE, /, **values: object) -> str:
     texts = _CATALOGUE[key]
     text = texts.get(lang, texts[DEFAULT_LANGUAGE])
     return text.format(**values) if values else text
+
+
+def escape_controls(text: str, *, keep: str = "", notation: Literal["python", "json"] = "python") -> str:
+    r"""Write the control characters of ``text`` as escapes, so that a terminal shows them instead of acting on them.
+
+    Escaped are the C0 controls, DEL, the C1 controls and the bidi embedding, override and isolate
+    characters U+202A..U+202E and U+2066..U+2069. ESC and CSI start the sequences that move the
+    cursor or clear the screen, CR moves back to the start of the line, and the bidi characters
+    reorder the text shown after them. Other text, Japanese included, is returned unchanged.
+
+    Parameters
+    ----------
+    text
+        Text to print.
+    keep
+        Control characters that stay as they are, for example ``"\n"`` for the lines of a report.
+    notation
+        ``"python"`` writes the escapes as :func:`repr` does (``\x1b``, ``\r``, ``\u202e``).
+        ``"json"`` writes ``\u001b``, ``\u202e``, which is valid inside a JSON string and decodes
+        to the original character.
+
+    Notes
+    -----
+    A backslash is not escaped, so ``\x1b`` in the output can also be these four characters in
+    the input.
+    """
+    table = _ESCAPES[notation]
+    if keep:
+        table = {point: escape for point, escape in table.items() if chr(point) not in keep}
+    return text.translate(table)
 
 
 def keys() -> list[str]:

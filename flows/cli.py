@@ -7,6 +7,11 @@ An expected failure (an invalid argument or profile, a missing or changed delive
 error) prints one message in the operator's language and exits with 1, without a traceback: the
 error records of the Prefect run are kept off the console (they still reach the Prefect API).
 Any other failure prints Prefect's records with the traceback, then one line.
+
+Messages, reports, tracebacks and the log records of a run reach the terminal with their control
+characters escaped (``\\x1b``, ``\\u202e``), so that a value from the input, such as a trip id in
+the validation report, cannot move the cursor, clear the screen or reorder the line. The line
+breaks of the output stay.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TextIO, TypeVar, cast
 
-from compute.i18n import OperatorError, has_message, message, register
+from compute.i18n import OperatorError, escape_controls, has_message, message, register
 
 if TYPE_CHECKING:
     from compute.settings import ProfileSyntaxError
@@ -151,6 +157,15 @@ register(
         "cli.oserror.EROFS": {"ja": "読み取り専用のファイルシステムです", "en": "read-only file system"},
         "cli.oserror.EISDIR": {"ja": "フォルダです（ファイルのパスを指定してください）", "en": "it is a folder, not a file"},
         "cli.oserror.ENOTDIR": {"ja": "途中のパスがフォルダではありません", "en": "a parent in the path is not a folder"},
+        "cli.oserror.EEXIST": {"ja": "同じ名前のファイルがあります", "en": "a file of that name exists"},
+        "cli.prefect_home_unwritable": {
+            "ja": "Prefect のホームフォルダ {path} を作成できないか、書き込めません（{reason}）。"
+                  "環境変数 PREFECT_HOME に書き込み権限のあるフォルダを指定してから再実行してください"
+                  "（PREFECT_HOME がないときの既定は、現在のフォルダの var/prefect です）。",
+            "en": "Cannot create or write to the Prefect home folder {path} ({reason}). Set the PREFECT_HOME environment "
+                  "variable to a folder you can write to and run again (without PREFECT_HOME, the default is var/prefect "
+                  "in the current folder).",
+        },
     }
 )
 
@@ -175,8 +190,9 @@ _ARGPARSE_ERRORS: tuple[tuple[re.Pattern[str], str], ...] = (
 _GLOBAL_OPTIONS = ("--profile", "--lang")
 
 # Defaults for the process before Prefect or gcsfs are imported: no telemetry, no cloud metadata
-# probes, and time for the ephemeral Prefect server to migrate its database on first use.
-# An operator's own environment wins (setdefault).
+# probes, time for the ephemeral Prefect server to migrate its database on first use, and
+# Prefect's home folder (its profiles and the SQLite database of the ephemeral server) below the
+# current folder, beside the ``local`` profile's ``./var`` data. An operator's own environment wins.
 _PROCESS_DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -225,7 +241,7 @@ class _Parser(argparse.ArgumentParser):
             reordered = _global_options_first(self.command_line)
             if reordered is not None:
                 detail += message("cli.argparse.global_options_first", self.lang, example=shlex.join(["lm-co2", *reordered]))
-        self.exit(2, message("cli.usage_error", self.lang, prog=self.prog, detail=detail) + "\n")
+        self.exit(2, escape_controls(message("cli.usage_error", self.lang, prog=self.prog, detail=detail), keep="\n") + "\n")
 
 
 def _global_options_first(argv: Sequence[str]) -> list[str] | None:
@@ -289,10 +305,46 @@ def _formatter(lang: str) -> type[argparse.HelpFormatter]:
     return Formatter
 
 
-def apply_process_defaults() -> None:
-    """Set the offline process defaults that the operator's environment does not set already."""
-    for key, value in _PROCESS_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+def apply_process_defaults() -> dict[str, str]:
+    """Set the offline process defaults that the operator's environment does not set already.
+
+    Returns the variables set here, with their values. The default PREFECT_HOME folder is not
+    created here but by :func:`create_prefect_home`, when a command is about to start Prefect.
+    """
+    applied = {key: value for key, value in _PROCESS_DEFAULTS.items() if key not in os.environ}
+    os.environ.update(applied)
+    return applied
+
+
+def create_prefect_home(folder: str) -> None:
+    """Create the Prefect home ``folder`` with its parents, before Prefect is imported.
+
+    Prefect 3.9 (``prefect/context.py``) creates its home without parents. When it cannot, it only
+    warns, and the ephemeral server then fails to open its database, so the run fails only after
+    the server's startup timeout (120 s in ``_PROCESS_DEFAULTS``).
+
+    Raises
+    ------
+    OperatorError
+        If the folder cannot be created or written, with the folder, the reason and what to set.
+    """
+    home = Path(folder).expanduser().absolute()
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise _ReasonedError("cli.prefect_home_unwritable", path=str(home), reason=_os_error_reason(error)) from error
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise _ReasonedError("cli.prefect_home_unwritable", path=str(home), reason="cli.oserror.EACCES")
+
+
+def _echo(text: str, *, file: TextIO | None = None, notation: Literal["python", "json"] = "python") -> None:
+    """Print ``text`` with every control character but the line break escaped.
+
+    All output of the command passes here, except argparse's usage and help texts, which contain
+    no input values. ``notation="json"`` is for JSON text, whose encoder escapes the C0 controls
+    but leaves the C1 and bidi controls as they are.
+    """
+    print(escape_controls(text, keep="\n", notation=notation), file=sys.stdout if file is None else file)
 
 
 def build_parser(lang: str) -> argparse.ArgumentParser:
@@ -330,7 +382,8 @@ def build_parser(lang: str) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``lm-co2`` command and return the process exit code."""
-    apply_process_defaults()
+    defaults = apply_process_defaults()
+    prefect_home = defaults.get("PREFECT_HOME")
     args_list = list(sys.argv[1:] if argv is None else argv)
     lang = _language(args_list)
     lang = lang if lang in ("ja", "en") else "ja"
@@ -339,11 +392,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = _RunConsole()
     try:
         if args.command == "run":
-            return _run(args, lang, console)
+            return _run(args, lang, console, prefect_home)
         if args.command == "sample":
             return _sample(args, lang)
         if args.command == "backfill":
-            return _backfill(args, lang, console)
+            return _backfill(args, lang, console, prefect_home)
         return _validate(args, lang)
     except BrokenPipeError:
         # The reader of stdout went away (``lm-co2 validate DAY | head``): stop quietly, as other
@@ -354,12 +407,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as error:
         if is_expected(error):
-            print(message("cli.error", lang, error=_describe(error, lang)), file=sys.stderr)
+            _echo(message("cli.error", lang, error=_describe(error, lang)), file=sys.stderr)
             return 1
         if error not in console.shown:
-            traceback.print_exception(error, file=sys.stderr)
+            _echo("".join(traceback.format_exception(error)).rstrip("\n"), file=sys.stderr)
         described = _describe(error, lang) if callable(getattr(error, "message", None)) else f"{type(error).__name__}: {error}"
-        print(message("cli.unexpected", lang, error=described), file=sys.stderr)
+        _echo(message("cli.unexpected", lang, error=described), file=sys.stderr)
         return 1
 
 
@@ -395,12 +448,30 @@ class _HeldRecords(logging.Filter):
         return True
 
 
+class _EscapingFormatter(logging.Formatter):
+    """Format a record with another formatter, then escape the control characters as :func:`_echo` does.
+
+    Log records can carry input values, such as the object names of the client's delivery.
+    """
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner if inner is not None else logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return escape_controls(self.inner.format(record), keep="\n")
+
+
+_Formatters = dict[logging.Handler, tuple[logging.Formatter | None, _EscapingFormatter]]
+
+
 class _RunConsole:
     """Run a flow with its error records held back from the console until its outcome is known.
 
     After an expected failure the held records are dropped, so the operator sees the command's
     one message. After success or any other failure they are written as Prefect would have
     written them. ``shown`` then contains the error, so the command prints no second traceback.
+    While the flow runs, the console handlers escape control characters (:class:`_EscapingFormatter`).
     """
 
     def __init__(self) -> None:
@@ -409,33 +480,49 @@ class _RunConsole:
     def run(self, flow_call: Callable[[], Result]) -> Result:
         handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
         held: dict[logging.Handler, _HeldRecords] = {handler: _HeldRecords() for handler in handlers}
+        # Per handler: its own formatter, restored afterwards, and the escaping one used meanwhile.
+        formatters: _Formatters = {handler: (handler.formatter, _EscapingFormatter(handler.formatter)) for handler in handlers}
         for handler, records in held.items():
             handler.addFilter(records)
+            handler.setFormatter(formatters[handler][1])
         try:
             result = flow_call()
         except BaseException as error:
-            self._release(held, drop=isinstance(error, Exception) and is_expected(error))
+            self._release(held, formatters, drop=isinstance(error, Exception) and is_expected(error))
             if any(r.exc_info and r.exc_info[1] is error for records in held.values() for r in records.records):
                 self.shown.append(error)
             raise
-        self._release(held, drop=False)
+        self._release(held, formatters, drop=False)
         return result
 
     @staticmethod
-    def _release(held: dict[logging.Handler, _HeldRecords], *, drop: bool) -> None:
+    def _release(
+        held: dict[logging.Handler, _HeldRecords],
+        formatters: _Formatters,
+        *,
+        drop: bool,
+    ) -> None:
         for handler, records in held.items():
             handler.removeFilter(records)
             if not drop:
                 for record in records.records:
                     handler.handle(record)
+            original, escaping = formatters[handler]
+            # A flow that switched the console to JSON lines set its own formatter, which stays.
+            # NOTE: its JSON encoder escapes the C0 controls but not the C1 and bidi controls.
+            if handler.formatter is escaping:
+                handler.setFormatter(original)
 
 
-def _backfill(args: argparse.Namespace, lang: str, console: _RunConsole) -> int:
-    from flows.backfill import BackfillError, co2_backfill, dates_between
-
+def _backfill(args: argparse.Namespace, lang: str, console: _RunConsole, prefect_home: str | None) -> int:
     start, end = _date_argument(args.start), _date_argument(args.end)
     phases = _phases_argument(args.phases)
     _load_settings(args.profile)
+    if prefect_home is not None:
+        create_prefect_home(prefect_home)
+
+    from flows.backfill import BackfillError, co2_backfill, dates_between
+
     dates_between(start, end)
     try:
         result = console.run(lambda: co2_backfill(start_date=start, end_date=end, force=args.force, phases=phases, profile=args.profile))
@@ -446,12 +533,12 @@ def _backfill(args: argparse.Namespace, lang: str, console: _RunConsole) -> int:
     return 0
 
 
-def _print_backfill_outcomes(outcomes: dict[str, str], lang: str, *, file: Any) -> None:
-    print(message("cli.backfill.done", lang, count=len(outcomes)), file=file)
+def _print_backfill_outcomes(outcomes: dict[str, str], lang: str, *, file: TextIO) -> None:
+    _echo(message("cli.backfill.done", lang, count=len(outcomes)), file=file)
     for day, state in outcomes.items():
         key = f"cli.state.{state}"
         label = message(key, lang) if has_message(key) else state
-        print(message("cli.backfill.date", lang, day=day, state=label), file=file)
+        _echo(message("cli.backfill.date", lang, day=day, state=label), file=file)
 
 
 def _phases_argument(value: str | None) -> list[Phase] | None:
@@ -537,19 +624,23 @@ def _describe(error: Exception, lang: str) -> str:
     return str(error)
 
 
-def _run(args: argparse.Namespace, lang: str, console: _RunConsole) -> int:
+def _run(args: argparse.Namespace, lang: str, console: _RunConsole, prefect_home: str | None) -> int:
     from compute.report import RunSummary, render_text
-    from flows.daily import co2_daily
 
     phases = _phases_argument(args.phases)
     run_date = _date_argument(args.date) if args.date else None
     _load_settings(args.profile)
+    if prefect_home is not None:
+        create_prefect_home(prefect_home)
+
+    from flows.daily import co2_daily
+
     result = console.run(lambda: co2_daily(run_date=run_date, force=args.force, phases=phases, profile=args.profile))
     if args.json:
-        print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
+        _echo(json.dumps(result, ensure_ascii=False, indent=2, default=str), notation="json")
     else:
         summary = RunSummary.from_dict(result)
-        print(render_text(summary, lang))
+        _echo(render_text(summary, lang))
     return 0
 
 
@@ -562,8 +653,8 @@ def _sample(args: argparse.Namespace, lang: str) -> int:
     url = args.out or settings.url("input", day)
     options = {} if args.out else settings.storage.options_for("input")
     counts = write_sample_day(Store(url, options), day, SampleSpec(trips=args.trips, vertices_per_trip=args.vertices))
-    print(message("cli.sample.done", lang, url=url))
-    print(message("cli.sample.counts", lang, counts=", ".join(f"{name} {rows:,}" for name, rows in counts.items())))
+    _echo(message("cli.sample.done", lang, url=url))
+    _echo(message("cli.sample.counts", lang, counts=", ".join(f"{name} {rows:,}" for name, rows in counts.items())))
     return 0
 
 
@@ -573,7 +664,7 @@ def _validate(args: argparse.Namespace, lang: str) -> int:
     settings = _load_settings(args.profile)
     if args.rejects is None:
         report, balanced = validate_path(args.path, settings, lang=lang)
-        print(report)
+        _echo(report)
         return 0 if balanced else 2
 
     remove_probe = _probe_rejects_destination(args.rejects)
@@ -582,8 +673,8 @@ def _validate(args: argparse.Namespace, lang: str) -> int:
     except BaseException:
         remove_probe()
         raise
-    print(report)
-    print(message("cli.validate.rejects_written", lang, path=args.rejects))
+    _echo(report)
+    _echo(message("cli.validate.rejects_written", lang, path=args.rejects))
     return 0 if balanced else 2
 
 
@@ -619,15 +710,19 @@ def _probe_rejects_destination(url: str) -> Callable[[], None]:
         with fs.open(path, "wb"):
             pass
     except OSError as error:
-        key = f"cli.oserror.{errno.errorcode.get(error.errno or 0, '')}"
-        reason = key if has_message(key) else (error.strerror or str(error))
-        raise _ReasonedError("cli.validate.rejects_unwritable", path=url, reason=reason) from error
+        raise _ReasonedError("cli.validate.rejects_unwritable", path=url, reason=_os_error_reason(error)) from error
 
     def remove() -> None:
         if not existed:
             fs.rm_file(path)
 
     return remove
+
+
+def _os_error_reason(error: OSError) -> str:
+    """Return the catalogue key of the reason of ``error`` when one is registered, else the system's text."""
+    key = f"cli.oserror.{errno.errorcode.get(error.errno or 0, '')}"
+    return key if has_message(key) else (error.strerror or str(error))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from compute.i18n import message, register
-from flows.cli import apply_process_defaults
+from compute.i18n import OperatorError, message, register
+from flows.cli import apply_process_defaults, create_prefect_home
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO_ROOT.parent / "shared" / "data" / "real"
@@ -142,7 +142,7 @@ def format_row(day: RealDay, outcome: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every real day; return 0 when all ran (or there is nothing to run), 1 when a day failed."""
-    apply_process_defaults()
+    defaults = apply_process_defaults()
     args_list = list(sys.argv[1:] if argv is None else argv)
     # The help text is in the requested language, so --lang is read before the full parser exists.
     environment_lang = os.environ.get("LMCO2_LANGUAGE", "ja")
@@ -156,6 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=None, help=message("real.only", lang))
     args = parser.parse_args(args_list)
     lang = args.lang
+    if "PREFECT_HOME" in defaults:
+        # Prefect creates its home without parents, and then fails only after its startup timeout.
+        try:
+            create_prefect_home(defaults["PREFECT_HOME"])
+        except OperatorError as error:
+            print(error.message(lang), file=sys.stderr)
+            return 1
 
     if not args.root.is_dir():
         print(message("real.absent", lang, root=args.root))
