@@ -22,6 +22,7 @@ import shapely
 
 from compute import columns as c
 from compute import segments
+from tests.reference_times import spread_times
 
 T0_MS = 1_796_000_000_000
 _RADIANS = np.pi / 180.0
@@ -132,46 +133,6 @@ def _previous_spread_times(
         segment += n_segments
 
 
-def _reference_spread_repeated(vertex_ms: np.ndarray, counts: np.ndarray, length_m: np.ndarray, has_times: np.ndarray) -> None:
-    """Spread runs of repeated given times, in place, one trip and one run at a time in plain Python.
-
-    A run of equal times goes up to the next different time in proportion to length (evenly
-    without length). A run at the end of the trip goes back to the time before it. A trip with
-    one time on every vertex keeps it.
-    """
-    vertex = segment = 0
-    for t, n in enumerate(counts.tolist()):
-        times = vertex_ms[vertex:vertex + n]
-        lengths = length_m[segment:segment + max(n - 1, 0)]
-        runs = [k for k in range(n - 1) if times[k + 1] == times[k]] if has_times[t] else []
-        k = 0
-        while runs and k < n - 1:
-            if times[k + 1] != times[k]:
-                k += 1
-                continue
-            last = k + 1
-            while last + 1 < n and times[last + 1] == times[k]:
-                last += 1
-            if last + 1 < n:
-                low, high = k, last + 1
-            elif k > 0:
-                low, high = k - 1, last
-            else:
-                break
-            total = 0.0
-            for j in range(low, high):
-                total += float(lengths[j])
-            if np.isfinite(total):
-                along = 0.0
-                for v in range(low + 1, high):
-                    along += float(lengths[v - 1])
-                    fraction = along / total if total > 0 else (v - low) / (high - low)
-                    times[v] = times[low] + fraction * (times[high] - times[low])
-            k = last + 1
-        vertex += n
-        segment += max(n - 1, 0)
-
-
 def _previous_decode(geometry: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     offset_type = np.int64 if pa.types.is_large_binary(geometry.type) else np.int32
     offsets = np.frombuffer(geometry.buffers()[1], dtype=offset_type)[geometry.offset: geometry.offset + len(geometry) + 1].astype(np.int64)
@@ -237,7 +198,7 @@ def _previous_build(table: pa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
         if given_ms is not None:
             vertex_ms[has_times[owner]] = given_ms
         _previous_spread_times(counts, length_m, start_ms, end_ms, ~has_times, vertex_ms)
-    _reference_spread_repeated(vertex_ms, counts, length_m, has_times)
+    vertex_ms = spread_times(vertex_ms, counts, length_m, has_times)
 
     start, duration_s, speed_kmh, accel, grade_pct, lon_mid, lat_mid = _previous_kinematics(coords, vertex_ms, a, seg_index, length_m)
     segs = pd.DataFrame({
