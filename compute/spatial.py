@@ -15,9 +15,9 @@ Rules
   and the link columns are null.
 * Link gradient: ``gradient_pct`` rises in the direction the link's LineString is drawn (first
   to last vertex). A segment travelling against that direction gets the opposite sign. The
-  direction is compared with the nearest edge of the link, the first one found at equal
-  distance. A repeated vertex is no edge unless its LineString part has no other edge. A segment
-  square to the edge, or without a displacement, keeps the sign as given.
+  direction is compared with the nearest edge of the link, and at equal distance with the edge
+  drawn first. A repeated vertex is no edge unless its LineString part has no other edge. A
+  segment square to the edge, or without a displacement, keeps the sign as given.
 
 Both rules depend only on the segment and the whole attribute layer, so the result of a partition
 does not depend on how the day was partitioned. The attribute layer is small next to the
@@ -568,7 +568,8 @@ def _nearest_edges(
 
     With a displacement per point (``east_m``, ``north_m``; empty arrays for none), ``against``
     is True where it points against the drawn direction of the nearest edge of the picked link
-    (the first one found at equal distance): a negative dot product, in the same metres.
+    (the smaller edge row, drawn first, at equal distance): a negative dot product, in the same
+    metres. The order in which the grid cells list edges therefore does not change the result.
 
     Distance is measured in the tangent plane of the point, scaled as :func:`_metres_per_degree`
     does; the scale is computed only for a point whose own cell has members or that lies on a grid
@@ -587,6 +588,7 @@ def _nearest_edges(
         kxp, kyp = _metres_per_degree_at(py)
         best = np.inf
         best_link = _NO_MEMBER
+        best_edge = _NO_MEMBER
         best_dx = 0.0
         best_dy = 0.0
         limit = limit_max
@@ -616,9 +618,10 @@ def _nearest_edges(
                 d = np.hypot(ex, ey)
                 if d <= max_distance_m:
                     link = edge_link[edge]
-                    if d < best or (d == best and link < best_link):
+                    if d < best or (d == best and (link < best_link or (link == best_link and edge < best_edge))):
                         best = d
                         best_link = link
+                        best_edge = edge
                         best_dx = dx
                         best_dy = dy
                         limit = min(limit, _squared_limit(d))
@@ -649,7 +652,7 @@ def _build_area_grid(bounds: np.ndarray) -> _Grid:
 
 def _build_edge_grid(edges: _LinkEdges, max_distance_m: float) -> _Grid:
     """Grid of cells one search radius wide (at least :data:`_MIN_LINK_CELL_M`); each edge is
-    registered in every cell within the radius.
+    registered in the cells within the radius of it, piece by piece (:func:`_edge_pieces`).
 
     The radius in degrees is taken where it is widest: east-west at the highest latitude a point
     within ``max_distance_m`` of a link can have, north-south at the equator's meridian radius.
@@ -657,11 +660,10 @@ def _build_edge_grid(edges: _LinkEdges, max_distance_m: float) -> _Grid:
 
     NOTE: that is true up to 89.9 degrees of latitude, where the width is capped, and not across
     the antimeridian. Longitudes are registered unwrapped, so a link just east of -180 is no candidate
-    for a point just west of +180. An edge that crosses the antimeridian is registered in every
-    column instead. It then misses points near its own ends, and matches points near longitude 0,
-    where its ends wrap to opposite sides. An edge is also registered in every cell of its padded
-    bounding box, so one long diagonal edge (1 degree at 25 m cells) would take about 2e7 cells.
-    Links of Japanese road networks are far from all three limits.
+    for a point just west of +180. An edge that crosses the antimeridian is registered along its
+    unwrapped line, which runs the other way round the globe. It then misses points near its own
+    ends, and matches points near longitude 0 on that line, where its ends wrap to opposite sides.
+    Links of Japanese road networks are far from both limits.
     """
     height = max_distance_m / (_WGS84_A_M * (1.0 - _WGS84_E2) * _RAD)
     top = min(float(max(np.abs(edges.ay).max(), np.abs(edges.by).max())) + height, 89.9)
@@ -680,14 +682,66 @@ def _build_edge_grid(edges: _LinkEdges, max_distance_m: float) -> _Grid:
     # From metres directly: a radius below about 1e-318 m is 0 in degrees.
     cell_width = max(cell_m / float(kx[0]), extent_x / _MAX_CELLS_PER_AXIS)
     cell_height = max(cell_m / (_WGS84_A_M * (1.0 - _WGS84_E2) * _RAD), extent_y / _MAX_CELLS_PER_AXIS)
-    return _register(bounds, float(bounds[:, 0].min()), float(bounds[:, 1].min()), cell_width, cell_height)
+
+    piece_bounds, piece_edge = _edge_pieces(edges, cell_width, cell_height)
+    piece_bounds[:, 0] -= width
+    piece_bounds[:, 1] -= height
+    piece_bounds[:, 2] += width
+    piece_bounds[:, 3] += height
+    return _register(piece_bounds, float(bounds[:, 0].min()), float(bounds[:, 1].min()), cell_width, cell_height, owner=piece_edge)
 
 
-def _register(bounds: np.ndarray, x0: float, y0: float, width: float, height: float) -> _Grid:
+def _edge_pieces(edges: _LinkEdges, cell_width: float, cell_height: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split every edge into equal pieces, to register each piece by its own box.
+
+    Returns the box of each piece (min x, min y, max x, max y, in degrees, without the search
+    radius) and the edge it belongs to. The join still measures the whole edge, so pieces change
+    which cells list an edge and not the distance to it.
+
+    An edge that spans ``cx`` by ``cy`` cells, cut into ``n`` pieces, takes up to
+    ``n * (cx / n + 3) * (cy / n + 3)`` cells. The radius pads a piece by at most one cell on
+    each side, and a box that is not aligned with the grid touches one more cell. The count is
+    least at ``n = sqrt(cx * cy) / 3``. Rounded to a whole ``n``, it is at most
+    ``6 * (cx + cy) + 12``, linear in the length of the edge. The edge's own box would take about
+    ``cx * cy`` cells (1.4e8 for a 3-degree diagonal edge at 25 m cells). An edge along a grid
+    axis stays one piece.
+    """
+    ax, ay, bx, by = edges.ax, edges.ay, edges.bx, edges.by
+    with np.errstate(invalid="ignore"):
+        cells_x = np.abs(bx - ax) / cell_width
+        cells_y = np.abs(by - ay) / cell_height
+        n_pieces = np.round(np.sqrt(cells_x * cells_y) / 3.0)
+        # An edge with a non-finite coordinate stays one piece, as it was registered before.
+        n_pieces = np.where(np.isfinite(n_pieces) & (n_pieces > 1.0), n_pieces, 1.0).astype(np.int64)
+    edge = np.repeat(np.arange(len(n_pieces), dtype=np.int64), n_pieces)
+    k = np.arange(len(edge), dtype=np.int64) - np.repeat(np.cumsum(n_pieces) - n_pieces, n_pieces)
+    n = n_pieces[edge]
+
+    # The ends of an edge are kept exactly. A split point may lie up to about 3 ulps (of the
+    # edge's largest coordinate) off the exact line. Each box is therefore widened by 8 such ulps
+    # and then clipped to the box of its edge, which contains the exact line. The two pieces at
+    # a split point use the same computed value.
+    x_start = np.where(k == 0, ax[edge], ax[edge] + (k / n) * (bx - ax)[edge])
+    y_start = np.where(k == 0, ay[edge], ay[edge] + (k / n) * (by - ay)[edge])
+    x_end = np.where(k + 1 == n, bx[edge], ax[edge] + ((k + 1) / n) * (bx - ax)[edge])
+    y_end = np.where(k + 1 == n, by[edge], ay[edge] + ((k + 1) / n) * (by - ay)[edge])
+    slack_x = 8.0 * np.spacing(np.maximum(np.abs(ax), np.abs(bx)))[edge]
+    slack_y = 8.0 * np.spacing(np.maximum(np.abs(ay), np.abs(by)))[edge]
+    bounds = np.c_[
+        np.maximum(np.minimum(x_start, x_end) - slack_x, np.minimum(ax, bx)[edge]),
+        np.maximum(np.minimum(y_start, y_end) - slack_y, np.minimum(ay, by)[edge]),
+        np.minimum(np.maximum(x_start, x_end) + slack_x, np.maximum(ax, bx)[edge]),
+        np.minimum(np.maximum(y_start, y_end) + slack_y, np.maximum(ay, by)[edge]),
+    ]
+    return bounds, edge
+
+
+def _register(bounds: np.ndarray, x0: float, y0: float, width: float, height: float, owner: np.ndarray | None = None) -> _Grid:
     """Register member ``i`` in every cell that its box ``bounds[i]`` overlaps.
 
-    A box that ends exactly on a grid line is not registered in the cell after it; see
-    :meth:`_Grid.pairs` for the lookup side of that rule.
+    With ``owner``, box ``i`` registers member ``owner[i]`` instead, and a member whose boxes
+    overlap in a cell is registered there once. A box that ends exactly on a grid line is not
+    registered in the cell after it. :meth:`_Grid.pairs` describes the lookup side of that rule.
     """
     column0 = np.floor((bounds[:, 0] - x0) / width).astype(np.int64)
     column1 = np.maximum(np.ceil((bounds[:, 2] - x0) / width).astype(np.int64) - 1, column0)
@@ -697,11 +751,17 @@ def _register(bounds: np.ndarray, x0: float, y0: float, width: float, height: fl
     wide = column1 - column0 + 1
     cells = wide * (row1 - row0 + 1)
 
-    member = np.repeat(np.arange(len(bounds), dtype=np.int64), cells)
-    k = np.arange(len(member), dtype=np.int64) - np.repeat(np.cumsum(cells) - cells, cells)
-    key = (row0[member] + k // wide[member]) * n_columns + column0[member] + k % wide[member]
+    box = np.repeat(np.arange(len(bounds), dtype=np.int64), cells)
+    k = np.arange(len(box), dtype=np.int64) - np.repeat(np.cumsum(cells) - cells, cells)
+    key = (row0[box] + k // wide[box]) * n_columns + column0[box] + k % wide[box]
+    member = box if owner is None else owner[box]
+    n_members = len(bounds) if owner is None else int(owner.max()) + 1
+    del box, k
     order = np.lexsort((member, key))
     key, member = key[order], member[order]
+    if owner is not None:
+        repeated = np.r_[False, (key[1:] == key[:-1]) & (member[1:] == member[:-1])]
+        key, member = key[~repeated], member[~repeated]
     keys, first = np.unique(key, return_index=True)
     starts = np.r_[first, len(key)].astype(np.int64)
     n_cells = int(keys[-1]) + 1 if len(keys) else 0
@@ -713,7 +773,7 @@ def _register(bounds: np.ndarray, x0: float, y0: float, width: float, height: fl
     if 0 < n_cells <= _MAX_DENSE_CELLS:
         # A cell without members gets the offset of the next occupied cell: an empty range.
         dense = starts[np.searchsorted(keys, np.arange(n_cells + 1, dtype=np.int64))].astype(index_type)
-    members = member.astype(np.int32) if len(bounds) < np.iinfo(np.int32).max else member
+    members = member.astype(np.int32) if n_members < np.iinfo(np.int32).max else member
     return _Grid(x0, y0, width, height, n_columns, keys, starts, members, dense)
 
 

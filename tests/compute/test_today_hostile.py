@@ -218,9 +218,9 @@ class TestAntimeridian:
         assert out[c.LINK_GRADIENT_PCT].tolist() == [3.0]
 
     @pytest.mark.xfail(strict=True, reason=(
-        "A link across the antimeridian is registered in every column of the unwrapped grid, and for a "
-        "point within 0.001 degrees of longitude 0 its two ends wrap to opposite sides, so the edge "
-        "runs the long way round through the point and matches it."))
+        "A link across the antimeridian is registered along its unwrapped line, which runs the other "
+        "way round the globe, and for a point within 0.001 degrees of longitude 0 its two ends wrap "
+        "to opposite sides, so the edge runs the long way round through the point and matches it."))
     def test_link_across_the_antimeridian_is_far_from_greenwich(self) -> None:
         out = _joined(self._crossing_link(), [shapely.LineString([(-0.0003, -16.50002), (0.0003, -16.50002)])])
         assert not out[c.MATCHED].any()
