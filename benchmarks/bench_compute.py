@@ -13,7 +13,10 @@ For each day size the script prepares a sample day once (generate, fetch, valida
   in DuckDB with the spatial extension, with as many threads as workers.
 
 It prints medians over ``--runs`` runs: wall and CPU seconds per stage, peak worker memory,
-vertices per second per core, and ratios to the floor. Never run by the tests.
+vertices per second per core, and ratios to the floor. It also replays each run's tasks, taken
+from Dask's task stream, on other worker counts and on a 1M-trip day (``benchmarks/scaling.py``),
+so a replay from the 1-worker run can be checked against the measured 2-worker run. Never run by
+the tests.
 
 Example::
 
@@ -26,6 +29,7 @@ import argparse
 import concurrent.futures
 import datetime as dt
 import json
+import math
 import os
 import resource
 import statistics
@@ -38,6 +42,8 @@ for _name, _value in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "
     os.environ.setdefault(_name, _value)
 
 import pyarrow.parquet as pq  # noqa: E402 - the environment above must be set first
+import scaling  # noqa: E402 - the environment above must be set first
+from distributed import get_task_stream  # noqa: E402 - the environment above must be set first
 
 from compute import columns as c  # noqa: E402 - the environment above must be set first
 from compute import phases, pipeline, segments  # noqa: E402 - the environment above must be set first
@@ -50,6 +56,10 @@ RUN_DATE = dt.date(2026, 12, 1)
 SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
 TACHO_COLUMNS = (c.VEHICLE_ID, c.TS, c.SPEED_KMH, c.FUEL_ML)
 LINK_MAX_DISTANCE_M = 25.0
+#: Worker counts of the scaling model: for the measured day (its piece plan holds up to 7 workers
+#: on the 100k day), and for a 1M-trip day (the plan holds up to 75 workers).
+MODEL_WORKERS = (1, 2, 4)
+MODEL_WORKERS_1M = (2, 8, 16, 32, 64)
 
 
 def main() -> None:
@@ -59,7 +69,7 @@ def main() -> None:
     for size in args.sizes.split(","):
         settings = _prepare(bench_dir, size.strip().lower(), args.memory_limit)
         for workers in [int(w) for w in args.workers.split(",")]:
-            runs = [_measure(settings, workers, with_duckdb=not args.no_duckdb) for _ in range(args.runs)]
+            runs = [_measure(settings, size.strip().lower(), workers, with_duckdb=not args.no_duckdb) for _ in range(args.runs)]
             row = _median_row(size, workers, runs)
             rows.append(row)
             print(json.dumps(row, sort_keys=True), flush=True)
@@ -102,7 +112,7 @@ def _prepare(bench_dir: Path, size: str, memory_limit: str) -> Settings:
 # -- measurements ------------------------------------------------------------------------------
 
 
-def _measure(settings: Settings, workers: int, *, with_duckdb: bool) -> dict[str, Any]:
+def _measure(settings: Settings, size: str, workers: int, *, with_duckdb: bool) -> dict[str, Any]:
     temp = Store(settings.url("temp", RUN_DATE))
     out: dict[str, Any] = {}
     out.update(_floor(temp, workers))
@@ -114,7 +124,8 @@ def _measure(settings: Settings, workers: int, *, with_duckdb: bool) -> dict[str
     with open_cluster(cluster_settings) as client:
         out["cluster_start_wall"] = time.perf_counter() - started
         before = client.run(_cpu_seconds)
-        result = phases.compute(run, client)
+        with get_task_stream(client) as task_stream:
+            result = phases.compute(run, client)
         after = client.run(_cpu_seconds)
     # Process CPU of the workers: task threads plus pyarrow's decoding threads and Dask itself.
     out["worker_process_cpu"] = sum(after[w] - before.get(w, 0.0) for w in after)
@@ -129,10 +140,40 @@ def _measure(settings: Settings, workers: int, *, with_duckdb: bool) -> dict[str
     out["compute_cpu"] = sum(stage_cpu.values())
     out.update({f"stage_{k}": v for k, v in counts["stage_seconds"].items()})
     out.update({f"step_{k}_wall": v for k, v in counts.get("step_wall_seconds", {}).items()})
+    measured = scaling.MeasuredPhase.from_task_stream(task_stream.data, counts.get("step_wall_seconds", {}), result.seconds)
+    out.update(_scaling_predictions(measured, size, workers, out["vertices"]))
     out.update(_write_floor(temp, workers))
     if with_duckdb:
         out.update(_duckdb(temp, workers))
     return out
+
+
+def _scaling_predictions(measured: scaling.MeasuredPhase, size: str, workers: int, vertices: int) -> dict[str, float]:
+    """Replay this run's tasks on more workers (``benchmarks/scaling.py``): this day on
+    ``MODEL_WORKERS`` and a 1M-trip day on ``MODEL_WORKERS_1M``.
+
+    A worker count is replayed only where the compute phase would plan the same pieces as in
+    this run, since the replay reuses this run's tasks.
+    """
+    scale = SIZES["1m"] // SIZES[size]
+    planned = _piece_target(vertices, workers)
+    out = {f"model_w{n}": scaling.predict_wall(measured, n)["total"]
+           for n in MODEL_WORKERS if _piece_target(vertices, n) == planned}
+    for n in MODEL_WORKERS_1M:
+        if _piece_target(vertices * scale, n) != planned:
+            continue
+        parts = scaling.predict_wall(measured, n, scale=scale)
+        out[f"model_1m_w{n}"] = parts["total"]
+        if n == MODEL_WORKERS_1M[-2]:
+            # The steps of the production-size replay (32 workers), to see where its time goes.
+            out.update({f"model_1m_w{n}_{step}": seconds for step, seconds in parts.items() if step != "total"})
+    return out
+
+
+def _piece_target(vertices: int, workers: int) -> int:
+    """Vertices per piece that ``pipeline.plan_compute_pieces`` aims at (its default of 4 pieces per worker)."""
+    low, high = phases._PIECE_ROWS["segments"]
+    return int(min(high, max(low, math.ceil(vertices / (4 * workers)))))
 
 
 def _floor(temp: Store, workers: int) -> dict[str, float]:
@@ -290,12 +331,24 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         print("|" + "---|" * (len(steps) + 2))
         for r in rows:
             print(f"| {r['size']} | {r['workers']} | " + " | ".join(str(r.get(f"step_{s}_wall", "")) for s in steps) + " |")
+    _print_model_table(rows)
     print()
     print("| size | workers | " + " | ".join(f"{s} wall / cpu" for s in stages) + " |")
     print("|" + "---|" * (len(stages) + 2))
     for r in rows:
         cells = [f"{r.get(f'stage_{s}_wall', '')} / {r.get(f'stage_{s}_cpu', '')}" for s in stages]
         print(f"| {r['size']} | {r['workers']} | " + " | ".join(cells) + " |")
+
+
+def _print_model_table(rows: list[dict[str, Any]]) -> None:
+    """Measured compute wall beside the scaling model's replay of the same run on other worker counts."""
+    model = [f"w{n}" for n in MODEL_WORKERS] + [f"1m_w{n}" for n in MODEL_WORKERS_1M]
+    print()
+    print("| size | measured on workers | compute_wall | " + " | ".join(f"model {m}" for m in model) + " |")
+    print("|" + "---|" * (len(model) + 3))
+    for r in rows:
+        cells = [str(r.get(f"model_{m}", "")) for m in model]
+        print(f"| {r['size']} | {r['workers']} | {r.get('compute_wall', '')} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""The scaling model of benchmarks/scaling.py: list-schedule replay and task-stream parsing."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from distributed import Client, LocalCluster, get_task_stream
+
+
+def _load_scaling() -> ModuleType:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scaling.py"
+    spec = importlib.util.spec_from_file_location("lmco2_bench_scaling", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+scaling = _load_scaling()
+
+
+# Task bodies named as the compute phase's tasks, so the model files them under its steps.
+def trip_index_of_piece(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def compute_piece(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as dask_client:
+        yield dask_client
+
+
+def test_makespan_in_order() -> None:
+    # 3 and 3 start at once; each 2 goes to the first free worker: 3+2, 3+2, then 5+2.
+    assert scaling.makespan([3.0, 3.0, 2.0, 2.0, 2.0], 2) == 7.0
+    assert scaling.makespan([3.0, 3.0, 2.0, 2.0, 2.0], 1) == 12.0
+    assert scaling.makespan([3.0, 3.0, 2.0, 2.0, 2.0], 10) == 3.0
+
+
+def test_makespan_keeps_submission_order() -> None:
+    # The long task submitted last is not moved forward, as Dask would not move it.
+    assert scaling.makespan([1.0, 1.0, 4.0], 2) == 5.0
+    assert scaling.makespan([4.0, 1.0, 1.0], 2) == 4.0
+
+
+def test_makespan_empty_and_invalid() -> None:
+    assert scaling.makespan([], 4) == 0.0
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        scaling.makespan([1.0], 0)
+
+
+def test_predict_adds_client_shares() -> None:
+    phase = scaling.MeasuredPhase(
+        steps={"trip_index": 1.5, "prepare": 2.0, "align": 1.0, "pieces": 9.0},
+        tasks={"trip_index": [0.5, 0.5], "align": [1.0, 1.0, 1.0], "pieces": [2.0] * 4},
+        spans={"trip_index": 0.5, "align": 2.5, "pieces": 8.0},
+        other=0.5,
+    )
+    one = scaling.predict_wall(phase, 1)
+    assert one["trip_index"] == pytest.approx(1.0 + 1.0)  # 1.0 of client plus 2 x 0.5
+    assert one["align"] == pytest.approx(3.0 + 0.5)  # alignment (3.0) outlasts prepare (2.0); 0.5 after both
+    assert one["pieces"] == pytest.approx(1.0 + 8.0)
+    assert one["total"] == pytest.approx(2.0 + 3.5 + 9.0 + 0.5)
+
+    four = scaling.predict_wall(phase, 4)
+    assert four["align"] == pytest.approx(2.0 + 0.5)  # prepare (2.0) now outlasts the alignment (1.0)
+    assert four["pieces"] == pytest.approx(1.0 + 2.0)
+
+
+def test_predict_scales_tasks_and_client() -> None:
+    phase = scaling.MeasuredPhase(
+        steps={"trip_index": 1.0, "prepare": 1.0, "align": 0.0, "pieces": 5.0},
+        tasks={"trip_index": [], "align": [], "pieces": [2.0, 2.0]},
+        spans={"trip_index": 0.0, "align": 0.0, "pieces": 4.0},
+        other=0.0,
+    )
+    ten = scaling.predict_wall(phase, 2, scale=10)
+    assert ten["trip_index"] == pytest.approx(10.0)
+    assert ten["align"] == pytest.approx(1.0)  # the preparation is not scaled
+    assert ten["pieces"] == pytest.approx(10.0 + 20.0)
+    with pytest.raises(ValueError, match="scale must be at least 1, got 0"):
+        scaling.predict_wall(phase, 2, scale=0)
+
+
+def test_from_task_stream_of_local_cluster(client: Client) -> None:
+    with get_task_stream(client) as stream:
+        client.gather(client.map(trip_index_of_piece, [0.05, 0.05], pure=False))
+        client.gather(client.map(compute_piece, [0.2, 0.1, 0.1], pure=False))
+        client.gather(client.map(abs, [-1, -2], pure=False))  # not a step of the phase
+    phase = scaling.MeasuredPhase.from_task_stream(stream.data, {"trip_index": 0.3, "prepare": 0.0, "align": 0.0, "pieces": 0.5}, 1.0)
+
+    assert len(phase.tasks["trip_index"]) == 2
+    assert len(phase.tasks["pieces"]) == 3
+    assert phase.tasks["align"] == []
+    assert sorted(phase.tasks["pieces"]) == pytest.approx([0.1, 0.1, 0.2], abs=0.05)
+    # Two workers: the 0.2 s task runs beside the two 0.1 s tasks.
+    assert 0.19 <= phase.spans["pieces"] < 0.4
+    assert phase.other == pytest.approx(0.2)
