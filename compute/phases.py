@@ -21,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from distributed import Client
@@ -528,8 +529,9 @@ def _validate_small(
     context: contract.ValidationContext,
     written: list[ObjectRecord],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate a small dataset in this process and return its accepted rows and its rejects; the
-    records of the files it writes are appended to ``written``."""
+    """Validate a small dataset in this process and return its accepted rows and its rejects.
+
+    The records of the files it writes are appended to ``written``."""
     store, files = sources[dataset]
     temp = run.store("temp")
     frames = []
@@ -828,7 +830,42 @@ def _day_facts(run: DailyRun, segments: charts.SegmentAggregates, geo: pa.Table 
         tacho_outside_trips=int(tacho.get("outside_trips", 0)),
         trip_bbox=segments.bbox,
         geo_bbox=charts.geo_bbox(geo),
+        **_trips_outside_day(run),
     )
+
+
+#: Dates listed in the warning about trips of other days; the rest are counted only.
+_LISTED_OTHER_DAYS = 5
+
+
+def _trips_outside_day(run: DailyRun) -> dict[str, Any]:
+    """Count the accepted trips that start on another date than the run date, on the report's clock.
+
+    Reads only the start_time column of the validated trajectories, one footer and column chunk
+    per file. A trip without a start time is not counted.
+    """
+    timezone = run.settings.output.report_timezone
+    temp = run.store("temp")
+    names = pipeline.list_dataset_files(temp, f"{pipeline.VALIDATED}/trajectories")
+
+    def start_dates(name: str) -> pa.Array | None:
+        with temp.open(name) as handle:
+            parquet = pq.ParquetFile(handle)
+            if c.START_TIME not in parquet.schema_arrow.names:
+                return None
+            starts = parquet.read(columns=[c.START_TIME]).column(c.START_TIME)
+        local = starts.cast(pa.timestamp("ms", tz=timezone))
+        return pc.value_counts(pc.strftime(local, format="%Y-%m-%d").drop_null().combine_chunks())
+
+    counts: dict[str, int] = {}
+    for found in pipeline.in_threads(start_dates, names):
+        for entry in (found.to_pylist() if found is not None else []):
+            counts[entry["values"]] = counts.get(entry["values"], 0) + int(entry["counts"])
+    other = sorted(((n, date) for date, n in counts.items() if date != run.day), key=lambda item: (-item[0], item[1]))
+    listed = ", ".join(f"{date} ({n:,})" for n, date in other[:_LISTED_OTHER_DAYS])
+    if len(other) > _LISTED_OTHER_DAYS:
+        listed += f", … (+{len(other) - _LISTED_OTHER_DAYS})"
+    return {"trips_outside_day": sum(n for n, _ in other), "outside_day_dates": listed, "run_day": run.day, "timezone": timezone}
 
 
 def _earlier_phase_times(run: DailyRun) -> list[dict[str, Any]]:

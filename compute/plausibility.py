@@ -68,6 +68,12 @@ register(
             "ja": "この日は算定できるトリップがありません（trajectories {trajectories} 行、うち受理 {accepted} 行）。タコグラフ記録はトリップの時間帯の中でだけ使われるため、トリップのない日は CO2 が 0 になります。",
             "en": "The day has no trip to estimate (trajectories: {trajectories} rows, {accepted} accepted). Tachometer records are used only within a trip's time span, so a day without trips has no CO2.",
         },
+        "warning.trips_outside_day": {
+            "ja": "受理したトリップのうち {outside:,} 件は、開始日が実行日 {day}（{timezone}）ではありません（{dates}）。"
+                  "別の日のトリップは、その日の実行でも数えられて二重計上になることがあります。納品データの日付を確認してください。",
+            "en": "{outside:,} accepted trips start on a date other than the run date {day} ({timezone}): {dates}. "
+                  "A trip of another day is counted twice when that day runs too; check the dates of the delivery.",
+        },
         "warning.tacho_outside_trips": {
             "ja": "タコグラフ記録 {outside:,} 行（全 {rows:,} 行）はどのトリップの時間帯にも入らないため、算定に使われていません。",
             "en": "{outside:,} of {rows:,} tachometer records fall outside every trip, so no estimate uses them.",
@@ -145,6 +151,12 @@ class DayFacts:
     matched_share: float | None = None
     tacho_rows: int = 0
     tacho_outside_trips: int = 0
+    #: Accepted trips whose start falls on another date than the run date, on the report's clock.
+    trips_outside_day: int = 0
+    #: Those dates with their trip counts, most frequent first, e.g. "2026-11-20 (2), 2027-06-01 (1)".
+    outside_day_dates: str = ""
+    run_day: str = ""
+    timezone: str = ""
     trip_bbox: tuple[float, float, float, float] | None = None
     geo_bbox: tuple[float, float, float, float] | None = None
 
@@ -220,6 +232,13 @@ def _check_day_level(trips: pd.DataFrame, facts: DayFacts, settings: Plausibilit
         warnings.append(
             PlausibilityWarning(
                 "tacho_outside_trips", "day", "", {"outside": facts.tacho_outside_trips, "rows": facts.tacho_rows}
+            )
+        )
+    if facts.trips_outside_day > 0:
+        warnings.append(
+            PlausibilityWarning(
+                "trips_outside_day", "day", "",
+                {"outside": facts.trips_outside_day, "day": facts.run_day, "timezone": facts.timezone, "dates": facts.outside_day_dates},
             )
         )
     if facts.trip_bbox is not None and facts.geo_bbox is not None and not _bboxes_overlap(facts.trip_bbox, facts.geo_bbox):
