@@ -16,10 +16,14 @@ Invariants
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
+import os
 import posixpath
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -29,6 +33,8 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from compute.i18n import message, register
+
+_log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 8 * 1024 * 1024
 MANIFEST_NAME = "manifest.json"
@@ -216,8 +222,11 @@ class Store:
         path = self.path(relative)
         if self.protocol in ("file", "local"):
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        with self.fs.open(path, "wb") as handle:
-            handle.write(data)
+            _replace_local_file(self.fs._strip_protocol(path), data)
+        else:
+            # An object store publishes a PUT whole: a reader sees the old object or the new one.
+            with self.fs.open(path, "wb") as handle:
+                handle.write(data)
         return ObjectRecord(
             path=relative,
             size=len(data),
@@ -241,6 +250,25 @@ class Store:
                 f"cannot {operation} on write-only store {self.url}: it allows PutObject only; "
                 "keep the state of deliveries on our side (temp/ markers) instead"
             )
+
+
+def _replace_local_file(path: str, data: bytes | memoryview) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it to ``path``.
+
+    A process killed while writing leaves the old file, or none, and never a partial one: a
+    0-byte phase marker used to make every rerun fail on its JSON. The rename is atomic on one
+    POSIX file system. A killed writer may leave its ``.partial-*`` file behind, which no reader
+    of this package takes for data (they read ``.parquet`` and ``.json`` names).
+    """
+    temporary = f"{path}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
 
 
 # -- copies ------------------------------------------------------------------------------------
@@ -376,11 +404,21 @@ def phase_marker_path(phase: str) -> str:
 
 
 def read_phase_marker(state: Store, phase: str) -> Manifest | None:
-    """Return the manifest a completed ``phase`` left in ``state``, or ``None``."""
+    """Return the manifest a completed ``phase`` left in ``state``, or ``None``.
+
+    A marker that is not a valid manifest (cut short by a killed run, or edited by hand) counts
+    as no marker, so the phase runs again. A warning names its path.
+    """
     path = phase_marker_path(phase)
     if not state.exists(path):
         return None
-    return Manifest.from_json(state.read_text(path))
+    text = state.read_text(path)
+    try:
+        return Manifest.from_json(text)
+    except (ValueError, TypeError, KeyError) as error:
+        _log.warning("phase marker %s is not a valid manifest (%s, %d bytes); the phase %s runs again",
+                     state.path(path), error, len(text), phase)
+        return None
 
 
 def write_phase_marker(state: Store, manifest: Manifest) -> None:

@@ -28,6 +28,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import logging
 import tempfile
 import time
 import urllib.error
@@ -49,6 +50,8 @@ from compute.storage import (
     VerificationError,
     copy_object,
 )
+
+_log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], None]
 DELIVERY_DIR = "_delivery"
@@ -455,7 +458,13 @@ def read_delivery(state: Store, relative: str) -> Delivery | None:
     path = delivery_marker_path(relative)
     if not state.exists(path):
         return None
-    return Delivery.from_json(state.read_text(path))
+    text = state.read_text(path)
+    try:
+        return Delivery.from_json(text)
+    except (ValueError, TypeError) as error:
+        # Cut short by a killed run: the object is delivered again.
+        _log.warning("delivery marker %s is not valid (%s, %d bytes); %s is delivered again", state.path(path), error, len(text), relative)
+        return None
 
 
 def deliver_object(

@@ -7,8 +7,9 @@ which unwinds the block). If the process dies before the block unwinds, the ``on
 ``on_cancellation`` hooks delete the run's DaskCluster by its labels.
 
 Only one run per run date executes at a time: the flow takes the global concurrency limit
-``lm-co2-date-YYYYMMDD`` (one slot, created on first use) for its whole body. A second run of the
-same date (a manual rerun, a backfill) waits for it; runs of other dates do not.
+``lm-co2-date-YYYYMMDD`` (one slot, created on first use) for its whole body, or, on local data
+without a Prefect server, a file lock beside the day's temp folder (see ``_date_lock``). A second
+run of the same date (a manual rerun, a backfill) waits for it; runs of other dates do not.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
+import fcntl
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from fsspec.core import url_to_fs
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -30,7 +35,7 @@ from prefect.runtime import flow_run
 from compute import logs
 from compute import phases as ph
 from compute.cluster import delete_leftover_clusters, open_cluster, run_labels
-from compute.i18n import OperatorError, register
+from compute.i18n import OperatorError, message, register
 from compute.report import RunSummary
 from compute.settings import Settings, load_settings, parse_run_date
 from compute.storage import DeliveryError, read_phase_marker
@@ -46,6 +51,14 @@ register(
         "daily.webhook_missing": {
             "ja": "notify.kind が 'webhook' ですが、Webhook の URL が設定されていません。LMCO2_NOTIFY__WEBHOOK_URL または LMCO2_CREDENTIALS__WEBHOOK_BLOCK を設定してください。",
             "en": "notify.kind is 'webhook' but no webhook URL is set; set LMCO2_NOTIFY__WEBHOOK_URL or LMCO2_CREDENTIALS__WEBHOOK_BLOCK.",
+        },
+        "flow.date_lock_waiting": {
+            "ja": "{day} の別の実行がロック {path} を持っています。その実行が終わるまで待ちます。",
+            "en": "Another run of {day} holds the lock {path}; waiting until it ends.",
+        },
+        "flow.date_lock_timeout": {
+            "ja": "{day} の別の実行が {hours} 時間たってもロック {path} を離しません。その実行がまだ動いているか確認し、終わってから再実行してください。",
+            "en": "Another run of {day} has held the lock {path} for {hours} hours; check whether that run is still working, and run again after it ends.",
         },
     }
 )
@@ -149,7 +162,7 @@ def co2_daily(
     day = parse_run_date(run_date) if run_date is not None else previous_day_tokyo()
     selected = [p for p in ph.PHASES if phases is None or p in phases]
 
-    with logs.log_context(run_date=day.isoformat(), flow_run_id=flow_run_id), _date_lock(day):
+    with logs.log_context(run_date=day.isoformat(), flow_run_id=flow_run_id), _date_lock(day, settings, logger):
         emit = _in_this_context(_event_logger(logger, day, ProgressArtifact(f"co2-daily-{day:%Y%m%d}-progress", "compute")))
         run = ph.DailyRun.create(settings, day, force=force, on_event=emit)
         emit("run_started", {"phases": ",".join(selected), "profile": settings.profile, "force": force})
@@ -238,7 +251,80 @@ def _report_figures(run: ph.DailyRun, records: list[dict[str, Any]]) -> dict[str
 
 
 @contextlib.contextmanager
-def _date_lock(day: dt.date) -> Iterator[None]:
+def _date_lock(day: dt.date, settings: Settings, logger: Any) -> Iterator[None]:
+    """Hold the lock of ``day`` while the block runs: a file lock or Prefect's concurrency limit.
+
+    With local data and no Prefect server (``PREFECT_API_URL`` unset), each run starts its own
+    temporary Prefect server. Its concurrency leases live in that server's memory, so a run
+    killed with SIGKILL left the slot taken in the database, and every later run of the date
+    waited for it without end. There the lock is an OS file lock (``flock``) beside the day's
+    temp folder, which the kernel releases when the process dies, and which runs from other
+    working folders on the same data see too. Otherwise the Prefect server keeps the lease and
+    frees the slot when a dead run's lease expires (300 s).
+    """
+    lock_file = _local_lock_file(settings, day)
+    if lock_file is not None and not _prefect_server_configured():
+        with _file_lock(lock_file, day, settings.language, logger):
+            yield
+        return
+    with _prefect_date_lock(day):
+        yield
+
+
+def _prefect_server_configured() -> bool:
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
+def _local_lock_file(settings: Settings, day: dt.date) -> Path | None:
+    """Return the lock file of ``day`` beside its temp folder, or None when temp is not on a local disk."""
+    filesystem, path = url_to_fs(settings.url("temp", day))
+    protocols = filesystem.protocol if isinstance(filesystem.protocol, tuple) else (filesystem.protocol,)
+    if not {"file", "local"} & set(protocols):
+        return None
+    return Path(path.rstrip("/")).parent / f".lm-co2-{day:%Y%m%d}.lock"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path, day: dt.date, language: str, logger: Any) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path``; wait up to ``DATE_LOCK_TIMEOUT_S``, saying so once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        if not _try_flock(handle):
+            logger.warning(message("flow.date_lock_waiting", language, day=day.isoformat(), path=str(path)))
+            deadline = time.monotonic() + DATE_LOCK_TIMEOUT_S
+            while not _try_flock(handle):
+                if time.monotonic() > deadline:
+                    raise DateLockTimeoutError(day, path, DATE_LOCK_TIMEOUT_S)
+                time.sleep(_LOCK_POLL_S)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _try_flock(handle: Any) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+#: Seconds between attempts to take a date lock that another run holds.
+_LOCK_POLL_S = 1.0
+
+
+class DateLockTimeoutError(OperatorError):
+    """Another run held the lock of the date for longer than ``DATE_LOCK_TIMEOUT_S``."""
+
+    def __init__(self, day: dt.date, path: Path, seconds: float) -> None:
+        super().__init__("flow.date_lock_timeout", day=day.isoformat(), path=str(path), hours=round(seconds / 3600, 1))
+
+
+@contextlib.contextmanager
+def _prefect_date_lock(day: dt.date) -> Iterator[None]:
     """Hold the one-slot global concurrency limit of ``day`` while the block runs."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
