@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import logging
 import os
@@ -10,9 +11,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from compute import phases
 from compute.i18n import message
@@ -32,9 +36,13 @@ time.sleep(600)
 
 
 @pytest.fixture()
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Settings of a local day, with no Prefect server configured, as for ``lm-co2 run`` on the
+    local default (Prefect's test harness, started by other tests, sets an API URL)."""
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    return load_settings(str(write_profile(tmp_path / "profile.yaml", tmp_path / "data")))
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert not daily._prefect_server_configured()
+        yield load_settings(str(write_profile(tmp_path / "profile.yaml", tmp_path / "data")))
 
 
 def _lock_file(settings) -> Path:  # type: ignore[no-untyped-def]
@@ -78,7 +86,8 @@ def test_waits_for_live_holder_and_says_so(settings, caplog: pytest.LogCaptureFi
 
     try:
         with caplog.at_level(logging.WARNING, logger="lmco2.test.lock"):
-            thread = threading.Thread(target=second_run)
+            # In this test's context, where no Prefect server is configured (contextvars).
+            thread = threading.Thread(target=contextvars.copy_context().run, args=(second_run,))
             thread.start()
             time.sleep(1.5)
             assert not entered.is_set()
