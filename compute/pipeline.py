@@ -701,8 +701,8 @@ TRIPS_FILE_DTYPES = {**TRIP_OUTPUT_DTYPES, c.MATCHED_SHARE: "float64"}
 
 
 def empty_result_table(folder: str) -> pa.Table:
-    """The table of ``temp/trips`` or ``temp/breakdown`` on a day without trips, with the columns
-    and Arrow types those files have on a day with trips.
+    """Return the table of ``temp/trips`` or ``temp/breakdown`` for a day without trips, with the
+    columns and Arrow types those files have on a day with trips.
 
     It is converted from an empty frame of the same dtypes, as :func:`compute_piece` converts
     its frames, so text columns get the same Arrow type (``large_string`` with pandas 3).

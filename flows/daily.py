@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from fsspec.core import url_to_fs
+from fsspec.core import split_protocol
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -279,9 +279,9 @@ def _prefect_server_configured() -> bool:
 
 def _local_lock_file(settings: Settings, day: dt.date) -> Path | None:
     """Return the lock file of ``day`` beside its temp folder, or None when temp is not on a local disk."""
-    filesystem, path = url_to_fs(settings.url("temp", day))
-    protocols = filesystem.protocol if isinstance(filesystem.protocol, tuple) else (filesystem.protocol,)
-    if not {"file", "local"} & set(protocols):
+    # From the URL alone: building a cloud file system here could look for credentials.
+    protocol, path = split_protocol(settings.url("temp", day))
+    if protocol not in (None, "file", "local"):
         return None
     return Path(path.rstrip("/")).parent / f".lm-co2-{day:%Y%m%d}.lock"
 

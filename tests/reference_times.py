@@ -1,9 +1,9 @@
 """Reference for the segment builder's spreading of repeated fix times, in plain Python.
 
-Same rule and arithmetic order as ``compute.segments._spread_repeated_times``: a run of equal
-times goes up to the next different time in proportion to length (evenly without length); a run
-at the end of the trip goes back to the time before it; a trip with one time on every vertex
-keeps it.
+It applies the rule of ``compute.segments._spread_repeated_times`` in the same arithmetic order,
+so the two agree to the bit. A run of equal times goes up to the next different time in
+proportion to length, or evenly without length. A run at the end of the trip goes back to the
+time before it. A trip with one time on every vertex keeps it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def spread_trip_times(times: Sequence[float], lengths: Sequence[float]) -> list[
 def spread_times(vertex_ms: np.ndarray, counts: np.ndarray, length_m: np.ndarray, timed: np.ndarray) -> np.ndarray:
     """Return ``vertex_ms`` of all trips with the runs of the ``timed`` trips spread.
 
-    ``length_m`` holds the segments of all trips in trip order, ``counts - 1`` per trip.
+    ``length_m`` contains the segment lengths of all trips in trip order, ``counts - 1`` per trip.
     """
     out = np.asarray(vertex_ms, dtype=np.float64).copy()
     vertex = segment = 0
