@@ -157,7 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     lang = args.lang
     if "PREFECT_HOME" in defaults:
-        # Prefect creates its home without parents, and then fails only after its startup timeout.
+        # Prefect 3.9 creates its home without parents; when that fails, the run fails only after
+        # the temporary server's startup timeout (see flows.cli.create_prefect_home).
         try:
             create_prefect_home(defaults["PREFECT_HOME"])
         except OperatorError as error:

@@ -69,15 +69,15 @@ def test_predict_adds_client_shares() -> None:
         spans={"trip_index": 0.5, "align": 2.5, "pieces": 8.0},
         other=0.5,
     )
-    one = scaling.predict_wall(phase, 1)
-    assert one["trip_index"] == pytest.approx(1.0 + 1.0)  # 1.0 of client plus 2 x 0.5
-    assert one["align"] == pytest.approx(3.0 + 0.5)  # alignment (3.0) outlasts prepare (2.0); 0.5 after both
-    assert one["pieces"] == pytest.approx(1.0 + 8.0)
-    assert one["total"] == pytest.approx(2.0 + 3.5 + 9.0 + 0.5)
+    one_worker = scaling.predict_wall(phase, 1)
+    assert one_worker["trip_index"] == pytest.approx(1.0 + 1.0)  # 1.0 of client plus 2 x 0.5
+    assert one_worker["align"] == pytest.approx(3.0 + 0.5)  # alignment (3.0) outlasts prepare (2.0); 0.5 after both
+    assert one_worker["pieces"] == pytest.approx(1.0 + 8.0)
+    assert one_worker["total"] == pytest.approx(2.0 + 3.5 + 9.0 + 0.5)
 
-    four = scaling.predict_wall(phase, 4)
-    assert four["align"] == pytest.approx(2.0 + 0.5)  # prepare (2.0) now outlasts the alignment (1.0)
-    assert four["pieces"] == pytest.approx(1.0 + 2.0)
+    four_workers = scaling.predict_wall(phase, 4)
+    assert four_workers["align"] == pytest.approx(2.0 + 0.5)  # prepare (2.0) now outlasts the alignment (1.0)
+    assert four_workers["pieces"] == pytest.approx(1.0 + 2.0)
 
 
 def test_predict_scales_tasks_and_client() -> None:
@@ -87,10 +87,10 @@ def test_predict_scales_tasks_and_client() -> None:
         spans={"trip_index": 0.0, "align": 0.0, "pieces": 4.0},
         other=0.0,
     )
-    ten = scaling.predict_wall(phase, 2, scale=10)
-    assert ten["trip_index"] == pytest.approx(10.0)
-    assert ten["align"] == pytest.approx(1.0)  # the preparation is not scaled
-    assert ten["pieces"] == pytest.approx(10.0 + 20.0)
+    ten_times_larger = scaling.predict_wall(phase, 2, scale=10)
+    assert ten_times_larger["trip_index"] == pytest.approx(10.0)
+    assert ten_times_larger["align"] == pytest.approx(1.0)  # the preparation is not scaled
+    assert ten_times_larger["pieces"] == pytest.approx(10.0 + 20.0)
     with pytest.raises(ValueError, match="scale must be at least 1, got 0"):
         scaling.predict_wall(phase, 2, scale=0)
 
