@@ -61,8 +61,11 @@ WORKER_PRELOAD = "compute.pipeline"
 RUN_DATE_LABEL = "lm-co2/run-date"
 FLOW_RUN_LABEL = "lm-co2/flow-run"
 PROGRESS_PLUGIN = "lmco2-progress"
-#: Task names (key prefixes) whose progress is reported: one task per piece in compute.pipeline.
-PROGRESS_TASKS = ("validate_piece", "collect_keys", "trip_index_of_piece", "align_tacho_piece", "compute_piece")
+#: Task names whose progress is reported: one task per piece in compute.pipeline. The names are
+#: those ``dask.utils.key_split`` returns, which drops a leading underscore.
+PROGRESS_TASKS = (
+    "validate_piece", "key_hash_buckets", "occurrences_with_hashes", "trip_index_of_piece", "align_tacho_piece", "compute_piece",
+)
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """``lm-co2 validate PATH``: the contract checks of the daily flow, on any day folder, in-process.
 
 The same functions as in the validate phase run here: conform, then the row rules with the day's
-duplicate keys and vehicle master. They run one file at a time and without a Dask cluster, so a
+repeated keys and vehicle master. They run one file at a time and without a Dask cluster, so a
 client or an operator can check a delivery before it is scheduled.
 
 The report shows the first reject of each dataset and reason as an example. Its detail is
@@ -52,20 +52,22 @@ def validate_path(url: str, settings: Settings, *, lang: str = "ja", rejects_pat
     summary = contract.ValidationSummary()
     rejects: list[pd.DataFrame] = []
     try:
-        frames = _read_day(store, settings, summary)
+        tables = _read_day(store, settings, summary)
         known: np.ndarray | None = None
         rejected_vehicles: dict[str, str] = {}
         for dataset in ("vehicles", "geo_attributes", "trajectories", "tachometer"):
-            if dataset not in frames:
+            if dataset not in tables:
                 continue
-            parts = frames[dataset]
-            duplicated = contract.find_duplicate_keys(dataset, [frame for frame in parts])
+            files = list(tables[dataset])
+            # Each file is one piece, so the first of identical copies is the one the daily run keeps.
+            repeated = contract.repeated_keys_in(dataset, list(tables[dataset].values()), files)
             context = contract.ValidationContext(
-                settings=settings.contract, known_vehicle_ids=known, rejected_vehicle_reasons=rejected_vehicles, duplicated_keys={dataset: duplicated}
+                settings=settings.contract, known_vehicle_ids=known, rejected_vehicle_reasons=rejected_vehicles, repeated_keys={dataset: repeated}
             )
             accepted_parts = []
-            for frame in parts:
-                accepted, rejected = contract.validate_rows(dataset, frame, context)
+            for piece, name in enumerate(files):
+                frame = contract.to_frame(dataset, tables[dataset][name])
+                accepted, rejected = contract.validate_rows(dataset, frame, context, piece=piece)
                 summary.record(dataset, len(frame), accepted, rejected)
                 accepted_parts.append(accepted)
                 rejects.append(rejected)
@@ -97,8 +99,9 @@ def _check_day_folder(store: Store, url: str) -> None:
         raise OperatorError("validate.not_day_folder", path=url, datasets=", ".join(folders), datasets_ja="、".join(folders))
 
 
-def _read_day(store: Store, settings: Settings, summary: contract.ValidationSummary) -> dict[str, list[pd.DataFrame]]:
-    frames: dict[str, list[pd.DataFrame]] = {}
+def _read_day(store: Store, settings: Settings, summary: contract.ValidationSummary) -> dict[str, dict[str, pa.Table]]:
+    """Return per dataset the conformed table of each file, by file name in file order."""
+    tables: dict[str, dict[str, pa.Table]] = {}
     for dataset in contract.DATASETS:
         files = pipeline.list_dataset_files(store, dataset)
         if not files:
@@ -106,14 +109,13 @@ def _read_day(store: Store, settings: Settings, summary: contract.ValidationSumm
                 raise contract.dataset_missing(dataset, store.child_url(dataset))
             summary.mark_absent(dataset)
             continue
-        frames[dataset] = []
+        tables[dataset] = {}
         for name in files:
             try:
                 with store.open(name) as handle:
                     table = pq.ParquetFile(handle).read()
             except (pa.ArrowInvalid, OSError) as error:
                 raise contract.file_unreadable(dataset, name, error) from error
-            conformed = contract.conform_table(dataset, table, settings.contract)
-            frames[dataset].append(contract.to_frame(dataset, conformed))
-    return frames
+            tables[dataset][name] = contract.conform_table(dataset, table, settings.contract)
+    return tables
 

@@ -459,10 +459,10 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
         # The writers return the size and checksums of every file, so the manifest needs no
         # second read of the validated day (0.65 GB on the 100k day, about 6.5 GB on a 1M day).
         written: list[ObjectRecord] = []
-        vehicles, vehicle_rejects = _validate_small(run, "vehicles", sources, summary, contract.ValidationContext(settings=csettings), written)
+        vehicles, vehicle_rejects = _validate_small(run, "vehicles", sources, summary, written)
         known = vehicles[c.VEHICLE_ID].to_numpy(dtype=object) if len(vehicles) else np.array([], dtype=object)
         rejected_vehicles = contract.rejected_vehicle_reasons(vehicle_rejects)
-        _validate_small(run, "geo_attributes", sources, summary, contract.ValidationContext(settings=csettings), written)
+        _validate_small(run, "geo_attributes", sources, summary, written)
 
         # Large datasets on the cluster, with keys duplicated anywhere in the day.
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
@@ -476,7 +476,7 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
             pieces = pipeline.plan_pieces(store, dataset, target_rows=target)
             n = len(pieces)
             context = contract.ValidationContext(
-                settings=csettings, known_vehicle_ids=known, rejected_vehicle_reasons=rejected_vehicles, duplicated_keys={dataset: pipeline.duplicate_keys(client, raw_ref, pieces, csettings, time_left())}
+                settings=csettings, known_vehicle_ids=known, rejected_vehicle_reasons=rejected_vehicles, repeated_keys={dataset: pipeline.repeated_keys(client, raw_ref, pieces, csettings, time_left())}
             )
             context_future = pipeline.scatter_broadcast(client, context)
             for part in pipeline.gather(client, client.map(
@@ -526,21 +526,24 @@ def _validate_small(
     dataset: str,
     sources: dict[str, tuple[Store, list[str]]],
     summary: contract.ValidationSummary,
-    context: contract.ValidationContext,
     written: list[ObjectRecord],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate a small dataset in this process and return its accepted rows and its rejects.
 
-    The records of the files it writes are appended to ``written``."""
+    Keys are compared across all files of the dataset, and of identical copies the first in
+    file order is kept, as ``lm-co2 validate`` does. The records of the files it writes are
+    appended to ``written``."""
     store, files = sources[dataset]
     temp = run.store("temp")
+    pieces = [pipeline.Piece(dataset, name, tuple(range(_row_groups(store, name))), 0, index) for index, name in enumerate(files)]
+    tables = [pipeline.read_piece(store, piece, run.settings.contract) for piece in pieces]
+    repeated = contract.repeated_keys_in(dataset, tables, files)
+    context = contract.ValidationContext(settings=run.settings.contract, repeated_keys={dataset: repeated})
     frames = []
     reject_frames = []
-    for index, name in enumerate(files):
-        piece = pipeline.Piece(dataset, name, tuple(range(_row_groups(store, name))), 0, index)
-        table = pipeline.read_piece(store, piece, run.settings.contract)
+    for piece, table in zip(pieces, tables, strict=True):
         frame = contract.to_frame(dataset, table)
-        accepted, rejects = contract.validate_rows(dataset, frame, context)
+        accepted, rejects = contract.validate_rows(dataset, frame, context, piece=piece.index)
         written.append(pipeline.write_accepted(temp, dataset, piece.name, table, accepted))
         written.append(pipeline.write_table(temp, f"{pipeline.REJECTS}/{dataset}/{piece.name}", pipeline.rejects_table(rejects)))
         summary.record(dataset, len(frame), accepted, rejects)

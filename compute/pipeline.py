@@ -277,7 +277,7 @@ def validate_piece(
     """Validate one piece; write accepted rows and rejects under ``temp/`` (task body)."""
     table = read_piece(raw.open(), piece, settings)
     frame = contract.to_frame(piece.dataset, table)
-    accepted, rejects = contract.validate_rows(piece.dataset, frame, context)
+    accepted, rejects = contract.validate_rows(piece.dataset, frame, context, piece=piece.index)
     temp_store = temp.open()
     objects = [
         write_accepted(temp_store, piece.dataset, piece.name, table, accepted),
@@ -320,26 +320,38 @@ def rejects_table(rejects: pd.DataFrame) -> pa.Table:
                                 schema=pa.schema([(col, pa.string()) for col in contract.REJECT_COLUMNS]))
 
 
-def collect_keys(raw: StoreRef, piece: Piece, settings: contract.ContractSettings) -> pd.Series:
-    """Key of every row of one piece, as text (for the global duplicate check)."""
-    table = read_piece(raw.open(), piece, settings, columns=None)
-    keys = list(contract.KEY_COLUMNS[piece.dataset])
-    return contract.row_keys(piece.dataset, table.select(keys).to_pandas())
-
-
 def duplicate_keys(
     client: Client, raw: StoreRef, pieces: list[Piece], settings: contract.ContractSettings, timeout_s: float | None = None
 ) -> np.ndarray:
+    """Keys that occur more than once anywhere in the day, whether their copies are identical or not.
+
+    See :func:`repeated_keys`, which also tells identical copies from conflicting ones.
+    """
+    return repeated_keys(client, raw, pieces, settings, timeout_s).keys
+
+
+def repeated_keys(
+    client: Client, raw: StoreRef, pieces: list[Piece], settings: contract.ContractSettings, timeout_s: float | None = None
+) -> contract.RepeatedKeys:
     """Keys that occur more than once anywhere in the day, found without gathering every key.
 
     Pass 1 hashes the keys of each piece into buckets that stay on the workers; one task per
-    bucket finds the hashes seen twice. Pass 2 returns only the keys whose hash repeats, and
-    :func:`contract.find_duplicate_keys` confirms them on the real key text, so a hash collision
-    cannot reject a row. The client receives only the repeated keys, never all keys of the day.
+    bucket finds the hashes seen twice. Pass 2 returns, for the rows whose key hash repeats
+    only, the key text, a hash of the row's content and the row's position (piece index, row).
+    :func:`contract.find_repeated_keys` confirms the keys on the real key text, so a collision
+    of key hashes cannot reject a row. It then keeps the first of identical copies and marks
+    the keys of differing copies as conflicting. The client receives only the rows whose key
+    hash repeats, never all keys of the day.
+
+    Returns
+    -------
+    contract.RepeatedKeys
+        Sources name each piece's file and the row of that file where the piece starts, so
+        ``row_repeated`` details name the file and row of the kept copy.
     """
+    sources = _piece_sources(pieces)
     if not pieces:
-        return np.array([], dtype=object)
-    dataset = pieces[0].dataset
+        return contract.RepeatedKeys(sources=sources)
     n = len(pieces)
     n_buckets = max(1, min(n, 64))
     hashed = client.map(_key_hash_buckets, [raw] * n, pieces, [settings] * n, [n_buckets] * n, pure=False)
@@ -350,20 +362,34 @@ def duplicate_keys(
     suspects = np.concatenate(gather(client, repeated, timeout_s)) if repeated else np.array([], dtype=np.uint64)
     del hashed
     if suspects.size == 0:
-        return np.array([], dtype=object)
+        return contract.RepeatedKeys(sources=sources)
     suspects_future = scatter_broadcast(client, suspects)
-    candidates = gather(client, client.map(_keys_with_hashes, [raw] * n, pieces, [settings] * n, [suspects_future] * n, pure=False), timeout_s)
-    return contract.find_duplicate_keys(dataset, candidates)
+    occurrences = gather(
+        client, client.map(_occurrences_with_hashes, [raw] * n, pieces, [settings] * n, [suspects_future] * n, pure=False), timeout_s
+    )
+    return contract.find_repeated_keys(occurrences, sources)
 
 
-def _hashed_keys(raw: StoreRef, piece: Piece, settings: contract.ContractSettings) -> tuple[pd.Series, np.ndarray]:
-    keys = collect_keys(raw, piece, settings)
-    keys = keys[keys.notna()]
-    return keys, pd.util.hash_array(keys.astype(str).to_numpy(dtype=object))
+def _piece_sources(pieces: list[Piece]) -> dict[int, tuple[str, int]]:
+    """Return per piece index its file and the row of the file where the piece starts."""
+    sources: dict[int, tuple[str, int]] = {}
+    rows_before: dict[str, int] = {}
+    for piece in sorted(pieces, key=lambda p: p.index):
+        first_row = rows_before.get(piece.path, 0)
+        sources[piece.index] = (piece.path, first_row)
+        rows_before[piece.path] = first_row + piece.rows
+    return sources
+
+
+def _table_key_hashes(dataset: str, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Return the positions of the rows of ``table`` that have a key, and the hash of each of those keys."""
+    keys = contract.row_keys(dataset, table.select(list(contract.KEY_COLUMNS[dataset])).to_pandas())
+    present = keys.notna().to_numpy(dtype=bool)
+    return np.flatnonzero(present), pd.util.hash_array(keys[present].astype(str).to_numpy(dtype=object))
 
 
 def _key_hash_buckets(raw: StoreRef, piece: Piece, settings: contract.ContractSettings, n_buckets: int) -> list[np.ndarray]:
-    _, hashes = _hashed_keys(raw, piece, settings)
+    _, hashes = _table_key_hashes(piece.dataset, read_piece(raw.open(), piece, settings, columns=None))
     bucket = (hashes % np.uint64(n_buckets)).astype(np.int64)
     order = np.argsort(bucket, kind="stable")
     bounds = np.cumsum(np.bincount(bucket, minlength=n_buckets))[:-1]
@@ -375,9 +401,11 @@ def _repeated_hashes(*parts: np.ndarray) -> np.ndarray:
     return values[counts > 1]
 
 
-def _keys_with_hashes(raw: StoreRef, piece: Piece, settings: contract.ContractSettings, suspects: np.ndarray) -> pd.Series:
-    keys, hashes = _hashed_keys(raw, piece, settings)
-    return keys[np.isin(hashes, suspects)]
+def _occurrences_with_hashes(raw: StoreRef, piece: Piece, settings: contract.ContractSettings, suspects: np.ndarray) -> pd.DataFrame:
+    """Return key, content hash and position of the rows of one piece whose key hash is in ``suspects``."""
+    table = read_piece(raw.open(), piece, settings, columns=None)
+    rows, hashes = _table_key_hashes(piece.dataset, table)
+    return contract.key_occurrences(piece.dataset, table, piece.index, rows[np.isin(hashes, suspects)])
 
 
 # -- compute -----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Public API (pure functions, no I/O; ``compute.pipeline`` maps them over partitio
 
     table = conform_table("trajectories", table, settings.contract)    # raises ContractError
     frame = to_frame("trajectories", table)                             # shapely geometry, EPSG:4326
-    accepted, rejects = validate_rows("trajectories", frame, context)
+    accepted, rejects = validate_rows("trajectories", frame, context, piece=0)
     summary.record("trajectories", len(frame), accepted, rejects)
     check_balance(summary)                                              # raises BalanceError
     markdown = render_report(summary, "ja", render_details(rejects, "ja"))
@@ -12,6 +12,9 @@ Public API (pure functions, no I/O; ``compute.pipeline`` maps them over partitio
 Invariants
 ----------
 * Every input row ends up exactly once in accepted or in rejects (checked by ``check_balance``).
+* Of the rows of one key in the partitions searched together (``ValidationContext.repeated_keys``,
+  else one partition), at most one is accepted: the first of identical copies, and none of
+  copies that differ (``compute.contract.repeats``).
 * Reason codes and flag codes are never renamed: clients filter rejects by them.
 * Every rejected row has a detail kind and parameters; its ``detail`` text in the rejects file is
   English, and reports render it in the operator's language from the kind and parameters.
@@ -35,6 +38,7 @@ from compute.contract.reasons import (
     FlagCode,
     ReasonCode,
 )
+from compute.contract.repeats import RepeatedKeys, content_hashes, find_repeated_keys, key_occurrences, repeated_keys_in
 from compute.contract.report import render_report
 from compute.contract.schema import (
     AREA_TYPES,
@@ -82,17 +86,22 @@ __all__ = [
     "ErrorCode",
     "FlagCode",
     "ReasonCode",
+    "RepeatedKeys",
     "ValidationContext",
     "ValidationSummary",
     "check_balance",
     "conform_table",
+    "content_hashes",
     "empty_rejects",
     "file_unreadable",
     "find_duplicate_keys",
+    "find_repeated_keys",
+    "key_occurrences",
     "rejected_vehicle_reasons",
     "render_detail",
     "render_details",
     "render_report",
+    "repeated_keys_in",
     "row_keys",
     "summarize_partition",
     "to_frame",

@@ -33,6 +33,8 @@ from compute.i18n import has_message, message
 DETAIL_KINDS: dict[str, tuple[str, ...]] = {
     "row_of_partition": ("row",),
     "key_repeated": (),
+    "copy_of_file_row": ("file", "row"),
+    "copy_of_partition_row": ("row",),
     "value_null": ("column",),
     "vehicle_unknown": ("accepted_vehicles",),
     "vehicle_row_rejected": ("master_reason",),
@@ -69,6 +71,7 @@ DETAIL_KINDS: dict[str, tuple[str, ...]] = {
 REASON_DETAILS: dict[ReasonCode, tuple[str, ...]] = {
     ReasonCode.KEY_MISSING: ("row_of_partition",),
     ReasonCode.KEY_DUPLICATED: ("key_repeated",),
+    ReasonCode.ROW_REPEATED: ("copy_of_file_row", "copy_of_partition_row"),
     ReasonCode.VALUE_MISSING: ("value_null",),
     ReasonCode.VEHICLE_NOT_IN_MASTER: ("vehicle_unknown", "vehicle_row_rejected"),
     ReasonCode.GEOMETRY_MISSING: ("geometry_null",),

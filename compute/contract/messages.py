@@ -28,10 +28,16 @@ _REASONS: dict[str, tuple[str, str, str, str]] = {
         "Fill in the key on every row.",
     ),
     "key_duplicated": (
-        "同じキーがその日のデータに 2 回以上あります。同じキーを持つ行はすべて除外されます。",
-        "The same key occurs more than once in the day; every row with that key is rejected.",
+        "同じキーがその日のデータに 2 回以上あり、その行の内容が異なります。どれが正しいか判断できないため、同じキーを持つ行はすべて除外されます。",
+        "The same key occurs more than once in the day, in rows whose content differs. None can be trusted as the right one, so every row with that key is rejected.",
         "キーを一意にするか、重複した行を 1 行にまとめてください。",
         "Make the key unique, or merge the duplicated rows into one.",
+    ),
+    "row_repeated": (
+        "同じ行 (すべての列の値が同じ) がその日のデータにもう一度あります。最初の 1 行を採用し、この行は除外しました。",
+        "The same row, equal in every column, occurs again in the day. The first copy is kept and this copy is rejected.",
+        "重複して送られた行を納品データから削除してください。",
+        "Remove the repeated copy from the delivery.",
     ),
     "value_missing": (
         "必須の値 (trajectories の vehicle_id、tachometer の speed_kmh、geo_attributes の source) が空です。",
@@ -292,6 +298,14 @@ _ERROR_TEXTS: dict[str, tuple[str, str]] = {
 _DETAILS: dict[str, tuple[str, str]] = {
     "row_of_partition": ("パーティションの {row} 行目", "row {row} of the partition"),
     "key_repeated": ("このキーはその日のデータに 2 回以上あります", "the key occurs more than once in the day"),
+    "copy_of_file_row": (
+        "採用した行は、{file} の先頭を 0 として {row} 行目です",
+        "the kept copy is row {row} of {file}, counting from 0",
+    ),
+    "copy_of_partition_row": (
+        "採用した行は、パーティションの先頭を 0 として {row} 行目です",
+        "the kept copy is row {row} of the partition, counting from 0",
+    ),
     "value_null": ("{column} が空 (null または空白) です", "{column} is null or blank"),
     "vehicle_unknown": ("採用された車両 {accepted_vehicles} 台の中にありません", "not among the {accepted_vehicles} accepted vehicles"),
     "vehicle_row_rejected": (

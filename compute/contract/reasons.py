@@ -27,6 +27,7 @@ class ReasonCode(str, Enum):
 
     KEY_MISSING = "key_missing"
     KEY_DUPLICATED = "key_duplicated"
+    ROW_REPEATED = "row_repeated"
     VALUE_MISSING = "value_missing"
     VEHICLE_NOT_IN_MASTER = "vehicle_not_in_master"
     GEOMETRY_MISSING = "geometry_missing"
@@ -79,6 +80,7 @@ RULE_ORDER: dict[str, tuple[ReasonCode, ...]] = {
     "trajectories": (
         ReasonCode.KEY_MISSING,
         ReasonCode.KEY_DUPLICATED,
+        ReasonCode.ROW_REPEATED,
         ReasonCode.VALUE_MISSING,
         ReasonCode.VEHICLE_NOT_IN_MASTER,
         ReasonCode.GEOMETRY_MISSING,
@@ -100,6 +102,7 @@ RULE_ORDER: dict[str, tuple[ReasonCode, ...]] = {
     "vehicles": (
         ReasonCode.KEY_MISSING,
         ReasonCode.KEY_DUPLICATED,
+        ReasonCode.ROW_REPEATED,
         ReasonCode.VEHICLE_CLASS_UNKNOWN,
         ReasonCode.FUEL_TYPE_UNKNOWN,
         ReasonCode.TEST_CYCLE_UNKNOWN,
@@ -109,6 +112,7 @@ RULE_ORDER: dict[str, tuple[ReasonCode, ...]] = {
     "tachometer": (
         ReasonCode.KEY_MISSING,
         ReasonCode.KEY_DUPLICATED,
+        ReasonCode.ROW_REPEATED,
         ReasonCode.VEHICLE_NOT_IN_MASTER,
         ReasonCode.TIMESTAMP_OUT_OF_RANGE,
         ReasonCode.VALUE_MISSING,
@@ -121,6 +125,7 @@ RULE_ORDER: dict[str, tuple[ReasonCode, ...]] = {
     "geo_attributes": (
         ReasonCode.KEY_MISSING,
         ReasonCode.KEY_DUPLICATED,
+        ReasonCode.ROW_REPEATED,
         ReasonCode.VALUE_MISSING,
         ReasonCode.GEOMETRY_MISSING,
         ReasonCode.GEOMETRY_UNREADABLE,

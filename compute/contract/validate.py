@@ -19,6 +19,7 @@ from compute import columns as c
 from compute.contract.details import Detail
 from compute.contract.frames import WKB_UNREADABLE, decode_geometry, row_keys
 from compute.contract.reasons import FlagCode, ReasonCode
+from compute.contract.repeats import RepeatedKeys, repeated_keys_in_frame
 from compute.contract.rules_geometry import check_geometry
 from compute.contract.rules_time import check_speeds, check_times
 from compute.contract.schema import (
@@ -50,15 +51,28 @@ class ValidationContext:
         :func:`rejected_vehicle_reasons` returns it. A trip or tachometer record of such a
         vehicle is still rejected as ``vehicle_not_in_master``. Its detail names the reason of
         the rejected master row, so the operator corrects that row instead of adding the vehicle.
+    repeated_keys : dict
+        Per dataset, the keys that occur more than once in the whole day, split into conflicting
+        keys and exact repeats with the copy to keep (see
+        :class:`~compute.contract.repeats.RepeatedKeys`). Found across partitions by
+        ``compute.pipeline.repeated_keys`` or :func:`~compute.contract.repeats.repeated_keys_in`.
     duplicated_keys : dict
-        Per dataset, the keys that occur more than once in the whole day, found across
-        partitions with :func:`~compute.contract.frames.find_duplicate_keys`.
+        Per dataset, keys whose every row is rejected as ``key_duplicated`` without comparing
+        the content of the copies, as :func:`~compute.contract.frames.find_duplicate_keys`
+        returns them. These keys are rejected even where :attr:`repeated_keys` has a copy to keep.
     settings : ContractSettings
         Thresholds of the rules.
+
+    Notes
+    -----
+    When a dataset is in neither :attr:`repeated_keys` nor :attr:`duplicated_keys`, the
+    partition is taken as the whole day. Keys are compared only within it, and of identical
+    copies the first is kept.
     """
 
     known_vehicle_ids: np.ndarray | Collection[str] | None = None
     rejected_vehicle_reasons: Mapping[str, str] = field(default_factory=dict)
+    repeated_keys: dict[str, RepeatedKeys] = field(default_factory=dict)
     duplicated_keys: dict[str, np.ndarray | Collection[str]] = field(default_factory=dict)
     settings: ContractSettings = field(default_factory=ContractSettings)
 
@@ -75,15 +89,19 @@ def rejected_vehicle_reasons(vehicle_rejects: pd.DataFrame) -> dict[str, str]:
     -------
     dict
         ``vehicle_id`` to reason code for :attr:`ValidationContext.rejected_vehicle_reasons`.
-        Rows without a key are left out. A repeated ``vehicle_id`` keeps its first reason,
-        which is ``key_duplicated`` for every row of it.
+        Rows without a key are left out. A repeated ``vehicle_id`` keeps the reason of its
+        first reject row. Rows rejected as ``row_repeated`` are left out, because the vehicle's
+        reason is that of its kept copy.
     """
-    rows = vehicle_rejects[vehicle_rejects[c.DATASET] == "vehicles"].dropna(subset=[c.ROW_KEY])
+    rows = vehicle_rejects[(vehicle_rejects[c.DATASET] == "vehicles") & (vehicle_rejects[c.REASON] != ReasonCode.ROW_REPEATED.value)]
+    rows = rows.dropna(subset=[c.ROW_KEY])
     reasons = rows.drop_duplicates(c.ROW_KEY)
     return dict(zip(reasons[c.ROW_KEY].astype(str), reasons[c.REASON].astype(str), strict=True))
 
 
-def validate_rows(dataset: str, frame: pd.DataFrame, context: ValidationContext) -> tuple[pd.DataFrame, pd.DataFrame]:
+def validate_rows(
+    dataset: str, frame: pd.DataFrame, context: ValidationContext, *, piece: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split one conformed partition into accepted rows and reject rows.
 
     Parameters
@@ -95,7 +113,11 @@ def validate_rows(dataset: str, frame: pd.DataFrame, context: ValidationContext)
         geometry as shapely objects in EPSG:4326 for trajectories and geo_attributes. WKB bytes
         in ``geometry`` are decoded first.
     context : ValidationContext
-        Vehicle master ids, rejected master rows, globally duplicated keys and thresholds.
+        Vehicle master ids, rejected master rows, keys repeated in the day and thresholds.
+    piece : int, optional
+        Position of this partition in the day, as :attr:`ValidationContext.repeated_keys`
+        numbers the partitions. Rows are identified by their position in ``frame``, so
+        ``frame`` must hold the partition's rows as read, in order.
 
     Returns
     -------
@@ -114,7 +136,7 @@ def validate_rows(dataset: str, frame: pd.DataFrame, context: ValidationContext)
     keys = row_keys(dataset, frame)
     thresholds = context.settings.thresholds
 
-    _check_keys(dataset, frame, keys, context, state)
+    _check_keys(dataset, frame, keys, context, piece, state)
     if dataset == "trajectories":
         frame = _check_trajectories(frame, context, thresholds, state)
     elif dataset == "vehicles":
@@ -129,7 +151,9 @@ def validate_rows(dataset: str, frame: pd.DataFrame, context: ValidationContext)
     return accepted, state.rejects(dataset, keys)
 
 
-def _check_keys(dataset: str, frame: pd.DataFrame, keys: pd.Series, context: ValidationContext, state: RuleState) -> None:
+def _check_keys(
+    dataset: str, frame: pd.DataFrame, keys: pd.Series, context: ValidationContext, piece: int, state: RuleState
+) -> None:
     missing = keys.isna().to_numpy(dtype=bool, copy=True)
     for column in KEY_COLUMNS[dataset]:
         values = frame[column]
@@ -142,12 +166,36 @@ def _check_keys(dataset: str, frame: pd.DataFrame, keys: pd.Series, context: Val
         detail=lambda hit: [Detail("row_of_partition", {"row": int(i)}) for i in hit],
     )
 
+    key_text = keys.to_numpy(dtype=object, na_value=None)
+    listed_keys = context.duplicated_keys.get(dataset)
+    repeated = _repeated_keys(dataset, frame, keys, context, piece)
+    kept_piece, kept_row = repeated.kept_positions(key_text)
+    identical = kept_piece >= 0
+
+    # A key repeated within the partition that the day's keys do not list as identical copies
+    # is rejected as a whole, so that the partition accepts at most one row per key.
     local = keys.duplicated(keep=False).to_numpy(dtype=bool)
-    global_keys = context.duplicated_keys.get(dataset)
-    in_global = keys.isin(list(global_keys)).to_numpy(dtype=bool) if global_keys is not None and len(global_keys) else False
+    conflicting = (local & ~identical) | keys.isin(repeated.conflicting).to_numpy(dtype=bool)
+    if listed_keys is not None and len(listed_keys):
+        conflicting |= keys.isin(list(listed_keys)).to_numpy(dtype=bool)
+    state.reject(ReasonCode.KEY_DUPLICATED, conflicting, value=key_text, detail=Detail("key_repeated"))
+
+    is_kept = identical & (kept_piece == piece) & (kept_row == np.arange(len(frame)))
     state.reject(
-        ReasonCode.KEY_DUPLICATED, local | in_global, value=keys.to_numpy(dtype=object, na_value=None), detail=Detail("key_repeated")
+        ReasonCode.ROW_REPEATED,
+        identical & ~is_kept,
+        value=key_text,
+        detail=lambda hit: repeated.kept_copy_details(kept_piece[hit], kept_row[hit]),
     )
+
+
+def _repeated_keys(dataset: str, frame: pd.DataFrame, keys: pd.Series, context: ValidationContext, piece: int) -> RepeatedKeys:
+    repeated = context.repeated_keys.get(dataset)
+    if repeated is not None:
+        return repeated
+    if dataset in context.duplicated_keys:
+        return RepeatedKeys()
+    return repeated_keys_in_frame(frame, keys, piece)
 
 
 def _describe_row(frame: pd.DataFrame, position: int) -> str:

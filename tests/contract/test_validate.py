@@ -20,6 +20,7 @@ from compute.contract import (
     ValidationContext,
     conform_table,
     find_duplicate_keys,
+    repeated_keys_in,
     to_frame,
     validate_rows,
 )
@@ -30,10 +31,11 @@ LINE = corpus.GOOD_LINE
 
 def _validate(dataset: str, table: pa.Table, known=("V1", "V2"), settings: ContractSettings | None = None):
     settings = settings or ContractSettings()
-    frame = to_frame(dataset, conform_table(dataset, table, settings))
+    conformed = conform_table(dataset, table, settings)
+    frame = to_frame(dataset, conformed)
     context = ValidationContext(
         known_vehicle_ids=None if known is None else np.array(known, dtype=object),
-        duplicated_keys={dataset: find_duplicate_keys(dataset, [frame])},
+        repeated_keys={dataset: repeated_keys_in(dataset, [conformed], [f"{dataset}/part-0.parquet"])},
         settings=settings,
     )
     accepted, rejects = validate_rows(dataset, frame, context)
@@ -138,7 +140,8 @@ class TestTrajectoryRejects:
             assert fragment in reject["value"]
 
     def test_duplicated_key_rejects_every_copy(self):
-        accepted, rejects = _validate("trajectories", corpus.trajectories([GOOD, GOOD, {**GOOD, "trip_id": "T3"}]))
+        rows = [GOOD, {**GOOD, "load_kg": 600.0}, {**GOOD, "trip_id": "T3"}]
+        accepted, rejects = _validate("trajectories", corpus.trajectories(rows))
         assert list(accepted["trip_id"]) == ["T3"]
         assert list(rejects["reason"]) == ["key_duplicated", "key_duplicated"]
         assert list(rejects["row_key"]) == ["T1", "T1"]
@@ -360,7 +363,8 @@ class TestGeoAttributeRejects:
 
 def test_every_reason_code_has_a_case():
     covered = {case[2] for case in TRAJECTORY_CASES + VEHICLE_CASES + TACHOMETER_CASES + GEO_CASES}
-    covered |= {ReasonCode.KEY_DUPLICATED, ReasonCode.GEOMETRY_UNREADABLE, ReasonCode.GEOMETRY_SINGLE_POINT}
+    # row_repeated is pinned in test_repeated_rows.py.
+    covered |= {ReasonCode.KEY_DUPLICATED, ReasonCode.ROW_REPEATED, ReasonCode.GEOMETRY_UNREADABLE, ReasonCode.GEOMETRY_SINGLE_POINT}
     assert set(ReasonCode) - covered == set()
 
 
