@@ -741,7 +741,10 @@ def generate_output(run: DailyRun, summary_extra: dict[str, Any] | None = None) 
 _REPORT_FOLDER = "report"
 # Segments are aggregated in record batches of this many rows, so memory stays bounded per part.
 _REPORT_BATCH_ROWS = 1_000_000
-_TRIP_REPORT_COLUMNS = (c.TRIP_ID, c.VEHICLE_ID, c.DISTANCE_KM, c.CO2_TTW_KG, c.CO2_G_PER_KM, c.METHOD, c.FUEL_L, c.T1_T2_RATIO)
+_TRIP_REPORT_COLUMNS = (
+    c.TRIP_ID, c.VEHICLE_ID, c.DISTANCE_KM, c.CO2_TTW_KG, c.CO2_G_PER_KM, c.METHOD, c.FUEL_L, c.T1_T2_RATIO, c.QUALITY_FLAGS,
+)
+_TRIP_REPORT_TEXT = (c.TRIP_ID, c.VEHICLE_ID, c.METHOD, c.QUALITY_FLAGS)
 
 
 def _build_report(run: DailyRun, trips_table: pa.Table | None) -> tuple[charts.RunReport, list[plausibility.PlausibilityWarning]]:
@@ -815,7 +818,7 @@ def _trip_report_frame(trips_table: pa.Table | None) -> pd.DataFrame:
     frame = trips_table.to_pandas() if trips_table is not None else pd.DataFrame()
     for name in _TRIP_REPORT_COLUMNS:
         if name not in frame:
-            frame[name] = pd.Series(dtype="str" if name in (c.TRIP_ID, c.VEHICLE_ID, c.METHOD) else "float64")
+            frame[name] = pd.Series(dtype="str" if name in _TRIP_REPORT_TEXT else "float64")
     return frame[list(_TRIP_REPORT_COLUMNS)]
 
 

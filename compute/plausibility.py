@@ -3,7 +3,8 @@
 A reject removes an input row that breaks the contract. A warning keeps the result and tells the
 operator that it looks odd: a trip whose CO2 per km lies far outside the range of its vehicle
 class, a day whose distance is mostly off the mapped roads, a vehicle whose measured fuel (T1)
-drifts away from the modelled fuel (T2), or a day with nothing to compute. The checks are pure
+drifts away from the modelled fuel (T2), a vehicle whose tachograph distance keeps disagreeing
+with its GPS distance, or a day with nothing to compute. The checks are pure
 functions on the per-trip output; the output phase runs them and writes the warnings into the
 run report and ``summary.json``.
 """
@@ -64,6 +65,13 @@ register(
             "ja": "車両 {vehicle_id} の実測燃料/モデル燃料比（T1/T2）が {value} で、1 から {tolerance} を超えてずれています（{n_trips} トリップ）。",
             "en": "Vehicle {vehicle_id} has a measured/modelled fuel ratio (T1/T2) of {value}, more than {tolerance} away from 1 ({n_trips} trips).",
         },
+        "warning.tacho_distance_mismatch": {
+            "ja": "車両 {vehicle_id} の {n_trips} トリップのうち {mismatched} 件で、タコグラフ速度から求めた距離が GPS の距離と合わないため、"
+                  "T2 を使っていません（quality_flags の tacho_distance_mismatch）。タコグラフの較正、速度の単位、車両 ID の対応を確認してください。",
+            "en": "Vehicle {vehicle_id}: in {mismatched} of {n_trips} trips the distance from the tachograph speed disagrees with the GPS "
+                  "distance, so T2 was not used (tacho_distance_mismatch in quality_flags). Check the tachograph's calibration, "
+                  "its speed unit and the vehicle_id it is recorded under.",
+        },
         "warning.no_trips": {
             "ja": "この日は算定できるトリップがありません（trajectories {trajectories} 行、うち受理 {accepted} 行）。タコグラフ記録はトリップの時間帯の中でだけ使われるため、トリップのない日は CO2 が 0 になります。",
             "en": "The day has no trip to estimate (trajectories: {trajectories} rows, {accepted} accepted). Tachometer records are used only within a trip's time span, so a day without trips has no CO2.",
@@ -113,6 +121,18 @@ class PlausibilitySettings(BaseModel):
         description="A vehicle whose fuel-weighted T1/T2 ratio differs from 1 by more than this gets a warning.",
     )
     min_t1_t2_trips: int = Field(default=2, ge=1, le=1000, description="Minimum number of trips with a T1/T2 ratio before a vehicle is judged.")
+    max_tacho_mismatch_share: float = Field(
+        default=0.25,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "A vehicle whose share of trips flagged tacho_distance_mismatch exceeds this gets a warning. An honest "
+            "tachograph gives no such trip, so repeated mismatches point at the device or its records."
+        ),
+    )
+    min_tacho_mismatch_trips: int = Field(
+        default=2, ge=1, le=1000, description="Minimum number of trips flagged tacho_distance_mismatch before a vehicle is judged."
+    )
     max_listed_trips: int = Field(
         default=20, ge=0, le=10_000, description="Trip warnings listed one by one in the summary; the count always covers all."
     )
@@ -172,8 +192,8 @@ def check_day(
     Parameters
     ----------
     trips
-        Per-trip output with trip_id, vehicle_id, distance_km, co2_g_per_km and t1_t2_ratio
-        (a missing column skips the check that needs it).
+        Per-trip output with trip_id, vehicle_id, distance_km, co2_g_per_km, t1_t2_ratio and
+        quality_flags (a missing column skips the check that needs it).
     vehicles
         Vehicle master with vehicle_id and vehicle_class.
     facts
@@ -185,6 +205,7 @@ def check_day(
     warnings = _check_day_level(trips, facts, settings)
     warnings += _check_intensity(trips, vehicles, settings)
     warnings += _check_t1_t2(trips, settings)
+    warnings += _check_tacho_distance(trips, settings)
     return warnings
 
 
@@ -326,6 +347,32 @@ def _check_t1_t2(trips: pd.DataFrame, settings: PlausibilitySettings) -> list[Pl
                 )
             )
     return warnings
+
+
+def _check_tacho_distance(trips: pd.DataFrame, settings: PlausibilitySettings) -> list[PlausibilityWarning]:
+    if len(trips) == 0 or c.QUALITY_FLAGS not in trips:
+        return []
+    # The code is matched between ';' separators, so that a longer code containing it never counts.
+    flags = trips[c.QUALITY_FLAGS].fillna("").astype("str")
+    mismatched = flags.str.contains(r"(?:^|;)tacho_distance_mismatch(?:;|$)", regex=True).to_numpy(dtype=bool)
+    if not mismatched.any():
+        return []
+
+    frame = pd.DataFrame({c.VEHICLE_ID: trips[c.VEHICLE_ID].to_numpy(), "mismatched": mismatched})
+    grouped = frame.groupby(c.VEHICLE_ID, sort=True)["mismatched"].agg(n_trips="size", count="sum")
+    judged = grouped[
+        (grouped["count"] >= settings.min_tacho_mismatch_trips)
+        & (grouped["count"] / grouped["n_trips"] > settings.max_tacho_mismatch_share)
+    ]
+    return [
+        PlausibilityWarning(
+            "tacho_distance_mismatch",
+            "vehicle",
+            str(vehicle_id),
+            {"vehicle_id": str(vehicle_id), "mismatched": int(row["count"]), "n_trips": int(row["n_trips"])},
+        )
+        for vehicle_id, row in judged.iterrows()
+    ]
 
 
 def _bboxes_overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:

@@ -17,6 +17,10 @@ QUALITY_FLAGS: dict[str, str] = {
     "sparse_vertices": "Timed vertices are too sparse (median segment duration above the limit) for T3.",
     "tacho_fuel_incomplete": "Tachograph fuel_ml exists but does not cover the trip; T1 was not used.",
     "tacho_speed_incomplete": "Tachograph speed exists but does not cover the trip at 1 Hz; T2 was not used.",
+    "tacho_distance_mismatch": (
+        "The distance from the tachograph speed disagrees with the GPS distance (ratio outside the band and difference "
+        "above the limit); T2 was not used, T1 is kept."
+    ),
     "no_catalog_fe": "The vehicle has no catalog fuel economy; T4 was not possible.",
     "no_test_cycle": "The vehicle has a catalog value but no test cycle; T4 needs the cycle for its gap.",
     "calibrated_on_class_default": "T2/T3 were calibrated to the class default fuel economy, not a catalog value.",

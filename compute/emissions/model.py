@@ -4,7 +4,8 @@ Fuel comes first, emissions second. For each trip the highest tier whose inputs 
 validation sets the fuel (or electric energy):
 
 * T1 ``fuel_measured``: sum of tachograph ``fuel_ml``.
-* T2 ``tacho_profile``: road-load model driven by the 1 Hz tachograph speed.
+* T2 ``tacho_profile``: road-load model driven by the 1 Hz tachograph speed, when the distance of
+  that speed agrees with the GPS distance (``_tacho_distance_mismatch``).
 * T3 ``gps_profile``: the same model driven by segment speed and acceleration from vertex times.
 * T4 ``catalog_fe``: distance / (catalog fuel economy / real-world gap of its test cycle).
 * T5 ``default_table``: class and fuel defaults (improved ton-km formula for trucks).
@@ -211,10 +212,14 @@ def estimate_trips(
     seg = profiles.segment_profile(segments, trip_frame, model, columns)
     tach = profiles.tacho_profile(tacho, segments, trip_frame, model, columns)
 
+    # A tachograph speed that disagrees with the GPS distance is not used for T2 or idle time.
+    distance_mismatch = _tacho_distance_mismatch(tach, seg, settings)
+    speed_usable = tach.speed_valid & ~distance_mismatch
+
     # Tier totals in the fuel unit of each vehicle.
     found = trip_frame["vehicle_found"].to_numpy()
     t1_valid = found & tach.fuel_valid & settings.enable_fuel_measured
-    t2_valid = found & tach.speed_valid & settings.enable_tacho_profile
+    t2_valid = found & speed_usable & settings.enable_tacho_profile
     t3_valid = found & seg.gps_valid & settings.enable_gps_profile
     t4_valid = found & trip_frame["catalog_usable"].to_numpy() & settings.enable_catalog_fe
     t2_fuel = tach.model_fuel
@@ -243,12 +248,12 @@ def estimate_trips(
         if n_trips
         else np.zeros(0)
     )
-    idle_s = np.where(tach.speed_valid, tach.idle_s, np.where(seg.timed_trip, seg.trip_idle_s, np.nan))
+    idle_s = np.where(speed_usable, tach.idle_s, np.where(seg.timed_trip, seg.trip_idle_s, np.nan))
 
     # Emissions.
     out = _assemble_trip_frame(trip_frame, model, fuel, method, distance_km, duration_s, idle_s, t1_t2_ratio)
     out[c.QUALITY_FLAGS] = join_flags(
-        _collect_flags(trip_frame, model, method, seg, tach, distance_km, t1_valid, t2_valid), n_trips
+        _collect_flags(trip_frame, model, method, seg, tach, distance_km, t1_valid, distance_mismatch), n_trips
     )
     out = metrics.compute_trip_metrics(out, trip_frame[c.LOAD_KG].to_numpy(dtype="float64"))
     out = out[list(TRIP_OUTPUT_DTYPES)].astype(TRIP_OUTPUT_DTYPES)
@@ -482,7 +487,7 @@ def _collect_flags(
     tach: profiles.TachoProfile,
     distance_km: np.ndarray,
     t1_valid: np.ndarray,
-    t2_valid: np.ndarray,
+    distance_mismatch: np.ndarray,
 ) -> dict[str, np.ndarray]:
     found = trip_frame["vehicle_found"].to_numpy(dtype=bool)
     profile = np.isin(method, [TACHO_PROFILE, GPS_PROFILE])
@@ -507,6 +512,7 @@ def _collect_flags(
         "sparse_vertices": timed & ~seg.gps_valid & seg.sparse,
         "tacho_fuel_incomplete": tach.has_fuel_rows & ~t1_valid,
         "tacho_speed_incomplete": tach.has_speed_rows & ~tach.speed_valid,
+        "tacho_distance_mismatch": distance_mismatch,
         "no_catalog_fe": found & ~catalog_present,
         "no_test_cycle": found & catalog_present & ~trip_frame["catalog_usable"].to_numpy(dtype=bool),
         "calibrated_on_class_default": profile & trip_frame["calibrated_on_default"].to_numpy(dtype=bool),
@@ -534,6 +540,25 @@ def _collect_flags(
         ),
         "unconfirmed_cycle_substitute": profile & trip_frame["calibration_substitute"].to_numpy(dtype=bool),
     }
+
+
+def _tacho_distance_mismatch(
+    tach: profiles.TachoProfile, seg: profiles.SegmentProfile, settings: EmissionSettings
+) -> np.ndarray:
+    """Mark the trips whose distance from the tachograph speed disagrees with the GPS distance.
+
+    Only a trip with segments and a valid speed profile is judged. It mismatches when the ratio
+    of tachograph to GPS distance lies outside the band of the settings and the two distances
+    also differ by more than ``min_tacho_gps_distance_difference_m``. A GPS distance of 0 gives
+    an infinite ratio.
+    """
+    tacho_m = tach.distance_m
+    gps_m = seg.trip_length_m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = tacho_m / gps_m
+    outside = (ratio < settings.min_tacho_gps_distance_ratio) | (ratio > settings.max_tacho_gps_distance_ratio)
+    apart = np.abs(tacho_m - gps_m) > settings.min_tacho_gps_distance_difference_m
+    return tach.speed_valid & (seg.trip_segment_count > 0) & outside & apart
 
 
 def _distribute_to_segments(

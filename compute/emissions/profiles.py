@@ -415,8 +415,8 @@ def tacho_profile(
         coverage = np.where(trip_duration > 0, (last - first) / trip_duration, rows > 0)
     spans_trip = (rows >= 2) & (coverage >= settings.min_tacho_coverage) & (max_gap <= settings.max_tacho_gap_s)
     liquid = (trip_frame["unit"] == "l").to_numpy()
-    # NOTE: rows are the accepted ones only. A record rejected in validation (a repeated vehicle
-    # and time, say) takes its fuel_ml with it, and T1 does not notice the loss.
+    # NOTE: rows are the accepted ones only. Copies of one vehicle and time that differ are all
+    # rejected in validation and take their fuel_ml with them, and T1 does not notice the loss.
     fuel_valid = spans_trip & liquid & (fuel_rows >= settings.min_tacho_coverage * rows)
     speed_valid = (
         spans_trip & (speed_rows >= settings.min_tacho_coverage * rows) & (median_dt <= settings.max_tacho_median_interval_s)

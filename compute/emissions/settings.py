@@ -57,6 +57,34 @@ class EmissionSettings(BaseModel):
     max_tacho_median_interval_s: float = Field(
         default=2.0, gt=0, le=10, description="Median tachograph sampling interval (s) accepted as a 1 Hz speed profile for T2."
     )
+    min_tacho_gps_distance_ratio: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description=(
+            "Lowest ratio of a trip's tachograph distance to its GPS distance accepted for T2; 0 turns this bound off. "
+            "Honest trips of the sample days stay above 0.96."
+        ),
+    )
+    max_tacho_gps_distance_ratio: float = Field(
+        default=2.0,
+        ge=1,
+        le=1000,
+        description=(
+            "Highest ratio of a trip's tachograph distance to its GPS distance accepted for T2. Sparse fixes cut corners, "
+            "so honest ratios lie above 1: up to 1.46 on sample days with fixes 76 s apart."
+        ),
+    )
+    min_tacho_gps_distance_difference_m: float = Field(
+        default=1000.0,
+        ge=0,
+        le=100_000,
+        description=(
+            "Smallest difference (m) between a trip's tachograph and GPS distance that counts as a mismatch. A short trip "
+            "that loops between two sparse fixes has a large ratio: Porto taxi trips with fixes 45 to 60 s apart exceeded "
+            "2 only where the lengths differed by less than 900 m."
+        ),
+    )
     max_gps_median_interval_s: float = Field(
         default=60.0, gt=0, le=600, description="Median segment duration (s) above which the trajectory is too sparse for T3."
     )
