@@ -702,6 +702,7 @@ def generate_output(run: DailyRun, summary_extra: dict[str, Any] | None = None) 
         versions = run.versions()
         written: list[ObjectRecord] = []
         rows: dict[str, int] = {}
+        formula_cells: dict[str, int] = {}
 
         tables = {"trips": pipeline.read_folder(temp, pipeline.TRIPS)}
         if run.settings.output.include_breakdown:
@@ -714,7 +715,14 @@ def generate_output(run: DailyRun, summary_extra: dict[str, Any] | None = None) 
             if name == "trips" and table.num_rows:
                 table = table.sort_by([(c.TRIP_ID, "ascending")])
             rows[name] = table.num_rows
+            if fmt == "csv":
+                table, formula_cells[name] = guard_csv_formulas(table, escape=run.settings.output.csv_escape_formulas)
             written.append(processed.write_bytes(f"{name}.{_EXTENSIONS[fmt]}", _encode(table, fmt, run.settings.output.compression, versions)))
+        if any(formula_cells.values()):
+            run.on_event("csv_formula_cells", {
+                "phase": "output", "cells": sum(formula_cells.values()), "escaped": run.settings.output.csv_escape_formulas,
+                "files": ", ".join(f"{name}.csv" for name, count in formula_cells.items() if count),
+            })
 
         # The run report: charts and pages under report/, warnings and key figures in the summary.
         report, warnings = _build_report(run, tables["trips"])
@@ -733,6 +741,8 @@ def generate_output(run: DailyRun, summary_extra: dict[str, Any] | None = None) 
             "warnings": plausibility.count_codes(warnings), "charts": sorted(report.charts), "chart_language": report.chart_language,
             "report_timezone": run.settings.output.report_timezone,
         }
+        if fmt == "csv":
+            manifest.counts["csv_formula_cells"] = sum(formula_cells.values())
         return manifest
 
     return run_phase(run, "output", body)
@@ -902,6 +912,35 @@ def _encode(table: pa.Table, fmt: str, compression: str | None, versions: dict[s
         frame = _flatten_for_text(table).to_pandas()
         frame.to_json(buffer, orient="records", lines=True, force_ascii=False, date_format="iso")
     return buffer.getvalue()
+
+
+#: Text a spreadsheet reads as a formula when it opens a CSV file (OWASP, "CSV Injection"). A
+#: sign followed by a plain number (a negative value in the rejects file) is a number, not a formula.
+_FORMULA_START = r"^[=@\t\r]"
+_SIGNED = r"^[+-]"
+_SIGNED_NUMBER = r"^[+-][0-9]*\.?[0-9]+([eE][+-]?[0-9]+)?$"
+
+
+def guard_csv_formulas(table: pa.Table, *, escape: bool) -> tuple[pa.Table, int]:
+    """Count the text cells of ``table`` that start like a formula; with ``escape``, prefix them with ``'``.
+
+    Ids come from the client's devices and master data, so a trip id such as ``=HYPERLINK(...)``
+    reaches the CSV file as it is. A spreadsheet that opens the file would run it. Returns the
+    table (changed only with ``escape``) and the number of such cells.
+    """
+    count = 0
+    columns = []
+    for name in table.column_names:
+        column = table.column(name)
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            signed = pc.and_(pc.match_substring_regex(column, _SIGNED), pc.invert(pc.match_substring_regex(column, _SIGNED_NUMBER)))
+            hits = pc.fill_null(pc.or_(pc.match_substring_regex(column, _FORMULA_START), signed), False)
+            found = int(pc.sum(hits).as_py() or 0)
+            count += found
+            if escape and found:
+                column = pc.if_else(hits, pc.binary_join_element_wise(pa.scalar("'", column.type), column, pa.scalar("", column.type)), column)
+        columns.append(column)
+    return (pa.table(columns, names=table.column_names) if escape else table), count
 
 
 def _flatten_for_text(table: pa.Table) -> pa.Table:

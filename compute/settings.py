@@ -151,6 +151,14 @@ class OutputSettings(_Section):
     compression: str | None = Field("zstd", description="Parquet compression codec (ignored for csv/jsonl).")
     include_breakdown: bool = Field(True, description="Deliver distance and CO2 by road class and area type.")
     include_rejects: bool = Field(True, description="Deliver the rejects table with reason codes.")
+    csv_escape_formulas: bool = Field(
+        False,
+        description=(
+            "CSV only: put an apostrophe before text that a spreadsheet would run as a formula (starting with =, +, -, @, "
+            "tab or carriage return). Off by default, because it changes the ids the client joins on; the output phase "
+            "counts such cells either way."
+        ),
+    )
     report_timezone: str = Field(
         "Asia/Tokyo", description="IANA time zone of the hours in the run report's CO2-by-hour chart (the fleet's clock)."
     )
