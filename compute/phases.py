@@ -15,7 +15,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -201,7 +201,7 @@ def fetch(run: DailyRun, transfer_client: Any = None) -> PhaseResult:
 
 
 def _check_input_unchanged(run: DailyRun) -> InputCheck | None:
-    """Raise if the day was fetched before and its input objects changed since (names or sizes).
+    """Raise if the day was fetched before and its input objects changed since (see :meth:`InputChanges.compare`).
 
     An input with no objects left is no change: the client removed the delivered day, and the
     raw copy is the verified copy of it. The fetch is skipped as done, with an
@@ -212,11 +212,11 @@ def _check_input_unchanged(run: DailyRun) -> InputCheck | None:
     if done is None:
         return None
     source = run.store("input")
-    current = source.list()
+    current = source.list_versions()
     if not current:
         run.on_event("input_unchecked", {"phase": "fetch", "status": "input_absent", "url": source.url, "detail": ""})
         return InputCheck("input_absent", source.url)
-    changes = InputChanges.between(done, current)
+    changes = InputChanges.compare(done, current, source)
     if changes:
         raise InputChangedError(source.url, run.day, changes, True)
     return InputCheck("unchanged", source.url)
@@ -243,6 +243,7 @@ register(
         "phases.change.added": {"ja": "追加 {count} 件: {path}", "en": "{count} new: {path}"},
         "phases.change.removed": {"ja": "削除 {count} 件: {path}", "en": "{count} gone: {path}"},
         "phases.change.resized": {"ja": "サイズ変更 {count} 件: {path}", "en": "{count} resized: {path}"},
+        "phases.change.modified": {"ja": "内容変更 {count} 件: {path}", "en": "{count} rewritten: {path}"},
         "phases.change.more": {"ja": "{path} ほか", "en": "{path} and others"},
         "phases.change.separator": {"ja": "、", "en": ", "},
     }
@@ -256,6 +257,7 @@ class InputChanges:
     added: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     resized: tuple[str, ...] = ()
+    modified: tuple[str, ...] = ()
 
     @classmethod
     def between(cls, fetched: Manifest, current: dict[str, int]) -> InputChanges:
@@ -267,13 +269,33 @@ class InputChanges:
             resized=tuple(sorted(p for p in set(current) & set(before) if current[p] != before[p])),
         )
 
+    @classmethod
+    def compare(cls, fetched: Manifest, current: dict[str, tuple[int, str]], source: Store) -> InputChanges:
+        """Compare names and sizes, then the content of objects whose version token changed.
+
+        ``current`` is the input listed now with version tokens (:meth:`Store.list_versions`).
+        An object of the same size whose token differs from the one fetch recorded is read once,
+        and counts as rewritten only if its SHA-256 differs from the copied object's. So a
+        rewrite of the same size is found, while reading costs nothing for an input that stayed
+        as it was. A fetch marker without tokens (written before they were recorded) is compared
+        by names and sizes only.
+        """
+        sizes = cls.between(fetched, {path: size for path, (size, _) in current.items()})
+        recorded = {o.path: o for o in fetched.objects}
+        suspects = [
+            path for path, (size, token) in current.items()
+            if path in recorded and size == recorded[path].size and fetched.sources.get(path, token) != token
+        ]
+        modified = tuple(path for path in suspects if source.checksums(path)[1] != recorded[path].sha256)
+        return replace(sizes, modified=modified)
+
     def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.resized)
+        return bool(self.added or self.removed or self.resized or self.modified)
 
     def describe(self, lang: str) -> str:
-        """Return the counts of new, gone and resized objects with the first path of each, in ``lang``."""
+        """Return the counts of new, gone, resized and rewritten objects with the first path of each, in ``lang``."""
         parts = []
-        for kind, paths in (("added", self.added), ("removed", self.removed), ("resized", self.resized)):
+        for kind, paths in (("added", self.added), ("removed", self.removed), ("resized", self.resized), ("modified", self.modified)):
             if not paths:
                 continue
             path = paths[0] if len(paths) == 1 else message("phases.change.more", lang, path=paths[0])
@@ -310,7 +332,7 @@ class InputCheck:
 
     ``status`` is one of:
 
-    - ``unchanged``: names and sizes match the fetch marker.
+    - ``unchanged``: names, sizes and contents match the fetch marker (:meth:`InputChanges.compare`).
     - ``unreachable``: listing the input failed, and ``detail`` contains the error.
     - ``input_absent``: the input has no objects left.
     - ``not_fetched``: no fetch marker exists to compare with.
@@ -329,7 +351,7 @@ def check_raw_copy_current(run: DailyRun) -> InputCheck:
 
     Validate reads ``raw/`` and the later phases read what validate wrote, so a run that leaves
     fetch out would otherwise report figures of an older delivery. The check reads the fetch
-    marker even with ``force``, and compares names and sizes like the check in :func:`fetch`.
+    marker even with ``force``, and compares the objects like the check in :func:`fetch`.
 
     Returns
     -------
@@ -341,19 +363,19 @@ def check_raw_copy_current(run: DailyRun) -> InputCheck:
     Raises
     ------
     InputChangedError
-        If objects were added, removed or resized since the fetch.
+        If objects were added, removed, resized or rewritten since the fetch.
     """
     source = run.store("input")
     fetched = read_phase_marker(run.state, "fetch")
     if fetched is None:
         return InputCheck("not_fetched", source.url)
     try:
-        current = source.list()
+        current = source.list_versions()
+        if not current:
+            return InputCheck("input_absent", source.url)
+        changes = InputChanges.compare(fetched, current, source)
     except _listing_errors() as error:
         return InputCheck("unreachable", source.url, f"{type(error).__name__}: {error}"[:300])
-    if not current:
-        return InputCheck("input_absent", source.url)
-    changes = InputChanges.between(fetched, current)
     if changes:
         raise InputChangedError(source.url, run.day, changes, False)
     return InputCheck("unchanged", source.url)
@@ -967,12 +989,10 @@ def publish(run: DailyRun, notify: Callable[[dict[str, Any]], None] | None = Non
 
     def body() -> Manifest:
         processed, output, state = run.store("processed"), run.store("output"), run.state
-        if run.force:
-            state.remove(transfer.DELIVERY_DIR)
         output.makedirs()
         manifest, proof = transfer.deliver(
             processed, transfer.make_uploader(output), state, run_date=run.day, versions=run.versions(),
-            retries=run.settings.transfer.retries, on_event=_phase_events(run, "publish"),
+            retries=run.settings.transfer.retries, force=run.force, on_event=_phase_events(run, "publish"),
         )
         _verify_upload_response(proof, output)
         if notify is not None:

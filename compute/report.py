@@ -36,8 +36,8 @@ register(
                   "count them (rerun compute with --force to see the count)",
         },
         "summary.input_check.unchanged": {
-            "ja": "入力は取得（fetch）の時から変わっていません（名前とサイズを確認済み）。",
-            "en": "The input is unchanged since fetch (names and sizes checked).",
+            "ja": "入力は取得（fetch）の時から変わっていません（名前、サイズ、内容の版を確認済み）。",
+            "en": "The input is unchanged since fetch (names, sizes and content versions checked).",
         },
         "summary.input_check.unreachable": {
             "ja": "入力 {url} に接続できず、取得（fetch）後に変わっていないかを確認できませんでした（{detail}）。raw のコピーをそのまま使いました。",
@@ -50,6 +50,24 @@ register(
         "summary.input_check.not_fetched": {
             "ja": "この日の取得（fetch）の記録がないため、入力 {url} が変わっていないかを確認できませんでした。",
             "en": "This day has no fetch record, so the input {url} could not be checked for changes.",
+        },
+        "summary.delivery.outdated": {
+            "ja": "出力先 {url} には、前回の納品（{delivered_at}）が残っています。今回の結果はまだ納品されていません。"
+                  "納品するには lm-co2 run --date {run_date} を実行してください。",
+            "en": "The output {url} still holds the earlier delivery ({delivered_at}); the figures of this run are not delivered yet. "
+                  "Run lm-co2 run --date {run_date} to deliver them.",
+        },
+        "summary.delivery.incomplete": {
+            "ja": "出力先 {url} の再納品は途中で止まっています（_SUCCESS は status が redelivering）。"
+                  "lm-co2 run --date {run_date} を実行して納品を完了してください。",
+            "en": "The re-delivery to {url} stopped part way (_SUCCESS has status redelivering). "
+                  "Run lm-co2 run --date {run_date} to complete it.",
+        },
+        "summary.delivery.withdrawn": {
+            "ja": "出力先には、今回の納品に含まれない以前のファイルが {count} 件残っています（書き込み専用のため削除できません）。"
+                  "一覧は manifest.json の withdrawn にあります。",
+            "en": "{count} files of an earlier delivery that this one does not have remain in the output (it is write-only, "
+                  "so they cannot be deleted); manifest.json lists them under withdrawn.",
         },
         "fuel.gasoline": {"ja": "ガソリン", "en": "gasoline"},
         "fuel.diesel": {"ja": "軽油", "en": "diesel"},
@@ -119,6 +137,10 @@ class RunSummary:
     trips_without_fuel_l: dict[str, int] | None = None
     #: Outcome of the changed-input check of a run without fetch: status, url and detail.
     input_check: dict[str, str] | None = None
+    #: What the output contains when publish has not completed for this run's figures: ``status``
+    #: (``outdated`` for an earlier complete delivery, ``incomplete`` for a re-delivery that
+    #: stopped), ``url`` and ``delivered_at``. None when publish completed.
+    delivery: dict[str, str] | None = None
 
     @classmethod
     def from_phases(
@@ -173,8 +195,23 @@ class RunSummary:
             "distance_km": self.distance_km, "fuel_l": self.fuel_l, "co2_ttw_kg": self.co2_ttw_kg,
             "matched_share": self.matched_share, "methods": self.methods, "warnings": self.warnings, "output_url": self.output_url,
             "phases": [_phase_entry(p) for p in self.phases],
-            "trips_without_fuel_l": self.trips_without_fuel_l, "input_check": self.input_check,
+            "trips_without_fuel_l": self.trips_without_fuel_l, "input_check": self.input_check, "delivery": self.delivery,
         }
+
+    def withdrawn_files(self) -> int:
+        """Files of an earlier delivery that remain in the write-only output, from the publish record."""
+        record = next((p for p in self.phases if p["phase"] == "publish"), None)
+        return int(record.get("withdrawn") or 0) if record is not None else 0
+
+    def delivery_notes(self, lang: str) -> list[str]:
+        """Return the notes on what the output holds, if it is not exactly this run's delivery."""
+        notes = []
+        if self.delivery:
+            notes.append(message(f"summary.delivery.{self.delivery['status']}", lang, run_date=self.run_date,
+                                 url=self.delivery.get("url", ""), delivered_at=self.delivery.get("delivered_at", "")))
+        if self.withdrawn_files():
+            notes.append(message("summary.delivery.withdrawn", lang, count=self.withdrawn_files()))
+        return notes
 
 
 def render_text(summary: RunSummary, lang: str = "ja") -> str:
@@ -182,6 +219,7 @@ def render_text(summary: RunSummary, lang: str = "ja") -> str:
     lines = [message("summary.title", lang, run_date=summary.run_date)]
     if summary.input_check:
         lines.append(f"  {_input_check_text(summary.input_check, lang)}")
+    lines += [f"  {note}" for note in summary.delivery_notes(lang)]
     rows_in = sum(summary.rows_in.values())
     rejected = sum(summary.rejected.values())
     lines.append(f"  {message('summary.rows_in', lang)}: {rows_in:,}  ({_by_dataset(summary.rows_in)})")
@@ -222,6 +260,8 @@ def render_markdown(summary: RunSummary, lang: str = "ja") -> str:
     out = [f"# {message('summary.title', lang, run_date=summary.run_date)}", ""]
     if summary.input_check:
         out += [_input_check_text(summary.input_check, lang), ""]
+    for note in summary.delivery_notes(lang):
+        out += [note, ""]
     out += [f"| {item} | {value} |", "|---|---:|"]
     out.append(f"| {message('summary.trips_out', lang)} | {summary.trips_out:,} |")
     out.append(f"| {message('summary.distance', lang)} | {summary.distance_km:,.1f} km |")
@@ -276,6 +316,8 @@ def _with_run_seconds(record: dict[str, Any]) -> dict[str, Any]:
 
 def _phase_entry(record: dict[str, Any]) -> dict[str, Any]:
     entry = {k: record[k] for k in ("phase", "skipped", "seconds")}
+    if record.get("withdrawn"):
+        entry["withdrawn"] = record["withdrawn"]
     if record.get("skipped"):
         entry["earlier_run_seconds"] = record.get("earlier_run_seconds")
     return entry

@@ -104,10 +104,20 @@ class Manifest:
     counts: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    #: Fetch only: the version token of each source object as listed before the copy
+    #: (:func:`version_token`), so a later run can tell a rewritten input of the same size.
+    sources: dict[str, str] = field(default_factory=dict)
+    #: Publish only: objects of an earlier delivery of the day that this one does not have, which
+    #: stay in the write-only output (``compute.transfer.deliver``).
+    withdrawn: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         data = asdict(self)
         data["objects"] = [asdict(o) for o in sorted(self.objects, key=lambda o: o.path)]
+        # Written only when set, so a manifest without them reads as before.
+        for optional in ("sources", "withdrawn"):
+            if not data[optional]:
+                del data[optional]
         return json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True)
 
     @classmethod
@@ -162,8 +172,20 @@ class Store:
 
     def list(self, relative: str = "") -> dict[str, int]:
         """List the objects below ``relative`` as ``{path relative to root: size}``, sorted."""
+        return {key: int(info.get("size") or 0) for key, info in self._find(relative).items()}
+
+    def list_versions(self, relative: str = "") -> dict[str, tuple[int, str]]:
+        """List the objects below ``relative`` as ``{path: (size, version token)}``, sorted.
+
+        The token comes from the same listing call, so it costs no read of the objects; see
+        :func:`version_token`.
+        """
+        return {key: (int(info.get("size") or 0), version_token(info)) for key, info in self._find(relative).items()}
+
+    def _find(self, relative: str) -> dict[str, dict[str, Any]]:
         self._reject_if_write_only("list")
         base = self.path(relative)
+        self._forget_listings(base)
         if not self.fs.exists(base):
             return {}
         found = self.fs.find(base, detail=True)
@@ -175,8 +197,23 @@ class Store:
             if info.get("type") == "directory" or (path.endswith("/") and not info.get("size")):
                 continue
             key = path[len(prefix):] if path.startswith(prefix) else posixpath.basename(path)
-            out[key] = int(info.get("size") or 0)
+            out[key] = info
         return dict(sorted(out.items()))
+
+    def _forget_listings(self, base: str) -> None:
+        """Drop the cached listings of ``base`` and of every folder below it.
+
+        fsspec keeps one filesystem per set of options, with its listings cached. A listing from
+        an earlier run in this process would hide a rewritten object, whose read then fails on
+        the old ETag. s3fs forgets only the path and its parents, so the folders below are
+        dropped here one by one.
+        """
+        self.fs.invalidate_cache(base)
+        cached = getattr(self.fs, "dircache", None)
+        if cached:
+            prefix = self.fs._strip_protocol(base).rstrip("/") + "/"
+            for folder in [key for key in list(cached) if key.startswith(prefix)]:
+                cached.pop(folder, None)
 
     def read_bytes(self, relative: str) -> bytes:
         self._reject_if_write_only("read")
@@ -250,6 +287,27 @@ class Store:
                 f"cannot {operation} on write-only store {self.url}: it allows PutObject only; "
                 "keep the state of deliveries on our side (temp/ markers) instead"
             )
+
+
+def version_token(info: dict[str, Any]) -> str:
+    """Return what a store's listing says about an object's content or write, as short text.
+
+    S3 gives the ETag (the MD5 of the body for a single-part upload), GCS the MD5 or CRC32C of
+    the body, and a local disk the modification time. A token that differs means the object may
+    have been rewritten, so the caller compares the SHA-256 before it reports a change: an S3
+    multipart ETag or a local copy with a new time can differ for the same bytes. An empty token
+    means the store gave none.
+    """
+    etag = info.get("ETag")
+    if etag:
+        return "etag:" + str(etag).strip('"')
+    for name in ("md5Hash", "crc32c"):
+        if info.get(name):
+            return f"{name.lower()}:{info[name]}"
+    mtime = info.get("mtime")
+    if isinstance(mtime, (int, float)):
+        return f"mtime:{float(mtime):.6f}"
+    return ""
 
 
 def _replace_local_file(path: str, data: bytes | memoryview) -> None:

@@ -55,6 +55,8 @@ _log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, dict[str, Any]], None]
 DELIVERY_DIR = "_delivery"
+#: Markers of objects a later delivery of the day no longer has, left in the write-only output.
+WITHDRAWN_DIR = "_withdrawn"
 SPOOL_MEMORY_BYTES = 64 * 1024 * 1024
 
 
@@ -290,9 +292,10 @@ def fetch_day(
     VerificationError
         If objects still differ after the repair rounds.
     """
-    listing = source.list()
-    if not listing:
+    versions = source.list_versions()
+    if not versions:
         raise DeliveryError("delivery_missing", source.url, run_date)
+    listing = {name: size for name, (size, _) in versions.items()}
     names = list(listing)
     destination.makedirs()
     transfer_summary: dict[str, Any] = {"mode": mode}
@@ -317,7 +320,10 @@ def fetch_day(
                 "ask the sender whether the day is complete, then rerun with force"
             )
     outcome = verify_and_repair(source, destination, expected, retries=retries, retry_delay_s=retry_delay_s, on_event=on_event)
-    manifest = Manifest(phase="fetch", run_date=run_date, root=destination.url, objects=[expected[n] for n in names])
+    manifest = Manifest(
+        phase="fetch", run_date=run_date, root=destination.url, objects=[expected[n] for n in names],
+        sources={name: token for name, (_, token) in versions.items() if token},
+    )
     manifest.counts = {"objects": len(names), "bytes": manifest.total_bytes, **outcome, "transfer": transfer_summary}
     return manifest
 
@@ -351,11 +357,17 @@ class Delivery:
 
 
 class Uploader(Protocol):
-    """Writes one object to the output and returns the store's response headers."""
+    """Writes one object to the output and returns the store's response headers.
+
+    ``can_delete`` is True when the output allows deleting. The client's write-only bucket does not.
+    """
 
     url: str
+    can_delete: bool
 
     def put(self, relative: str, body: Any, record: ObjectRecord) -> dict[str, Any]: ...
+
+    def delete(self, relative: str) -> None: ...
 
 
 class S3PutObjectUploader:
@@ -377,6 +389,12 @@ class S3PutObjectUploader:
         self.url = url if url.endswith("/") else url + "/"
         self.bucket, _, self.prefix = self.url[len("s3://"):].partition("/")
         self._client = _boto3_client(dict(options or {}))
+
+    #: The client's output grants ``s3:PutObject`` only.
+    can_delete = False
+
+    def delete(self, relative: str) -> None:
+        raise StorageError(f"cannot delete {self.url}{relative}: the output allows PutObject only")
 
     def put(self, relative: str, body: Any, record: ObjectRecord) -> dict[str, Any]:
         response = self._client.put_object(
@@ -401,6 +419,11 @@ class FsspecUploader:
             )
         self.store = store
         self.url = store.url
+
+    can_delete = True
+
+    def delete(self, relative: str) -> None:
+        self.store.remove(relative)
 
     def put(self, relative: str, body: Any, record: ObjectRecord) -> dict[str, Any]:
         path = self.store.path(relative)
@@ -475,13 +498,16 @@ def deliver_object(
     *,
     body: bytes | None = None,
     content_key: str = "",
+    force: bool = False,
+    before_upload: Callable[[], None] = lambda: None,
     on_event: EventSink = _ignore,
 ) -> Delivery:
     """Upload one object unless its marker shows the same content was delivered; return the proof.
 
     ``body`` uploads bytes built in memory (``manifest.json``, ``_SUCCESS``) instead of reading
     ``relative`` from ``source``. ``content_key`` identifies such generated content across runs
-    whose bytes differ only by a timestamp.
+    whose bytes differ only by a timestamp. ``force`` uploads even when the marker matches.
+    ``before_upload`` runs just before the object is uploaded, and not when it is skipped.
 
     NOTE: a process killed between the PUT and the marker write uploads the object again on the
     next run (a second S3 version with the same bytes). Objects are sent in one PUT, so each must
@@ -489,10 +515,11 @@ def deliver_object(
     """
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
         record = _spool(source, relative, body, spool)
-        previous = read_delivery(state, relative)
+        previous = None if force else read_delivery(state, relative)
         if previous is not None and (previous.sha256 == record.sha256 or (content_key and previous.content_key == content_key)):
             on_event("object_already_delivered", {"object": relative, "sha256": previous.sha256})
             return previous
+        before_upload()
         spool.seek(0)
         url = uploader.url + relative
         response = uploader.put(relative, spool, record)
@@ -515,13 +542,26 @@ def deliver(
     versions: Mapping[str, str],
     retries: int,
     retry_delay_s: float = 0.5,
+    force: bool = False,
     on_event: EventSink = _ignore,
 ) -> tuple[Manifest, Delivery]:
     """Deliver every object of ``processed`` and then ``manifest.json`` and ``_SUCCESS``.
 
     Each object is retried alone up to ``retries`` times. ``manifest.json`` lists every delivered
     object with size, SHA-256 and MD5; ``_SUCCESS`` names the manifest's SHA-256. Neither is
-    written unless every object before it was delivered and proven.
+    written unless every object before it was delivered and proven. ``force`` uploads every
+    object again.
+
+    A day delivered before is delivered again in three steps, so the client never reads a
+    ``_SUCCESS`` over a mix of old and new files:
+
+    1. Before the first object that changes, ``_SUCCESS`` is withdrawn: deleted where the output
+       allows it, and otherwise replaced by one with ``"status": "redelivering"`` and no
+       manifest checksum (:func:`withdraw_success`).
+    2. Objects of the earlier delivery that this one does not have (after a change of output
+       format, say) are deleted where the output allows it. Otherwise the new manifest lists them
+       under ``withdrawn``, and the event ``objects_withdrawn`` names them.
+    3. The new ``manifest.json`` and ``_SUCCESS`` go last, as on a first delivery.
 
     Returns
     -------
@@ -534,6 +574,7 @@ def deliver(
         If an object still fails after its retries; objects delivered so far keep their markers.
     """
     names = [n for n in processed.list() if n not in (MANIFEST_NAME, SUCCESS_NAME)]
+    newly_withdrawn = sorted(set(delivered_objects(state)) - set(names))
     tally = {"object_delivered": 0, "object_already_delivered": 0}
     forward = on_event
 
@@ -544,11 +585,16 @@ def deliver(
 
     on_event = count_and_forward
 
+    withdraw = functools.partial(withdraw_success, processed, uploader, state, run_date=run_date, on_event=on_event)
+    if newly_withdrawn:
+        withdraw()
+        _withdraw_objects(uploader, state, newly_withdrawn, on_event=on_event)
+
     deliveries: list[Delivery] = []
     failures: dict[str, Exception] = {}
     for name in names:
         delivery = _with_retries(
-            functools.partial(deliver_object, processed, uploader, state, name, on_event=on_event),
+            functools.partial(deliver_object, processed, uploader, state, name, force=force, before_upload=withdraw, on_event=on_event),
             name=name, retries=retries, retry_delay_s=retry_delay_s, on_event=on_event, failures=failures,
         )
         if delivery is not None:
@@ -560,26 +606,105 @@ def deliver(
             "rerun publish: delivered objects are skipped"
         )
 
-    manifest = Manifest(phase="publish", run_date=run_date, root=uploader.url, objects=[d.record() for d in deliveries], versions=dict(versions))
-    manifest.counts = {"objects": len(deliveries), "bytes": manifest.total_bytes}
-    content_key = hashlib.sha256(json.dumps([d.sha256 for d in sorted(deliveries, key=lambda d: d.path)]).encode()).hexdigest()
+    withdrawn = _still_withdrawn(state, names)
+    manifest = Manifest(
+        phase="publish", run_date=run_date, root=uploader.url, objects=[d.record() for d in deliveries], versions=dict(versions),
+        withdrawn=withdrawn,
+    )
+    manifest.counts = {"objects": len(deliveries), "bytes": manifest.total_bytes, "withdrawn": len(withdrawn)}
+    content_key = hashlib.sha256(json.dumps([[d.sha256 for d in sorted(deliveries, key=lambda d: d.path)], withdrawn]).encode()).hexdigest()
     proof = _deliver_generated(processed, uploader, state, MANIFEST_NAME, manifest.to_json().encode("utf-8"), content_key,
-                               retries=retries, retry_delay_s=retry_delay_s, on_event=on_event)
-    success = json.dumps({"run_date": run_date, "manifest_sha256": proof.sha256}, sort_keys=True).encode("utf-8")
+                               force=force, before_upload=withdraw, retries=retries, retry_delay_s=retry_delay_s, on_event=on_event)
+    success = json.dumps({"run_date": run_date, "status": "complete", "manifest_sha256": proof.sha256}, sort_keys=True).encode("utf-8")
     _deliver_generated(processed, uploader, state, SUCCESS_NAME, success, proof.sha256,
-                       retries=retries, retry_delay_s=retry_delay_s, on_event=on_event)
+                       force=force, retries=retries, retry_delay_s=retry_delay_s, on_event=on_event)
     manifest.counts.update({"uploaded": tally["object_delivered"], "already_delivered": tally["object_already_delivered"],
                             "manifest_sha256": proof.sha256})
     return manifest, proof
 
 
+#: ``content_key`` of the ``_SUCCESS`` that marks a delivery in progress.
+REDELIVERING = "redelivering"
+
+
+def delivered_objects(state: Store) -> list[str]:
+    """Return the objects our delivery markers record in the output, without ``manifest.json`` and ``_SUCCESS``."""
+    prefix, suffix = DELIVERY_DIR + "/", ".json"
+    names = (n.removeprefix(prefix).removesuffix(suffix) for n in state.list(DELIVERY_DIR) if n.endswith(suffix))
+    return sorted(n for n in names if n not in (MANIFEST_NAME, SUCCESS_NAME))
+
+
+def completed_delivery(state: Store) -> Delivery | None:
+    """Return the proof of the ``_SUCCESS`` of a complete delivery in the output, or ``None``.
+
+    ``None`` when the day was never delivered, or when a delivery was started again and has not
+    finished: its ``_SUCCESS`` was withdrawn.
+    """
+    success = read_delivery(state, SUCCESS_NAME)
+    return success if success is not None and success.content_key != REDELIVERING else None
+
+
+def withdraw_success(
+    processed: Store, uploader: Uploader, state: Store, *, run_date: str, on_event: EventSink = _ignore
+) -> None:
+    """Withdraw the ``_SUCCESS`` of an earlier complete delivery before the output changes.
+
+    Where the output allows deleting, ``_SUCCESS`` is deleted. The client's bucket allows
+    PutObject only, so there it is replaced by a ``_SUCCESS`` whose ``status`` is
+    ``redelivering`` and whose ``manifest_sha256`` is null. A day never delivered, or withdrawn
+    already, is left as it is, so calling this once per changed object costs one marker read.
+    """
+    earlier = completed_delivery(state)
+    if earlier is None:
+        return
+    if uploader.can_delete:
+        uploader.delete(SUCCESS_NAME)
+        state.remove(delivery_marker_path(SUCCESS_NAME))
+    else:
+        body = json.dumps({"run_date": run_date, "status": REDELIVERING, "manifest_sha256": None,
+                           "replaces_manifest_sha256": earlier.content_key}, sort_keys=True).encode("utf-8")
+        deliver_object(processed, uploader, state, SUCCESS_NAME, body=body, content_key=REDELIVERING, force=True)
+    on_event("success_withdrawn", {"object": SUCCESS_NAME, "deleted": uploader.can_delete, "replaces_manifest_sha256": earlier.content_key})
+
+
+def _withdraw_objects(uploader: Uploader, state: Store, names: list[str], *, on_event: EventSink) -> None:
+    """Take the objects of an earlier delivery that this one does not have out of the delivery.
+
+    Where the output allows deleting, each object and its marker are deleted. On the write-only
+    output the object stays, and its marker moves to ``_withdrawn/``: every later manifest of the
+    day lists it under ``withdrawn`` until a delivery has it again.
+    """
+    for name in names:
+        marker = delivery_marker_path(name)
+        if uploader.can_delete:
+            uploader.delete(name)
+        else:
+            state.write_bytes(f"{WITHDRAWN_DIR}/{name}.json", state.read_bytes(marker), md5=False)
+        state.remove(marker)
+    on_event("objects_withdrawn", {"count": len(names), "objects": ", ".join(names[:5]), "deleted": uploader.can_delete})
+
+
+def _still_withdrawn(state: Store, names: list[str]) -> list[str]:
+    """Return the withdrawn objects that remain in the write-only output; forget those delivered again."""
+    prefix, suffix = WITHDRAWN_DIR + "/", ".json"
+    remaining = []
+    for marker in state.list(WITHDRAWN_DIR):
+        name = marker.removeprefix(prefix).removesuffix(suffix)
+        if name in names:
+            state.remove(marker)
+        else:
+            remaining.append(name)
+    return sorted(remaining)
+
+
 def _deliver_generated(
     processed: Store, uploader: Uploader, state: Store, name: str, body: bytes, content_key: str,
-    *, retries: int, retry_delay_s: float, on_event: EventSink,
+    *, force: bool, retries: int, retry_delay_s: float, on_event: EventSink, before_upload: Callable[[], None] = lambda: None,
 ) -> Delivery:
     failures: dict[str, Exception] = {}
     delivery = _with_retries(
-        lambda: deliver_object(processed, uploader, state, name, body=body, content_key=content_key, on_event=on_event),
+        lambda: deliver_object(processed, uploader, state, name, body=body, content_key=content_key, force=force,
+                               before_upload=before_upload, on_event=on_event),
         name=name, retries=retries, retry_delay_s=retry_delay_s, on_event=on_event, failures=failures,
     )
     if delivery is None:

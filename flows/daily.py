@@ -32,13 +32,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from compute import logs
+from compute import logs, transfer
 from compute import phases as ph
 from compute.cluster import delete_leftover_clusters, open_cluster, run_labels
 from compute.i18n import OperatorError, message, register
 from compute.report import RunSummary
 from compute.settings import Settings, load_settings, parse_run_date
-from compute.storage import DeliveryError, read_phase_marker
+from compute.storage import SUCCESS_NAME, DeliveryError, read_phase_marker
 from compute.transfer import send_webhook
 from flows.artifacts import ProgressArtifact, publish_summary
 from flows.credentials import with_credentials
@@ -66,7 +66,10 @@ register(
 #: How long a run waits for another run of the same date to finish before it fails.
 DATE_LOCK_TIMEOUT_S = 6 * 3600
 #: Events logged at warning level; every other event is logged at info level.
-_WARNING_EVENTS = frozenset({"object_retry", "object_mismatch", "object_copy_failed", "cluster_deleted", "input_unchecked"})
+_WARNING_EVENTS = frozenset({
+    "object_retry", "object_mismatch", "object_copy_failed", "cluster_deleted", "input_unchecked", "success_withdrawn",
+    "objects_withdrawn", "csv_formula_cells",
+})
 #: Events logged at error level; the failed-run alert matches ``run_failed``.
 _ERROR_EVENTS = frozenset({"run_failed"})
 
@@ -239,7 +242,26 @@ def summarise(
     records.sort(key=lambda r: order[r["phase"]])
     summary = RunSummary.from_phases(run.day, records, settings.url("output", run.run_date), _report_figures(run, records))
     summary.input_check = input_check.as_dict() if input_check is not None else None
+    summary.delivery = _delivery_state(run, settings)
     return summary
+
+
+def _delivery_state(run: ph.DailyRun, settings: Settings) -> dict[str, str] | None:
+    """Say what the output holds when publish has not completed for this run's figures.
+
+    After ``--phases fetch --force`` on a new delivery, say, the client's output still has the
+    earlier figures, complete with their ``_SUCCESS``. The summary reports it with the command
+    that delivers the new ones. None when publish completed, or when the day was never delivered.
+    """
+    if read_phase_marker(run.state, "publish") is not None:
+        return None
+    url = settings.url("output", run.run_date)
+    earlier = transfer.completed_delivery(run.state)
+    if earlier is not None:
+        return {"status": "outdated", "url": url, "delivered_at": earlier.delivered_at}
+    if transfer.read_delivery(run.state, SUCCESS_NAME) is not None:
+        return {"status": "incomplete", "url": url, "delivered_at": ""}
+    return None
 
 
 def _report_figures(run: ph.DailyRun, records: list[dict[str, Any]]) -> dict[str, Any]:

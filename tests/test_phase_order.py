@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from compute.phases import UpstreamMissingError
+from compute.report import RunSummary, render_text
 from compute.sample import SampleSpec, write_sample_day
 from compute.storage import Store
 from tests.conftest import RUN_DATE, write_profile
@@ -76,10 +77,15 @@ def test_forced_earlier_phases_make_later_ones_run_again(tmp_path: Path, prefect
     partial = _run(day, phases=["fetch", "validate", "compute"], force=True)
     assert _markers(day) == {"fetch", "validate", "compute"}
     assert partial["trips_out"] > first["trips_out"]
+    # The summary says that the client still has the earlier figures, and how to deliver the new ones.
+    assert partial["delivery"]["status"] == "outdated"
+    text = render_text(RunSummary.from_dict(partial), "ja")
+    assert "前回の納品" in text and "lm-co2 run --date 2026-12-01" in text
 
     again = _run(day)
     ran = {p["phase"]: p["skipped"] for p in again["phases"]}
     assert ran == {"fetch": True, "validate": True, "compute": True, "output": False, "publish": False}
+    assert again["delivery"] is None
     delivered = pq.read_table(day["output"] / "trips.parquet").num_rows
     assert delivered == again["trips_out"] == partial["trips_out"] > delivered_before
     assert json.loads((day["output"] / "summary.json").read_text(encoding="utf-8"))["rows"]["trips"] == delivered
@@ -107,3 +113,23 @@ def test_litres_note_counts_come_from_compute(tmp_path: Path, prefect_harness: N
     assert sum(partial["trips_without_fuel_l"].values()) > 0
     trips = pq.read_table(day["output"] / "trips.parquet").to_pandas()
     assert sum(full["trips_without_fuel_l"].values()) == int(trips["fuel_l"].isna().sum())
+
+
+def test_new_output_format_removes_the_old_files(tmp_path: Path, prefect_harness: None) -> None:
+    """The local output allows deleting, so files of the earlier format go; the write-only case is in tests/production."""
+    day = _day(tmp_path, trips=20)
+    _run(day)
+    assert (day["output"] / "trips.parquet").exists()
+
+    as_csv = write_profile(tmp_path / "csv.yaml", tmp_path / "data", output={"format": "csv"})
+    from flows.daily import co2_daily
+
+    summary = co2_daily(run_date=RUN_DATE, profile=str(as_csv), phases=["output", "publish"], force=True)
+
+    files = {p.relative_to(day["output"]).as_posix() for p in day["output"].rglob("*") if p.is_file()}
+    assert not any(name.endswith(".parquet") for name in files), files
+    assert {"trips.csv", "breakdown.csv", "rejects.csv", "manifest.json", "_SUCCESS"} <= files
+    manifest = json.loads((day["output"] / "manifest.json").read_text(encoding="utf-8"))
+    assert {o["path"] for o in manifest["objects"]} == files - {"manifest.json", "_SUCCESS"}
+    assert "withdrawn" not in manifest
+    assert summary["delivery"] is None

@@ -130,3 +130,20 @@ class TestWriteOnlyDelivery:
             transfer.check_put_response(record, {"ChecksumSHA256": wrong, "ETag": '"x"'}, url="s3://b/a.bin")
         with pytest.raises(VerificationError, match="no ChecksumSHA256"):
             transfer.check_put_response(record, {"ETag": '"x"'}, url="s3://b/a.bin")
+
+
+class TestRewrittenInput:
+    def test_same_size_rewrite_on_s3_is_found_by_etag(self, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
+        from compute.phases import InputChanges
+
+        source, destination = _stores(moto_s3, gcs, "rewrite")
+        manifest = transfer.fetch_day(source, destination, run_date="2026-12-01", mode="fsspec", retries=1, retry_delay_s=0.01)
+        assert all(token.startswith("etag:") for token in manifest.sources.values())
+        assert not InputChanges.compare(manifest, Store(source.url, source.options).list_versions(), source)
+
+        admin = Store(source.url, moto_s3.options("admin"))
+        admin.write_bytes("vehicles/part-00000.parquet", b"VEHICLES" * 50)  # same 400 bytes
+        reader = Store(source.url, source.options)  # a new listing, as the next run makes
+        changes = InputChanges.compare(manifest, reader.list_versions(), reader)
+        assert changes.modified == ("vehicles/part-00000.parquet",)
+        assert not changes.resized
