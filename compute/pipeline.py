@@ -95,6 +95,25 @@ class StoreRef:
 # -- planning ----------------------------------------------------------------------------------
 
 
+def dask_setup(worker: Any) -> None:
+    """Ignore SIGINT in a worker process of its own; Dask calls this when the worker preloads the module.
+
+    Ctrl-C at a terminal sends SIGINT to every process of the foreground group, the workers of a
+    LocalCluster included, and each printed a KeyboardInterrupt traceback while the command
+    stopped the run in order (``flows.interrupt``). The workers then end with their cluster. A
+    worker inside the command's own process (``processes=False``) leaves the signal alone.
+    """
+    import multiprocessing
+    import signal
+
+    if multiprocessing.parent_process() is None:
+        return
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # only the main thread may set handlers
+        pass
+
+
 def list_dataset_files(store: Store, dataset: str) -> list[str]:
     """Parquet files of ``dataset`` below ``store``, sorted."""
     return [name for name in store.list(dataset) if name.endswith(".parquet")]

@@ -8,6 +8,12 @@ error) prints one message in the operator's language and exits with 1, without a
 error records of the Prefect run are kept off the console (they still reach the Prefect API).
 Any other failure prints Prefect's records with the traceback, then one line.
 
+``lm-co2 run`` and ``lm-co2 backfill`` stop in order on SIGINT (Ctrl-C) and SIGTERM: the flow's
+``finally`` blocks close the Dask cluster and release the date lock, Prefect marks the run Crashed,
+the temporary Prefect server is stopped, and the command prints one message with the signal, the
+phase it interrupted (when known) and the command to rerun, then exits with 128 + the signal's
+number (130 for SIGINT, 143 for SIGTERM). See :mod:`flows.interrupt`.
+
 Messages, reports, tracebacks and the log records of a run reach the terminal with their control
 characters escaped (``\\x1b``, ``\\u202e``), so that a value from the input, such as a trip id in
 the validation report, cannot move the cursor, clear the screen or reorder the line. The line
@@ -24,6 +30,7 @@ import logging
 import os
 import re
 import shlex
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -32,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TextIO, TypeVar, cast
 
 from compute.i18n import OperatorError, escape_controls, has_message, message, register
+from flows import interrupt
 
 if TYPE_CHECKING:
     from compute.settings import ProfileSyntaxError
@@ -158,6 +166,14 @@ register(
         "cli.oserror.EISDIR": {"ja": "フォルダです（ファイルのパスを指定してください）", "en": "it is a folder, not a file"},
         "cli.oserror.ENOTDIR": {"ja": "途中のパスがフォルダではありません", "en": "a parent in the path is not a folder"},
         "cli.oserror.EEXIST": {"ja": "同じ名前のファイルがあります", "en": "a file of that name exists"},
+        "cli.interrupted": {
+            "ja": "{signal} を受けて実行を中断しました。再実行するには次のコマンドを使ってください: {command}",
+            "en": "The run was interrupted by {signal}. To rerun, use: {command}",
+        },
+        "cli.interrupted.phase": {
+            "ja": "{signal} を受けて、{phase} フェーズの途中で実行を中断しました。再実行するには次のコマンドを使ってください: {command}",
+            "en": "The run was interrupted by {signal} during the {phase} phase. To rerun, use: {command}",
+        },
         "cli.prefect_home_unwritable": {
             "ja": "Prefect のホームフォルダ {path} を作成できないか、書き込めません（{reason}）。"
                   "環境変数 PREFECT_HOME に書き込み権限のあるフォルダを指定してから再実行してください"
@@ -389,14 +405,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     lang = lang if lang in ("ja", "en") else "ja"
     args = build_parser(lang).parse_args(args_list)
     lang = args.lang
-    console = _RunConsole()
+    stop = interrupt.SignalStop(lang, rerun_command=lambda: _rerun_command(args, stop.run_date))
+    console = _RunConsole(stop)
     try:
-        if args.command == "run":
-            return _run(args, lang, console, prefect_home)
+        if args.command in ("run", "backfill"):
+            return _run_flow_command(args, lang, console, stop, prefect_home)
         if args.command == "sample":
             return _sample(args, lang)
-        if args.command == "backfill":
-            return _backfill(args, lang, console, prefect_home)
         return _validate(args, lang)
     except BrokenPipeError:
         # The reader of stdout went away (``lm-co2 validate DAY | head``): stop quietly, as other
@@ -469,13 +484,19 @@ class _RunConsole:
     """Run a flow with its error records held back from the console until its outcome is known.
 
     After an expected failure the held records are dropped, so the operator sees the command's
-    one message. After success or any other failure they are written as Prefect would have
-    written them. ``shown`` then contains the error, so the command prints no second traceback.
-    While the flow runs, the console handlers escape control characters (:class:`_EscapingFormatter`).
+    one message. After an interruption by a signal, only the held records of lm-co2 events other
+    than ``run_failed`` are written, such as a failed cleanup of a leftover cluster. Prefect's
+    own crash records are dropped, because the command's message replaces them. After success or
+    any other failure the held records are written as Prefect would have written them. ``shown``
+    then contains the error, so the command prints no second traceback. While the flow runs, the
+    console handlers escape control characters (:class:`_EscapingFormatter`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stop: interrupt.SignalStop | None = None) -> None:
         self.shown: list[BaseException] = []
+        #: Signal handling of the command. Without it, an error is an interruption only when it is
+        #: a KeyboardInterrupt or Prefect's TerminationSignal.
+        self.stop = stop
 
     def run(self, flow_call: Callable[[], Result]) -> Result:
         handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler)]
@@ -488,11 +509,16 @@ class _RunConsole:
         try:
             result = flow_call()
         except BaseException as error:
-            self._release(held, formatters, drop=isinstance(error, Exception) and is_expected(error))
+            if interrupt.stopping_signal(error, self.stop) is not None:
+                self._release(held, formatters, keep=interrupt.reports_cleanup)
+            elif isinstance(error, Exception) and is_expected(error):
+                self._release(held, formatters, keep=lambda record: False)
+            else:
+                self._release(held, formatters, keep=lambda record: True)
             if any(r.exc_info and r.exc_info[1] is error for records in held.values() for r in records.records):
                 self.shown.append(error)
             raise
-        self._release(held, formatters, drop=False)
+        self._release(held, formatters, keep=lambda record: True)
         return result
 
     @staticmethod
@@ -500,18 +526,80 @@ class _RunConsole:
         held: dict[logging.Handler, _HeldRecords],
         formatters: _Formatters,
         *,
-        drop: bool,
+        keep: Callable[[logging.LogRecord], bool],
     ) -> None:
         for handler, records in held.items():
             handler.removeFilter(records)
-            if not drop:
-                for record in records.records:
+            for record in records.records:
+                if keep(record):
                     handler.handle(record)
             original, escaping = formatters[handler]
             # A flow that switched the console to JSON lines set its own formatter, which stays.
             # NOTE: its JSON encoder escapes the C0 controls but not the C1 and bidi controls.
             if handler.formatter is escaping:
                 handler.setFormatter(original)
+
+
+def _run_flow_command(args: argparse.Namespace, lang: str, console: _RunConsole, stop: interrupt.SignalStop, prefect_home: str | None) -> int:
+    """Run ``lm-co2 run`` or ``lm-co2 backfill`` and, on SIGINT or SIGTERM, stop in order and print how to rerun.
+
+    Whatever error follows a signal is the interruption unwinding the run, so it is reported as
+    the interruption, without a traceback.
+    """
+    with stop:
+        try:
+            if args.command == "run":
+                return _run(args, lang, console, prefect_home)
+            return _backfill(args, lang, console, prefect_home)
+        except BaseException as error:
+            signal_number = interrupt.stopping_signal(error, stop)
+            if signal_number is None:
+                raise
+            phase = interrupt.interrupted_phase(error)
+
+        interrupt.close_leftover_clusters()
+        interrupt.stop_temporary_server()
+        values = {"signal": signal.Signals(signal_number).name, "command": stop.rerun_command()}
+        if phase is None:
+            _echo(message("cli.interrupted", lang, **values), file=sys.stderr)
+        else:
+            _echo(message("cli.interrupted.phase", lang, phase=phase, **values), file=sys.stderr)
+        return interrupt.exit_status(signal_number)
+
+
+def _rerun_command(args: argparse.Namespace, run_date: dt.date | None) -> str:
+    """Return the interrupted command with its run date filled in, for the operator to run again.
+
+    Phases that completed are skipped on the rerun unless ``--force`` is given. ``--force`` stays
+    when the interrupted command had it, because phases the run did not reach still have the
+    markers of an earlier run.
+    """
+    words = ["lm-co2"]
+    if args.profile is not None:
+        words += ["--profile", args.profile]
+    if args.command == "run":
+        words.append("run")
+        if run_date is not None:
+            words += ["--date", run_date.isoformat()]
+        elif args.date:
+            words += ["--date", _iso_date(args.date)]
+    else:
+        words += ["backfill", "--start", _iso_date(args.start), "--end", _iso_date(args.end)]
+    if args.force:
+        words.append("--force")
+    if args.phases is not None:
+        words += ["--phases", args.phases]
+    if getattr(args, "json", False):
+        words.append("--json")
+    return shlex.join(words)
+
+
+def _iso_date(value: str) -> str:
+    """Return a date argument as YYYY-MM-DD, or as given when it is invalid (the command then fails on it)."""
+    try:
+        return _date_argument(value).isoformat()
+    except OperatorError:
+        return value
 
 
 def _backfill(args: argparse.Namespace, lang: str, console: _RunConsole, prefect_home: str | None) -> int:
@@ -524,6 +612,7 @@ def _backfill(args: argparse.Namespace, lang: str, console: _RunConsole, prefect
     from flows.backfill import BackfillError, co2_backfill, dates_between
 
     dates_between(start, end)
+    interrupt.start_temporary_server()
     try:
         result = console.run(lambda: co2_backfill(start_date=start, end_date=end, force=args.force, phases=phases, profile=args.profile))
     except BackfillError as error:
@@ -633,9 +722,15 @@ def _run(args: argparse.Namespace, lang: str, console: _RunConsole, prefect_home
     if prefect_home is not None:
         create_prefect_home(prefect_home)
 
-    from flows.daily import co2_daily
+    from flows.daily import co2_daily, previous_day_tokyo
 
-    result = console.run(lambda: co2_daily(run_date=run_date, force=args.force, phases=phases, profile=args.profile))
+    # Resolved here rather than in the flow, so that the run and the rerun command of an
+    # interruption name the same date.
+    day = run_date if run_date is not None else previous_day_tokyo()
+    if console.stop is not None:
+        console.stop.run_date = day
+    interrupt.start_temporary_server()
+    result = console.run(lambda: co2_daily(run_date=day, force=args.force, phases=phases, profile=args.profile))
     if args.json:
         _echo(json.dumps(result, ensure_ascii=False, indent=2, default=str), notation="json")
     else:

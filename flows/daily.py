@@ -185,6 +185,7 @@ def co2_daily(
                 input_check = _check_raw_copy(run, emit)
             cluster_phases = [p for p in ("validate", "compute") if p in selected]
             if any(run.completed(p) is None for p in cluster_phases):
+                current = cluster_phases[0]  # a failure while the cluster starts belongs to its first phase
                 labels = run_labels(f"{day:%Y%m%d}", flow_run_id)
                 with open_cluster(settings.cluster, name=_cluster_name(day, flow_run_id), labels=labels, on_event=emit) as client:
                     if "validate" in cluster_phases:

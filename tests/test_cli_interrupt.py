@@ -1,0 +1,286 @@
+"""``lm-co2 run`` stopped by SIGTERM or SIGINT: one message, the signal's exit status, no leftover process.
+
+The command runs as an operator starts it, in a subprocess on the local default: no Prefect
+server is configured, so the run starts Prefect's temporary server and a Dask LocalCluster. The
+signal goes to the command's process only, as ``kill PID`` sends it, once the fetch phase has
+written its marker. The command runs in a session of its own (``start_new_session``). Prefect's
+server and Dask's processes start no session of their own, so a process that outlives the
+command is found by its session id even after it was reparented. Such a process is killed
+after the check, so that a failing test leaves none behind. stdout and stderr go to files,
+because a leftover process would keep a pipe open.
+
+The two interrupted runs and their reruns run at the same time, each on its own sample day and
+Prefect home, because each command spends about 20 s (on 2 cores) starting Prefect's server and
+the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compute import phases
+from compute.i18n import message
+from compute.sample import SampleSpec, write_sample_day
+from compute.settings import load_settings
+from compute.storage import Store
+from flows import cli, interrupt
+from tests.conftest import OFFLINE_ENV, REPO_ROOT, RUN_DATE, write_profile
+
+SPEC = SampleSpec(trips=12, vertices_per_trip=6)
+#: Trips that an uninterrupted ``lm-co2 run`` delivers for ``SPEC`` (7 of its 18 trajectory rows are rejects).
+TRIPS_OUT = 11
+#: Seconds to wait for the fetch marker: the temporary server's first start migrates its database.
+START_TIMEOUT_S = 180
+#: Seconds the command may take to stop after the signal: cluster close, 2 x 5 s queue drains, server stop.
+STOP_TIMEOUT_S = 60
+
+
+def _sample_day(folder: Path) -> dict[str, Any]:
+    """Write a local profile and the sample day of ``RUN_DATE`` below ``folder``."""
+    profile = write_profile(folder / "profile.yaml", folder / "data")
+    settings = load_settings(str(profile))
+    write_sample_day(Store(settings.url("input", RUN_DATE)), RUN_DATE, SPEC)
+    return {"profile": str(profile), "markers": Path(settings.url("temp", RUN_DATE)) / "_phases", "folder": folder}
+
+
+def _environment(prefect_home: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in ("PREFECT_API_URL", "LMCO2_LANGUAGE")}
+    env.update(OFFLINE_ENV)
+    env["PREFECT_HOME"] = str(prefect_home)
+    env["PYTHONPATH"] = os.pathsep.join(path for path in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if path)
+    return env
+
+
+def _session_processes(session_id: int) -> dict[int, str]:
+    """Return the processes of a session that are still running (zombies excluded), with their command lines."""
+    found: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == session_id:
+            continue
+        try:
+            # The fields after the command name, which may contain spaces: state, ppid, pgrp, session, ...
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[3]) == session_id and fields[0] != "Z":
+            found[int(entry)] = command
+    return found
+
+
+def _leftover_processes(session_id: int, grace_s: float = 5.0) -> dict[int, str]:
+    """Wait up to ``grace_s`` for the session's processes to end; return those still running."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        left = _session_processes(session_id)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def _interrupt(args: list[str], day: dict[str, Any], env: dict[str, str], signals: list[signal.Signals]) -> dict[str, Any]:
+    """Start ``lm-co2 ARGS``, send ``signals`` 0.2 s apart once fetch has completed, and return the outcome."""
+    stdout, stderr = day["folder"] / "stdout.txt", day["folder"] / "stderr.txt"
+    with open(stdout, "w") as out, open(stderr, "w") as err:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", *args], cwd=day["folder"], env=env, stdout=out, stderr=err, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (day["markers"] / "fetch.json").exists():
+            assert command.poll() is None, f"the command ended before fetch completed:\n{stderr.read_text()}"
+            assert time.monotonic() < deadline, f"fetch did not complete in {START_TIMEOUT_S} s"
+            time.sleep(0.05)
+        for number, signal_number in enumerate(signals):
+            if number:
+                time.sleep(0.2)
+            os.kill(command.pid, signal_number)
+        returncode = command.wait(timeout=STOP_TIMEOUT_S)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+    leftovers = _leftover_processes(command.pid)
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return {"returncode": returncode, "stdout": stdout.read_text(), "stderr": stderr.read_text(), "leftovers": leftovers}
+
+
+def _interruption_messages(lang: str, signal_name: str, command: str) -> set[str]:
+    """Return every interruption message the command may print, because the signal can arrive inside a phase or between two."""
+    values = {"signal": signal_name, "command": command}
+    texts = {message("cli.interrupted", lang, **values)}
+    texts |= {message("cli.interrupted.phase", lang, phase=phase, **values) for phase in phases.PHASES}
+    return texts
+
+
+def _interrupt_and_rerun(folder: Path, options: list[str], signals: list[signal.Signals]) -> dict[str, Any]:
+    """Interrupt ``lm-co2 OPTIONS run`` on a new sample day with ``signals``, then run the command it printed.
+
+    Returns the interrupted command's outcome, the expected rerun command, and the rerun's summary
+    (None when the printed command was not the expected one).
+    """
+    day = _sample_day(folder)
+    (folder / "prefect-home").mkdir()
+    env = _environment(folder / "prefect-home")
+    rerun = shlex.join(["lm-co2", "--profile", day["profile"], "run", "--date", "2026-12-01"])
+    outcome = _interrupt([*options, "--profile", day["profile"], "run", "--date", "2026-12-01"], day, env, signals)
+    outcome["rerun"] = rerun
+    outcome["summary"] = _rerun(rerun, env, folder) if rerun in outcome["stderr"] else None
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Outcomes of one SIGTERM (Japanese, the default) and of two SIGINTs 0.2 s apart (--lang en), run at the same time."""
+    scenarios = {"sigterm": ([], [signal.SIGTERM]), "sigint_twice": (["--lang", "en"], [signal.SIGINT, signal.SIGINT])}
+    with ThreadPoolExecutor(max_workers=len(scenarios)) as pool:
+        futures = {name: pool.submit(_interrupt_and_rerun, tmp_path_factory.mktemp(name), options, signals)
+                   for name, (options, signals) in scenarios.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _rerun(command: str, env: dict[str, str], folder: Path) -> dict[str, Any]:
+    """Run the printed rerun command with --json, and return its summary."""
+    words = shlex.split(command)
+    assert words[0] == "lm-co2"
+    done = subprocess.run([sys.executable, "-m", "flows.cli", *words[1:], "--json"], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary: dict[str, Any] = json.loads(done.stdout)
+    return summary
+
+
+@pytest.mark.slow
+class TestInterruptedRun:
+    def test_sigterm_stops_in_order(self, interrupted: dict[str, dict[str, Any]]) -> None:
+        outcome = interrupted["sigterm"]
+
+        assert outcome["returncode"] == 143, outcome["stderr"]
+        assert "Traceback" not in outcome["stderr"]
+        assert outcome["stderr"].strip() in _interruption_messages("ja", "SIGTERM", outcome["rerun"])
+        assert "再実行するには次のコマンドを使ってください: " + outcome["rerun"] in outcome["stderr"]
+        assert outcome["stdout"] == ""
+        assert outcome["leftovers"] == {}
+
+    def test_rerun_after_sigterm_completes(self, interrupted: dict[str, dict[str, Any]]) -> None:
+        summary = interrupted["sigterm"]["summary"]
+
+        assert summary is not None, "the rerun command was not printed"
+        assert summary["trips_out"] == TRIPS_OUT
+        assert summary["trips_out"] + summary["rejected"]["trajectories"] == summary["rows_in"]["trajectories"]
+
+    def test_sigint_twice_in_english(self, interrupted: dict[str, dict[str, Any]]) -> None:
+        """The second SIGINT prints a note that the stop is under way, and the run stops as after one."""
+        outcome = interrupted["sigint_twice"]
+
+        assert outcome["returncode"] == 130, outcome["stderr"]
+        assert "Traceback" not in outcome["stderr"]
+        lines = outcome["stderr"].strip().splitlines()
+        assert len(lines) == 2, outcome["stderr"]
+        assert lines[0] == message("interrupt.stopping", "en", signal="SIGINT")
+        assert lines[1] in _interruption_messages("en", "SIGINT", outcome["rerun"])
+        assert "To rerun, use: " + outcome["rerun"] in lines[1]
+        assert outcome["stdout"] == ""
+        assert outcome["leftovers"] == {}
+
+    def test_rerun_after_sigint_completes(self, interrupted: dict[str, dict[str, Any]]) -> None:
+        summary = interrupted["sigint_twice"]["summary"]
+
+        assert summary is not None, "the rerun command was not printed"
+        assert summary["trips_out"] == TRIPS_OUT
+
+
+class TestInterruptedPhase:
+    def test_phase_of_interrupted_function(self, tmp_path: Path) -> None:
+        settings = load_settings(str(write_profile(tmp_path / "profile.yaml", tmp_path / "data")))
+        write_sample_day(Store(settings.url("input", RUN_DATE)), RUN_DATE, SPEC)
+
+        def interrupt_at_start(event: str, fields: dict[str, Any]) -> None:
+            if event == "phase_started":
+                raise interrupt.Interrupted(signal.SIGINT)
+
+        with pytest.raises(KeyboardInterrupt) as info:
+            phases.fetch(phases.DailyRun.create(settings, RUN_DATE, on_event=interrupt_at_start))
+
+        assert interrupt.interrupted_phase(info.value) == "fetch"
+
+    def test_no_phase_outside_phases(self) -> None:
+        try:
+            raise interrupt.Interrupted(signal.SIGTERM)
+        except KeyboardInterrupt as error:
+            assert interrupt.interrupted_phase(error) is None
+
+
+class TestSignalCounting:
+    """Signals sent to this test process; pytest runs tests in the main thread, which alone receives them."""
+
+    def test_prefect_repeat_not_counted(self, capfd: pytest.CaptureFixture[str]) -> None:
+        from prefect.exceptions import TerminationSignal
+        from prefect.utilities.engine import capture_sigterm
+
+        before = signal.getsignal(signal.SIGTERM)
+        stop = interrupt.SignalStop("en", rerun_command=lambda: "lm-co2 run --date 2026-12-01")
+        with stop:
+            # Prefect's handler raises TerminationSignal, then capture_sigterm sends SIGTERM again to this one.
+            with pytest.raises(TerminationSignal), capture_sigterm():
+                os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.signals == [signal.SIGTERM]
+
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.signals == [signal.SIGTERM, signal.SIGTERM]
+
+        assert capfd.readouterr().err == message("interrupt.stopping", "en", signal="SIGTERM") + "\n"
+        assert signal.getsignal(signal.SIGTERM) is before
+
+    def test_first_signal_raises(self) -> None:
+        before = signal.getsignal(signal.SIGINT)
+        stop = interrupt.SignalStop("en", rerun_command=lambda: "lm-co2 run")
+        with stop, pytest.raises(KeyboardInterrupt) as info:
+            os.kill(os.getpid(), signal.SIGINT)
+
+        assert isinstance(info.value, interrupt.Interrupted)
+        assert info.value.signal_number == signal.SIGINT
+        assert interrupt.stopping_signal(info.value, stop) == signal.SIGINT
+        assert signal.getsignal(signal.SIGINT) is before
+
+
+class TestRerunCommand:
+    @staticmethod
+    def _args(argv: list[str]) -> Any:
+        return cli.build_parser("en").parse_args(argv)
+
+    def test_run_date_filled_in(self) -> None:
+        args = self._args(["run", "--phases", "compute,output"])
+        assert cli._rerun_command(args, dt.date(2026, 12, 1)) == "lm-co2 run --date 2026-12-01 --phases compute,output"
+
+    def test_run_keeps_profile_and_force(self) -> None:
+        args = self._args(["--profile", "my profile.yaml", "run", "--date", "20261201", "--force", "--json"])
+        assert cli._rerun_command(args, None) == "lm-co2 --profile 'my profile.yaml' run --date 2026-12-01 --force --json"
+
+    def test_run_without_date_before_flow(self) -> None:
+        assert cli._rerun_command(self._args(["run"]), None) == "lm-co2 run"
+
+    def test_backfill_same_range(self) -> None:
+        args = self._args(["backfill", "--start", "20261201", "--end", "2026-12-03", "--force"])
+        assert cli._rerun_command(args, None) == "lm-co2 backfill --start 2026-12-01 --end 2026-12-03 --force"
+
+
+class TestExitStatus:
+    @pytest.mark.parametrize(("signal_number", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+    def test_status_of_signal(self, signal_number: signal.Signals, status: int) -> None:
+        assert interrupt.exit_status(signal_number) == status
