@@ -220,10 +220,11 @@ def render_text(summary: RunSummary, lang: str = "ja") -> str:
     if summary.input_check:
         lines.append(f"  {_input_check_text(summary.input_check, lang)}")
     lines += [f"  {note}" for note in summary.delivery_notes(lang)]
-    rows_in = sum(summary.rows_in.values())
-    rejected = sum(summary.rejected.values())
-    lines.append(f"  {message('summary.rows_in', lang)}: {rows_in:,}  ({_by_dataset(summary.rows_in)})")
-    lines.append(f"  {message('summary.rejects', lang)}: {rejected:,}  ({_by_dataset(summary.rejected)})")
+    if summary.ran("validate"):
+        rows_in = sum(summary.rows_in.values())
+        rejected = sum(summary.rejected.values())
+        lines.append(f"  {message('summary.rows_in', lang)}: {rows_in:,}  ({_by_dataset(summary.rows_in)})")
+        lines.append(f"  {message('summary.rejects', lang)}: {rejected:,}  ({_by_dataset(summary.rejected)})")
 
     if summary.ran("compute"):
         lines.append(f"  {message('summary.trips_out', lang)}: {summary.trips_out:,}")

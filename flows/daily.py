@@ -67,8 +67,8 @@ register(
 DATE_LOCK_TIMEOUT_S = 6 * 3600
 #: Events logged at warning level; every other event is logged at info level.
 _WARNING_EVENTS = frozenset({
-    "object_retry", "object_mismatch", "object_copy_failed", "cluster_deleted", "input_unchecked", "success_withdrawn",
-    "objects_withdrawn", "csv_formula_cells",
+    "object_retry", "object_mismatch", "object_copy_failed", "cluster_deleted", "input_unchecked", "objects_withdrawn",
+    "csv_formula_cells",
 })
 #: Events logged at error level; the failed-run alert matches ``run_failed``.
 _ERROR_EVENTS = frozenset({"run_failed"})

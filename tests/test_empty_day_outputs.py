@@ -5,10 +5,10 @@ Runs ``co2_daily`` under Prefect's test harness on a real LocalCluster and local
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -41,12 +41,16 @@ def test_all_trips_rejected_keeps_columns(tmp_path: Path, prefect_harness: None)
     co2_daily(run_date=RUN_DATE, profile=str(normal_profile))
 
     empty_profile, empty_output = _deliver(tmp_path / "empty")
-    # Every trajectories file delivered twice: every trip id repeats, so every trip is rejected.
+    # Every trajectories file delivered twice with another vehicle id: every trip id repeats with
+    # differing content, so every trip is rejected (identical copies would keep one).
     trajectories = empty_profile.parent / "data" / "client" / "input" / DAY / "trajectories"
     originals = sorted(trajectories.glob("*.parquet"))
     assert originals
     for original in originals:
-        shutil.copy(original, trajectories / f"copy-{original.name}")
+        table = pq.read_table(original)
+        column = table.schema.get_field_index("vehicle_id")
+        other = pc.binary_join_element_wise(table.column("vehicle_id"), pa.scalar("-copy", table.schema.field(column).type), "")
+        pq.write_table(table.set_column(column, "vehicle_id", other), trajectories / f"copy-{original.name}")
     co2_daily(run_date=RUN_DATE, profile=str(empty_profile))
 
     assert pq.read_metadata(empty_output / "trips.parquet").num_rows == 0

@@ -125,3 +125,34 @@ class TestSkippedPhaseSeconds:
         phases = _summary(fetch).as_dict()["phases"]
 
         assert phases == [{"phase": "fetch", "skipped": True, "seconds": 0.0, "earlier_run_seconds": None}]
+
+
+class TestDeliveryNotes:
+    FETCH = {"phase": "fetch", "skipped": False, "seconds": 0.4}
+    VALIDATE = {"phase": "validate", "skipped": False, "seconds": 1.0,
+                "datasets": {"trajectories": {"rows_in": 10, "rejected": 1}}}
+
+    def test_rows_left_out_without_validate(self) -> None:
+        text = render_text(_summary(self.FETCH), "ja")
+        assert "入力行数" not in text
+        assert "入力行数: 10" in render_text(_summary(self.FETCH, self.VALIDATE), "ja")
+
+    @pytest.mark.parametrize(("lang", "words"), [("ja", "前回の納品（2026-12-02T03:40:00+00:00）"), ("en", "earlier delivery (2026-12-02T03:40:00+00:00)")])
+    def test_outdated_delivery_named_first(self, lang: str, words: str) -> None:
+        summary = _summary(self.FETCH)
+        summary.delivery = {"status": "outdated", "url": "s3://out/20261201/", "delivered_at": "2026-12-02T03:40:00+00:00"}
+        lines = render_text(RunSummary.from_dict(summary.as_dict()), lang).splitlines()
+        assert words in lines[1]
+        assert "lm-co2 run --date 2026-12-01" in lines[1]
+        assert words in render_markdown(summary, lang)
+
+    def test_stopped_redelivery(self) -> None:
+        summary = _summary(self.FETCH)
+        summary.delivery = {"status": "incomplete", "url": "s3://out/20261201/", "delivered_at": ""}
+        assert "redelivering" in render_text(summary, "en").splitlines()[1]
+
+    def test_withdrawn_files_counted(self) -> None:
+        publish = {"phase": "publish", "skipped": False, "seconds": 0.3, "withdrawn": 3}
+        summary = RunSummary.from_dict(_summary(self.FETCH, publish).as_dict())
+        assert "以前のファイルが 3 件残っています" in render_text(summary, "ja")
+        assert summary.withdrawn_files() == 3
