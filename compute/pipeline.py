@@ -344,7 +344,7 @@ def duplicate_keys(
 ) -> np.ndarray:
     """Keys that occur more than once anywhere in the day, whether their copies are identical or not.
 
-    See :func:`repeated_keys`, which also tells identical copies from conflicting ones.
+    See :func:`repeated_keys`, which also separates identical copies from conflicting ones.
     """
     return repeated_keys(client, raw, pieces, settings, timeout_s).keys
 

@@ -205,7 +205,7 @@ class Store:
 
         fsspec keeps one filesystem per set of options, with its listings cached. A listing from
         an earlier run in this process would hide a rewritten object, whose read then fails on
-        the old ETag. s3fs forgets only the path and its parents, so the folders below are
+        the old ETag. s3fs drops only the path and its parents, so the folders below are
         dropped here one by one.
         """
         self.fs.invalidate_cache(base)
@@ -290,7 +290,7 @@ class Store:
 
 
 def version_token(info: dict[str, Any]) -> str:
-    """Return what a store's listing says about an object's content or write, as short text.
+    """Return the version token of an object from a store's listing entry, as short text.
 
     S3 gives the ETag (the MD5 of the body for a single-part upload), GCS the MD5 or CRC32C of
     the body, and a local disk the modification time. A token that differs means the object may
