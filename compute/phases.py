@@ -140,6 +140,12 @@ class UpstreamMissingError(OperatorError):
         super().__init__("phases.upstream_missing", phase=phase, upstream=upstream, run_date=run_date)
 
 
+#: Callables run with the phase name before each phase starts. ``lm-co2 run`` adds one that
+#: raises when a stop signal arrived but its exception was lost: Python discards an exception
+#: raised while a weakref callback runs, and the run went on to deliver (``flows.interrupt``).
+PHASE_START_HOOKS: list[Callable[[str], None]] = []
+
+
 def run_phase(run: DailyRun, phase: str, body: Callable[[], Manifest]) -> PhaseResult:
     """Run ``body`` unless ``phase`` already completed; write its marker last.
 
@@ -147,6 +153,8 @@ def run_phase(run: DailyRun, phase: str, body: Callable[[], Manifest]) -> PhaseR
     clears its own marker and those of every later phase: their results were made from what
     this phase is about to replace, so a later run must not skip them, nor this phase if it fails.
     """
+    for hook in PHASE_START_HOOKS:
+        hook(phase)
     started = time.perf_counter()
     if run.completed(phase) is not None:
         return skipped(run, phase)

@@ -29,6 +29,8 @@ import functools
 import hashlib
 import json
 import logging
+import os
+import secrets
 import tempfile
 import time
 import urllib.error
@@ -427,11 +429,17 @@ class FsspecUploader:
 
     def put(self, relative: str, body: Any, record: ObjectRecord) -> dict[str, Any]:
         path = self.store.path(relative)
-        if self.store.protocol in ("file", "local"):
+        local = self.store.protocol in ("file", "local")
+        # On a local disk the file is written beside its place and renamed, so a run stopped
+        # mid-write leaves the old file or none, never a part (as storage._replace_local_file).
+        target = f"{path}.partial-{secrets.token_hex(4)}" if local else path
+        if local:
             self.store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        with self.store.fs.open(path, "wb") as handle:
+        with self.store.fs.open(target, "wb") as handle:
             for chunk in iter(lambda: body.read(8 * 1024 * 1024), b""):
                 handle.write(chunk)
+        if local:
+            os.replace(self.store.fs._strip_protocol(target), self.store.fs._strip_protocol(path))
         size, sha, md5 = self.store.checksums(relative)
         return {"ETag": "", "ChecksumSHA256": _b64_from_hex(sha), "ContentLength": size, "ReadBackMD5": md5}
 

@@ -103,6 +103,9 @@ class SignalStop:
         self._quiet = _EventsOnly()
 
     def __enter__(self) -> SignalStop:
+        from compute import phases
+
+        phases.PHASE_START_HOOKS.append(self._checkpoint)
         for number in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._previous[number] = signal.signal(number, self._handle)
@@ -111,17 +114,30 @@ class SignalStop:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        from compute import phases
+
+        with contextlib.suppress(ValueError):
+            phases.PHASE_START_HOOKS.remove(self._checkpoint)
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous.clear()
-        for handler in logging.getLogger().handlers:
+        for handler in _console_handlers():
             handler.removeFilter(self._quiet)
+
+    def _checkpoint(self, phase: str) -> None:
+        """Raise :class:`Interrupted` before ``phase`` starts when a signal arrived before it.
+
+        The handler's exception unwinds the run, so normally no phase starts after a signal. But
+        one raised while a weakref callback runs is printed as "Exception ignored" and lost, and
+        the run went on. This stops it at the next phase at the latest.
+        """
+        if self.signals:
+            raise Interrupted(self.signals[0])
 
     def _handle(self, signal_number: int, frame: FrameType | None) -> None:
         if not self.signals:
-            for handler in logging.getLogger().handlers:
-                if isinstance(handler, logging.StreamHandler):
-                    handler.addFilter(self._quiet)
+            for handler in _console_handlers():
+                handler.addFilter(self._quiet)
         if _repeated_by_prefect(frame):
             if not self.signals:
                 self.signals.append(signal_number)
@@ -136,6 +152,16 @@ class SignalStop:
         _kill_child_processes()
         _write_now(message("interrupt.forced", self.lang, signal=name, command=self.rerun_command()))
         os._exit(exit_status(self.signals[0]))
+
+
+def _console_handlers() -> list[logging.Handler]:
+    """Return the stream handlers of the root logger and of ``distributed``, which has its own.
+
+    distributed logs English lines while a cancelled compute phase unwinds, such as a task that
+    "ended with CancelledError", through the handler its logging configuration attaches.
+    """
+    handlers = logging.getLogger().handlers + logging.getLogger("distributed").handlers
+    return [h for h in handlers if isinstance(h, logging.StreamHandler)]
 
 
 def stopping_signal(error: BaseException, stop: SignalStop | None) -> int | None:

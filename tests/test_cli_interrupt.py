@@ -284,3 +284,19 @@ class TestExitStatus:
     @pytest.mark.parametrize(("signal_number", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
     def test_status_of_signal(self, signal_number: signal.Signals, status: int) -> None:
         assert interrupt.exit_status(signal_number) == status
+
+
+def test_lost_signal_stops_next_phase(tmp_path: Path) -> None:
+    """A signal whose exception Python discarded (in a weakref callback) stops the run at the next phase."""
+    profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data")
+    run = phases.DailyRun.create(load_settings(str(profile)), RUN_DATE)
+    ran: list[int] = []
+
+    with interrupt.SignalStop("ja", lambda: "lm-co2 run") as stop:
+        stop.signals.append(int(signal.SIGTERM))  # the handler ran, but its exception was lost
+        with pytest.raises(interrupt.Interrupted) as info:
+            phases.run_phase(run, "fetch", lambda: ran.append(1))  # type: ignore[arg-type,return-value]
+
+    assert info.value.signal_number == signal.SIGTERM
+    assert ran == []
+    assert phases.PHASE_START_HOOKS == []

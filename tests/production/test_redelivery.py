@@ -84,7 +84,8 @@ class TestWriteOnlyOutput:
         assert final == {"run_date": DAY, "status": "complete", "manifest_sha256": proof.sha256}
         assert hashlib.sha256(outputs["manifest.json"]).hexdigest() == proof.sha256 != old_sha
         assert outputs["trips.parquet"] == b"new trips" * 100
-        assert second.counts["uploaded"] == 3 and second.counts["already_delivered"] == 1  # summary.json unchanged
+        assert second.counts["uploaded"] == 3
+        assert second.counts["already_delivered"] == 1  # summary.json unchanged
         assert [e for e, _ in events].count("success_withdrawn") == 1
 
     def test_unchanged_day_leaves_success_alone(self, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
@@ -149,7 +150,8 @@ class TestWriteOnlyOutput:
         assert manifest.withdrawn == ["trips.parquet"]
         assert manifest.counts["withdrawn"] == 1
         assert ("objects_withdrawn", {"count": 1, "objects": "trips.parquet", "deleted": False}) in events
-        assert uploader.seen[0][0] == "_SUCCESS" and uploader.seen[0][1]["status"] == "complete"  # type: ignore[index]
+        assert uploader.seen[0][0] == "_SUCCESS"
+        assert uploader.seen[0][1]["status"] == "complete"  # type: ignore[index]
         outputs = _objects(uploader.admin, uploader.bucket, uploader.prefix)
         delivered = json.loads(outputs["manifest.json"])
         assert delivered["withdrawn"] == ["trips.parquet"]
@@ -184,6 +186,7 @@ def test_local_output_deletes_success_and_old_files(tmp_path: Path) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
     manifest, proof = _deliver(processed, uploader, state, events)
 
+    # Written beside its place and renamed: no ".partial-" file stays.
     assert sorted(p.name for p in (tmp_path / "output").iterdir()) == ["_SUCCESS", "manifest.json", "trips.csv"]
     assert manifest.withdrawn == []
     assert ("objects_withdrawn", {"count": 1, "objects": "trips.parquet", "deleted": True}) in events

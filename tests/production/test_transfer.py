@@ -133,7 +133,7 @@ class TestWriteOnlyDelivery:
 
 
 class TestRewrittenInput:
-    def test_same_size_rewrite_on_s3_is_found_by_etag(self, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
+    def test_same_size_rewrite_found_by_etag(self, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
         from compute.phases import InputChanges
 
         source, destination = _stores(moto_s3, gcs, "rewrite")
