@@ -58,17 +58,27 @@ def _deliver(processed: Store, uploader: transfer.Uploader, state: Store, events
     return transfer.deliver(processed, uploader, state, run_date=DAY, versions={}, retries=0, retry_delay_s=0.01, on_event=sink, **kwargs)
 
 
+def _delivered_day(moto_s3: MotoS3, gcs: GcsEmulator, name: str, files: dict[str, bytes]) -> tuple[Store, Store, _WatchedUploader, Any]:
+    """Deliver ``files`` once to the write-only output; return the lake stores, the uploader and the manifest.
+
+    The uploader's record of PUTs starts empty, so a test sees only the PUTs of its own delivery.
+    """
+    processed, state = _lake(gcs, name)
+    for relative, body in files.items():
+        processed.write_bytes(relative, body)
+    uploader = _WatchedUploader(moto_s3, f"output/{name}/20261201/")
+    manifest, _ = _deliver(processed, uploader, state)
+    uploader.seen.clear()
+    return processed, state, uploader, manifest
+
+
 class TestWriteOnlyOutput:
     def test_changed_day_withdraws_success_first(self, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
-        processed, state = _lake(gcs, "redeliver-changed")
-        processed.write_bytes("trips.parquet", b"old trips" * 100)
-        processed.write_bytes("summary.json", b'{"trips": 1}')
-        uploader = _WatchedUploader(moto_s3, "output/redeliver-changed/20261201/")
-        first, _ = _deliver(processed, uploader, state)
+        files = {"trips.parquet": b"old trips" * 100, "summary.json": b'{"trips": 1}'}
+        processed, state, uploader, first = _delivered_day(moto_s3, gcs, "redeliver-changed", files)
         old_sha = first.counts["manifest_sha256"]
 
         processed.write_bytes("trips.parquet", b"new trips" * 100)
-        uploader.seen.clear()
         events: list[tuple[str, dict[str, Any]]] = []
         second, proof = _deliver(processed, uploader, state, events)
 
@@ -89,11 +99,7 @@ class TestWriteOnlyOutput:
         assert [e for e, _ in events].count("success_withdrawn") == 1
 
     def test_unchanged_day_leaves_success_alone(self, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
-        processed, state = _lake(gcs, "redeliver-same")
-        processed.write_bytes("trips.parquet", b"trips" * 100)
-        uploader = _WatchedUploader(moto_s3, "output/redeliver-same/20261201/")
-        _deliver(processed, uploader, state)
-        uploader.seen.clear()
+        processed, state, uploader, _ = _delivered_day(moto_s3, gcs, "redeliver-same", {"trips.parquet": b"trips" * 100})
         events: list[tuple[str, dict[str, Any]]] = []
         manifest, _ = _deliver(processed, uploader, state, events)
         assert uploader.seen == []
@@ -101,22 +107,15 @@ class TestWriteOnlyOutput:
         assert "success_withdrawn" not in [e for e, _ in events]
 
     def test_force_withdraws_then_uploads_everything(self, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
-        processed, state = _lake(gcs, "redeliver-force")
-        processed.write_bytes("trips.parquet", b"trips" * 100)
-        uploader = _WatchedUploader(moto_s3, "output/redeliver-force/20261201/")
-        _deliver(processed, uploader, state)
-        uploader.seen.clear()
+        processed, state, uploader, _ = _delivered_day(moto_s3, gcs, "redeliver-force", {"trips.parquet": b"trips" * 100})
         _deliver(processed, uploader, state, force=True)
         assert [name for name, _ in uploader.seen] == ["_SUCCESS", "trips.parquet", "manifest.json", "_SUCCESS"]
         assert uploader.seen[1][1] is not None and uploader.seen[1][1]["status"] == "redelivering"
         assert _success(uploader.admin, uploader.bucket, uploader.prefix)["status"] == "complete"  # type: ignore[index]
 
     def test_interrupted_redelivery_stays_withdrawn(self, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
-        processed, state = _lake(gcs, "redeliver-broken")
-        processed.write_bytes("a.parquet", b"a" * 100)
-        processed.write_bytes("b.parquet", b"b" * 100)
-        uploader = _WatchedUploader(moto_s3, "output/redeliver-broken/20261201/")
-        _deliver(processed, uploader, state)
+        files = {"a.parquet": b"a" * 100, "b.parquet": b"b" * 100}
+        processed, state, uploader, _ = _delivered_day(moto_s3, gcs, "redeliver-broken", files)
         processed.write_bytes("a.parquet", b"A" * 100)
         processed.write_bytes("b.parquet", b"B" * 100)
 
@@ -135,16 +134,12 @@ class TestWriteOnlyOutput:
         assert _success(uploader.admin, uploader.bucket, uploader.prefix) == {"run_date": DAY, "status": "complete", "manifest_sha256": proof.sha256}
 
     def test_old_format_files_listed_withdrawn(self, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
-        processed, state = _lake(gcs, "redeliver-format")
-        processed.write_bytes("trips.parquet", b"parquet" * 100)
-        processed.write_bytes("summary.json", b"{}")
-        uploader = _WatchedUploader(moto_s3, "output/redeliver-format/20261201/")
-        _deliver(processed, uploader, state)
+        files = {"trips.parquet": b"parquet" * 100, "summary.json": b"{}"}
+        processed, state, uploader, _ = _delivered_day(moto_s3, gcs, "redeliver-format", files)
 
         processed.remove("trips.parquet")
         processed.write_bytes("trips.csv", b"trip_id\n1\n")
         events: list[tuple[str, dict[str, Any]]] = []
-        uploader.seen.clear()
         manifest, _ = _deliver(processed, uploader, state, events)
 
         assert manifest.withdrawn == ["trips.parquet"]
