@@ -404,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lang = _language(args_list)
     lang = lang if lang in ("ja", "en") else "ja"
     args = build_parser(lang).parse_args(args_list)
+    args.lang_given = any(arg == "--lang" or arg.startswith("--lang=") for arg in args_list)
     lang = args.lang
     stop = interrupt.SignalStop(lang, rerun_command=lambda: _rerun_command(args, stop.run_date))
     console = _RunConsole(stop)
@@ -570,11 +571,15 @@ def _run_flow_command(args: argparse.Namespace, lang: str, console: _RunConsole,
 def _rerun_command(args: argparse.Namespace, run_date: dt.date | None) -> str:
     """Return the interrupted command with its run date filled in, for the operator to run again.
 
-    Phases that completed are skipped on the rerun unless ``--force`` is given. ``--force`` stays
+    ``--lang`` stays when it was given. Phases that completed are skipped on the rerun unless
+    ``--force`` is given. ``--force`` stays
     when the interrupted command had it, because phases the run did not reach still have the
     markers of an earlier run.
     """
     words = ["lm-co2"]
+    if getattr(args, "lang_given", False):
+        # Without it the rerun would speak the language of LMCO2_LANGUAGE (or Japanese).
+        words += ["--lang", args.lang]
     if args.profile is not None:
         words += ["--profile", args.profile]
     if args.command == "run":

@@ -121,6 +121,10 @@ class SignalStop:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous.clear()
+        if self.signals:
+            # The process exits next. distributed still logs while its exit handler closes the
+            # nannies ("exit status was already read"), after the command's message.
+            return
         for handler in _console_handlers():
             handler.removeFilter(self._quiet)
 

@@ -137,7 +137,7 @@ def _interrupt_and_rerun(folder: Path, options: list[str], signals: list[signal.
     day = _sample_day(folder)
     (folder / "prefect-home").mkdir()
     env = _environment(folder / "prefect-home")
-    rerun = shlex.join(["lm-co2", "--profile", day["profile"], "run", "--date", "2026-12-01"])
+    rerun = shlex.join(["lm-co2", *options, "--profile", day["profile"], "run", "--date", "2026-12-01"])
     outcome = _interrupt([*options, "--profile", day["profile"], "run", "--date", "2026-12-01"], day, env, signals)
     outcome["rerun"] = rerun
     outcome["summary"] = _rerun(rerun, env, folder) if rerun in outcome["stderr"] else None
@@ -274,6 +274,11 @@ class TestRerunCommand:
 
     def test_run_without_date_before_flow(self) -> None:
         assert cli._rerun_command(self._args(["run"]), None) == "lm-co2 run"
+
+    def test_language_given_stays(self) -> None:
+        args = self._args(["--lang", "en", "run", "--date", "2026-12-01"])
+        args.lang_given = True
+        assert cli._rerun_command(args, None) == "lm-co2 --lang en run --date 2026-12-01"
 
     def test_backfill_same_range(self) -> None:
         args = self._args(["backfill", "--start", "20261201", "--end", "2026-12-03", "--force"])
