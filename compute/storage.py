@@ -293,10 +293,14 @@ def version_token(info: dict[str, Any]) -> str:
     """Return the version token of an object from a store's listing entry, as short text.
 
     S3 gives the ETag (the MD5 of the body for a single-part upload), GCS the MD5 or CRC32C of
-    the body, and a local disk the modification time. A token that differs means the object may
-    have been rewritten, so the caller compares the SHA-256 before it reports a change: an S3
-    multipart ETag or a local copy with a new time can differ for the same bytes. An empty token
-    means the store gave none.
+    the body, and a local disk the modification and status change times. A token that differs
+    means the object may have been rewritten, so the caller compares the SHA-256 before it
+    reports a change: an S3 multipart ETag or a local copy with new times can differ for the
+    same bytes. An empty token means the store gave none.
+
+    The status change time (fsspec's ``created``, ``st_ctime``) is there because a writer can set
+    the modification time back (``touch -r``, ``cp -p``, ``rsync -t``), and no call sets ``st_ctime``
+    back. It also moves on ``chmod`` or a rename, which then costs one SHA-256 comparison.
     """
     etag = info.get("ETag")
     if etag:
@@ -306,7 +310,11 @@ def version_token(info: dict[str, Any]) -> str:
             return f"{name.lower()}:{info[name]}"
     mtime = info.get("mtime")
     if isinstance(mtime, (int, float)):
-        return f"mtime:{float(mtime):.6f}"
+        token = f"mtime:{float(mtime):.6f}"
+        ctime = info.get("created")
+        if isinstance(ctime, (int, float)):
+            token += f",ctime:{float(ctime):.6f}"
+        return token
     return ""
 
 

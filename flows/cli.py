@@ -508,7 +508,10 @@ class _RunConsole:
             handler.addFilter(records)
             handler.setFormatter(formatters[handler][1])
         try:
-            result = flow_call()
+            from prefect import tags
+
+            with tags(interrupt.process_tag()):
+                result = flow_call()
         except BaseException as error:
             if interrupt.stopping_signal(error, self.stop) is not None:
                 self._release(held, formatters, keep=interrupt.reports_cleanup)
@@ -565,6 +568,7 @@ def _run_flow_command(args: argparse.Namespace, lang: str, console: _RunConsole,
             _echo(message("cli.interrupted", lang, **values), file=sys.stderr)
         else:
             _echo(message("cli.interrupted.phase", lang, phase=phase, **values), file=sys.stderr)
+        stop.quiet_until_exit = True
         return interrupt.exit_status(signal_number)
 
 
@@ -599,6 +603,18 @@ def _rerun_command(args: argparse.Namespace, run_date: dt.date | None) -> str:
     return shlex.join(words)
 
 
+def _start_prefect(lang: str) -> None:
+    """Start Prefect's temporary server when no server is set, and mark Crashed the runs that killed commands left Running."""
+    interrupt.start_temporary_server()
+    try:
+        notes = interrupt.crash_abandoned_runs(lang)
+    except Exception as error:  # the check only tidies the run list, so the run goes on without it
+        logging.getLogger(__name__).warning("checking for runs left Running by a killed process failed: %s", error)
+        return
+    for note in notes:
+        _echo(note, file=sys.stderr)
+
+
 def _iso_date(value: str) -> str:
     """Return a date argument as YYYY-MM-DD, or as given when it is invalid (the command then fails on it)."""
     try:
@@ -617,7 +633,7 @@ def _backfill(args: argparse.Namespace, lang: str, console: _RunConsole, prefect
     from flows.backfill import BackfillError, co2_backfill, dates_between
 
     dates_between(start, end)
-    interrupt.start_temporary_server()
+    _start_prefect(lang)
     try:
         result = console.run(lambda: co2_backfill(start_date=start, end_date=end, force=args.force, phases=phases, profile=args.profile))
     except BackfillError as error:
@@ -734,7 +750,7 @@ def _run(args: argparse.Namespace, lang: str, console: _RunConsole, prefect_home
     day = run_date if run_date is not None else previous_day_tokyo()
     if console.stop is not None:
         console.stop.run_date = day
-    interrupt.start_temporary_server()
+    _start_prefect(lang)
     result = console.run(lambda: co2_daily(run_date=day, force=args.force, phases=phases, profile=args.profile))
     if args.json:
         _echo(json.dumps(result, ensure_ascii=False, indent=2, default=str), notation="json")

@@ -15,9 +15,10 @@ import datetime as dt
 import logging
 import os
 import signal
+import subprocess
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -30,6 +31,14 @@ register(
                   "もう一度送ると、停止処理を待たずに終了します。",
             "en": "Received {signal} while stopping (closing the Dask cluster, releasing the date lock, stopping the temporary "
                   "Prefect server). Send it once more to exit without waiting for this.",
+        },
+        "interrupt.abandoned": {
+            "ja": "以前の実行 {name}（{flow}、プロセス {pid}）は、プロセスが強制終了されて Running のまま残っていたため、Crashed にしました。",
+            "en": "An earlier run {name} ({flow}, process {pid}) was left Running by a killed process; it is now marked Crashed.",
+        },
+        "interrupt.abandoned.state": {
+            "ja": "lm-co2 のプロセス {pid}（{host}）が、実行の状態を報告せずに終了しました（SIGKILL、メモリ不足による強制終了など）。",
+            "en": "The lm-co2 process {pid} on {host} ended without reporting the run's state (SIGKILL, the out-of-memory killer).",
         },
         "interrupt.forced": {
             "ja": "{signal} を 3 回受けたため、停止処理を待たずに終了します。子プロセス（一時 Prefect サーバー、Dask ワーカー）は強制終了しました。"
@@ -101,6 +110,10 @@ class SignalStop:
         self.run_date: dt.date | None = None
         self._previous: dict[int, Any] = {}
         self._quiet = _EventsOnly()
+        #: Keep the console quiet after the block, for a command that exits next. distributed
+        #: still logs while its exit handler closes the nannies ("exit status was already
+        #: read"), which would follow the command's message.
+        self.quiet_until_exit = False
 
     def __enter__(self) -> SignalStop:
         from compute import phases
@@ -121,9 +134,7 @@ class SignalStop:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous.clear()
-        if self.signals:
-            # The process exits next. distributed still logs while its exit handler closes the
-            # nannies ("exit status was already read"), after the command's message.
+        if self.quiet_until_exit:
             return
         for handler in _console_handlers():
             handler.removeFilter(self._quiet)
@@ -283,6 +294,9 @@ def start_temporary_server() -> None:
 
     A SIGINT meanwhile stays pending until the server has started, unless another thread of
     this process takes it.
+
+    On Linux the server also gets SIGTERM when this process ends without cleanup (SIGKILL, the
+    out-of-memory killer): see :func:`_dying_with_parent`.
     """
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
@@ -291,10 +305,62 @@ def start_temporary_server() -> None:
         return
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        with get_client(sync_client=True):
+        with _dying_with_parent(), get_client(sync_client=True):
             pass
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def _dying_with_parent() -> Iterator[None]:
+    """Make the child processes started in the block get SIGTERM when this process's main thread ends.
+
+    Prefect 3.9 starts the temporary server with ``subprocess.Popen`` and no hook, and stops it
+    only in an ``atexit`` handler, which SIGKILL skips. The server then kept its port and memory,
+    and every later run started another. Linux's parent-death signal (``prctl(PR_SET_PDEATHSIG)``)
+    is set in the child between fork and exec and survives the exec. The kernel sends it when the
+    thread that forked ends, which is the main thread here, so only at the process's end.
+
+    NOTE: ``subprocess.Popen`` is replaced for the whole process while the block runs, so a child
+    that another thread starts meanwhile gets the signal too. On other systems nothing changes.
+    """
+    libc = _libc_with_prctl()
+    if libc is None:
+        yield
+        return
+    original = subprocess.Popen
+
+    def set_parent_death_signal() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    class PopenDyingWithParent(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if kwargs.get("preexec_fn") is None:
+                kwargs["preexec_fn"] = set_parent_death_signal
+            super().__init__(*args, **kwargs)
+
+    subprocess.Popen = PopenDyingWithParent  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        subprocess.Popen = original  # type: ignore[misc]
+
+
+#: ``PR_SET_PDEATHSIG`` of ``<sys/prctl.h>``.
+_PR_SET_PDEATHSIG = 1
+
+
+def _libc_with_prctl() -> Any:
+    """Return the C library when it has ``prctl`` (Linux), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "prctl") else None
 
 
 def stop_temporary_server() -> None:
@@ -322,3 +388,85 @@ def stop_temporary_server() -> None:
     APILogWorker.drain_all(timeout=5)
     EventsWorker.drain_all(timeout=5)
     server_module.SubprocessASGIServer().stop()
+
+
+#: Prefix of the tag that names the ``lm-co2`` process running a flow: ``PREFIX<host>:<pid>:<start time>``.
+PROCESS_TAG_PREFIX = "lm-co2-process:"
+#: Flows whose runs the command starts, and so can leave Running when it is killed.
+_COMMAND_FLOWS = ("co2-daily", "co2-backfill")
+
+
+def process_tag(pid: int | None = None) -> str:
+    """Return the tag that names a process (this one by default) in its flow runs: host, PID and start time.
+
+    The start time distinguishes a later process that reuses the PID. The command sets the tag with
+    ``prefect.tags``, so the day runs of a backfill carry it too.
+    """
+    import socket
+
+    import psutil  # a dependency of distributed
+
+    started = psutil.Process(pid).create_time()
+    return f"{PROCESS_TAG_PREFIX}{socket.gethostname()}:{os.getpid() if pid is None else pid}:{started:.0f}"
+
+
+def _process_gone(tag: str) -> tuple[str, int] | None:
+    """Return (host, PID) when ``tag`` names a process of this host that no longer runs, else None."""
+    import socket
+
+    import psutil
+
+    fields = tag.removeprefix(PROCESS_TAG_PREFIX).rsplit(":", 2)
+    if len(fields) != 3 or not fields[1].isdigit():
+        return None
+    host, pid, started = fields[0], int(fields[1]), fields[2]
+    if host != socket.gethostname():
+        return None  # another machine's process: this one cannot tell whether it runs
+    try:
+        running = f"{psutil.Process(pid).create_time():.0f}" == started
+    except psutil.NoSuchProcess:
+        running = False
+    except psutil.Error:
+        return None
+    return None if running else (host, pid)
+
+
+def crash_abandoned_runs(lang: str) -> list[str]:
+    """Mark Crashed the command's flow runs that a killed process left Running or Pending; return the messages.
+
+    A process ended by SIGKILL or the out-of-memory killer reports nothing, and Prefect keeps its
+    run Running for good, in the Prefect UI too. The command tags its runs with
+    :func:`process_tag`, and a run of this host whose process no longer runs is set Crashed here,
+    before the next run starts. A run tagged by another host is left as it is.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import State, StateType
+    from prefect.states import Crashed
+
+    notes: list[str] = []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=list(_COMMAND_FLOWS))),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))),
+            limit=200,
+        )
+        flows: dict[Any, str] = {}
+        for run in runs:
+            tags = [tag for tag in run.tags if tag.startswith(PROCESS_TAG_PREFIX)]
+            ended = _process_gone(tags[0]) if len(tags) == 1 else None
+            if ended is None:
+                continue
+            host, pid = ended
+            crashed: State[Any] = Crashed(message=message("interrupt.abandoned.state", lang, pid=pid, host=host))
+            client.set_flow_run_state(run.id, crashed, force=True)
+            if run.flow_id not in flows:
+                flows[run.flow_id] = client.read_flow(run.flow_id).name
+            notes.append(message("interrupt.abandoned", lang, name=run.name, flow=flows[run.flow_id], pid=pid))
+    return notes

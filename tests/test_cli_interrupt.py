@@ -46,6 +46,8 @@ TRIPS_OUT = 11
 START_TIMEOUT_S = 180
 #: Seconds the command may take to stop after the signal: cluster close, 2 x 5 s queue drains, server stop.
 STOP_TIMEOUT_S = 60
+#: Seconds the command's child processes may take to end after it: the server's own shutdown after SIGKILL.
+LEFTOVER_GRACE_S = 15.0
 
 
 def _sample_day(folder: Path) -> dict[str, Any]:
@@ -113,11 +115,11 @@ def _interrupt(args: list[str], day: dict[str, Any], env: dict[str, str], signal
         if command.poll() is None:
             command.kill()
             command.wait()
-    leftovers = _leftover_processes(command.pid)
+    leftovers = _leftover_processes(command.pid, grace_s=LEFTOVER_GRACE_S)
     for pid in leftovers:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    return {"returncode": returncode, "stdout": stdout.read_text(), "stderr": stderr.read_text(), "leftovers": leftovers}
+    return {"returncode": returncode, "stdout": stdout.read_text(), "stderr": stderr.read_text(), "leftovers": leftovers, "pid": command.pid}
 
 
 def _interruption_messages(lang: str, signal_name: str, command: str) -> set[str]:
@@ -140,14 +142,20 @@ def _interrupt_and_rerun(folder: Path, options: list[str], signals: list[signal.
     rerun = shlex.join(["lm-co2", *options, "--profile", day["profile"], "run", "--date", "2026-12-01"])
     outcome = _interrupt([*options, "--profile", day["profile"], "run", "--date", "2026-12-01"], day, env, signals)
     outcome["rerun"] = rerun
-    outcome["summary"] = _rerun(rerun, env, folder) if rerun in outcome["stderr"] else None
+    # After SIGKILL the command prints nothing, and the operator reruns the same command.
+    printed = rerun in outcome["stderr"] or signals == [signal.SIGKILL]
+    outcome["summary"] = _rerun(rerun, env, folder) if printed else None
     return outcome
 
 
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """Outcomes of one SIGTERM (Japanese, the default) and of two SIGINTs 0.2 s apart (--lang en), run at the same time."""
-    scenarios = {"sigterm": ([], [signal.SIGTERM]), "sigint_twice": (["--lang", "en"], [signal.SIGINT, signal.SIGINT])}
+    """Outcomes of one SIGTERM (Japanese, the default), two SIGINTs 0.2 s apart (--lang en) and one SIGKILL, run at the same time."""
+    scenarios = {
+        "sigterm": ([], [signal.SIGTERM]),
+        "sigint_twice": (["--lang", "en"], [signal.SIGINT, signal.SIGINT]),
+        "sigkill": ([], [signal.SIGKILL]),
+    }
     with ThreadPoolExecutor(max_workers=len(scenarios)) as pool:
         futures = {name: pool.submit(_interrupt_and_rerun, tmp_path_factory.mktemp(name), options, signals)
                    for name, (options, signals) in scenarios.items()}
@@ -155,13 +163,14 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str,
 
 
 def _rerun(command: str, env: dict[str, str], folder: Path) -> dict[str, Any]:
-    """Run the printed rerun command with --json, and return its summary."""
+    """Run the printed rerun command with --json, and return its summary with its stderr added."""
     words = shlex.split(command)
     assert words[0] == "lm-co2"
     done = subprocess.run([sys.executable, "-m", "flows.cli", *words[1:], "--json"], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     summary: dict[str, Any] = json.loads(done.stdout)
+    summary["stderr"] = done.stderr
     return summary
 
 
@@ -183,6 +192,29 @@ class TestInterruptedRun:
         assert summary is not None, "the rerun command was not printed"
         assert summary["trips_out"] == TRIPS_OUT
         assert summary["trips_out"] + summary["rejected"]["trajectories"] == summary["rows_in"]["trajectories"]
+
+    def test_sigkill_leaves_no_server(self, interrupted: dict[str, dict[str, Any]]) -> None:
+        """SIGKILL skips every cleanup, and the temporary Prefect server and the Dask workers still end."""
+        outcome = interrupted["sigkill"]
+
+        assert outcome["returncode"] == -signal.SIGKILL
+        assert outcome["leftovers"] == {}
+
+    def test_rerun_after_sigkill_completes(self, interrupted: dict[str, dict[str, Any]]) -> None:
+        """The date lock and the phase markers a killed run left do not stop the same command."""
+        summary = interrupted["sigkill"]["summary"]
+
+        assert summary["trips_out"] == TRIPS_OUT
+        assert summary["trips_out"] + summary["rejected"]["trajectories"] == summary["rows_in"]["trajectories"]
+
+    def test_rerun_marks_killed_run_crashed(self, interrupted: dict[str, dict[str, Any]]) -> None:
+        """The next command sets Crashed the run that the killed command left Running, and prints a note."""
+        outcome = interrupted["sigkill"]
+        notes = [line for line in outcome["summary"]["stderr"].splitlines() if line.startswith("以前の実行 ")]
+
+        assert len(notes) == 1, outcome["summary"]["stderr"]
+        assert f"（co2-daily、プロセス {outcome['pid']}）" in notes[0]
+        assert notes[0].endswith("Crashed にしました。")
 
     def test_sigint_twice_in_english(self, interrupted: dict[str, dict[str, Any]]) -> None:
         """The second SIGINT prints a note that the stop is under way, and the run stops as after one."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,19 @@ class TestSameSizeRewrite:
         assert phases.fetch(_run(tmp_path)).skipped
         assert phases.check_raw_copy_current(_run(tmp_path)).status == "unchanged"
 
+    def test_rewrite_with_time_set_back_found(self, tmp_path: Path) -> None:
+        """A copy that restores the modification time (``touch -r``, ``cp -p``) still counts as rewritten."""
+        vehicles = _fetched(tmp_path)
+        before = vehicles.stat()
+        time.sleep(0.02)  # lets the status change time move on coarse-clock file systems
+        vehicles.write_bytes(_flip_one_byte(vehicles.read_bytes()))
+        os.utime(vehicles, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert vehicles.stat().st_mtime_ns == before.st_mtime_ns
+
+        with pytest.raises(phases.InputChangedError) as info:
+            phases.fetch(_run(tmp_path))
+        assert info.value.changes.modified == (VEHICLES,)
+
     def test_marker_without_tokens_compares_sizes_only(self, tmp_path: Path) -> None:
         """A fetch marker written before tokens were recorded keeps working, as before."""
         vehicles = _fetched(tmp_path)
@@ -105,6 +119,7 @@ def test_delivered_manifest_has_no_sources_key() -> None:
         ({"md5Hash": "XUFAKrxLKna5cZ2REBfFkg==", "crc32c": "mnG7TA==", "size": 5}, "md5hash:XUFAKrxLKna5cZ2REBfFkg=="),
         ({"crc32c": "mnG7TA==", "size": 5}, "crc32c:mnG7TA=="),
         ({"mtime": 1796482120.3906507, "size": 1}, "mtime:1796482120.390651"),
+        ({"mtime": 1796482120.3906507, "created": 1796482121.5, "size": 1}, "mtime:1796482120.390651,ctime:1796482121.500000"),
         ({"size": 1}, ""),
     ],
 )
