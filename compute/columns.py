@@ -90,6 +90,8 @@ ROW_KEY = "row_key"
 REASON = "reason"
 VALUE = "value"
 DETAIL = "detail"
+#: Aligned tachograph rows (``temp/tacho_aligned``): True marks the place of a rejected record.
+TACHO_REJECTED = "rejected"
 
 # ---------------------------------------------------------------------------------------------
 # Emission model additions (compute.emissions, compute.metrics).

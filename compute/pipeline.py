@@ -634,6 +634,13 @@ def align_tacho_piece(temp: StoreRef, relative: str, index: TripIndex) -> AlignR
         present = set(parquet.schema_arrow.names)
         columns = [name for name in (c.VEHICLE_ID, c.TS, c.SPEED_KMH, c.FUEL_ML) if name in present]
         table = parquet.read(columns=columns)
+    records = table.num_rows
+    holes = rejected_tacho_records(store, f"{REJECTS}/tachometer/{relative.rsplit('/', 1)[-1]}")
+    if holes.num_rows:
+        filler = {field.name: pa.nulls(holes.num_rows, field.type) for field in table.schema}
+        filler[c.VEHICLE_ID] = holes.column(c.VEHICLE_ID).cast(table.schema.field(c.VEHICLE_ID).type)
+        filler[c.TS] = holes.column(c.TS).cast(table.schema.field(c.TS).type)
+        table = pa.concat_tables([table, pa.table(filler, schema=table.schema)]).unify_dictionaries()
     clock.lap("read")
 
     vehicles = table.column(c.VEHICLE_ID).combine_chunks()
@@ -659,18 +666,54 @@ def align_tacho_piece(temp: StoreRef, relative: str, index: TripIndex) -> AlignR
 
     trip_of_row = trip if whole else trip[rows]
     target = index.piece[trip_of_row]
-    aligned = pa.table(
-        {
-            "trip_row": pa.array(index.row[trip_of_row].astype(np.int32)),
-            c.TS: aligned_column(c.TS).cast(pa.timestamp("ms", tz="UTC")),
-            c.SPEED_KMH: aligned_column(c.SPEED_KMH).cast(pa.float64()),
-            c.FUEL_ML: aligned_column(c.FUEL_ML).cast(pa.float64()) if c.FUEL_ML in present else pa.nulls(len(rows), pa.float64()),
-        }
-    )
+    columns_out = {
+        "trip_row": pa.array(index.row[trip_of_row].astype(np.int32)),
+        c.TS: aligned_column(c.TS).cast(pa.timestamp("ms", tz="UTC")),
+        c.SPEED_KMH: aligned_column(c.SPEED_KMH).cast(pa.float64()),
+        c.FUEL_ML: aligned_column(c.FUEL_ML).cast(pa.float64()) if c.FUEL_ML in present else pa.nulls(len(rows), pa.float64()),
+    }
+    # Only a file with rejected records in trips has the column.
+    is_hole = rows >= records
+    if is_hole.any():
+        columns_out[c.TACHO_REJECTED] = pa.array(is_hole)
+    aligned = pa.table(columns_out)
     out_path = f"{TACHO_ALIGNED}/{relative.rsplit('/', 1)[-1]}"
     directory = _write_grouped(store, out_path, with_required_fields(aligned, ("trip_row", c.TS)), target)
     clock.lap("write")
-    return AlignResult(table.num_rows, len(rows), table.num_rows - len(rows), out_path, directory, clock.seconds)
+    aligned_records = len(rows) - int(is_hole.sum())
+    return AlignResult(records, aligned_records, records - aligned_records, out_path, directory, clock.seconds)
+
+
+#: Reasons that keep a rejected tachograph record out of T1's count of records. A resent copy
+#: (``row_repeated``) is not a gap, because its first copy was accepted.
+_TACHO_REJECTS_NOT_GAPS = frozenset({contract.ReasonCode.ROW_REPEATED.value})
+
+
+def rejected_tacho_records(store: Store, relative: str) -> pa.Table:
+    """Return the vehicle and time of each rejected tachograph record of one validated file, one row per key.
+
+    A record rejected for its values (copies of one key that differ, an implausible speed or
+    fuel) was still sent for that second, so its fuel is missing from the trip's sum. The
+    alignment places such records in their trips with null speed and fuel, and T1 counts them
+    as records without fuel. The key text of the rejects file (``vehicle@time``) gives vehicle
+    and time. Rejects without a readable key give no record. A missing rejects file gives none.
+    """
+    empty = pa.table({c.VEHICLE_ID: pa.array([], pa.string()), c.TS: pa.array([], pa.timestamp("ms", tz="UTC"))})
+    if not store.exists(relative):
+        return empty
+    with store.open(relative) as handle:
+        rejects = pq.read_table(handle, columns=[c.ROW_KEY, c.REASON]).to_pandas()
+    rejects = rejects[~rejects[c.REASON].isin(_TACHO_REJECTS_NOT_GAPS)].dropna(subset=[c.ROW_KEY])
+    keys = pd.unique(rejects[c.ROW_KEY].to_numpy(dtype=object))
+    if not len(keys):
+        return empty
+    parts = pd.Series(keys, dtype="string").str.rpartition("@")
+    times = pd.to_datetime(parts[2], utc=True, errors="coerce", format="ISO8601")
+    readable = (parts[1] == "@").to_numpy() & times.notna().to_numpy()
+    return pa.table({
+        c.VEHICLE_ID: pa.array(parts[0][readable].to_numpy(dtype=object), pa.string()),
+        c.TS: pa.array(times[readable].to_numpy(dtype="datetime64[ms]"), pa.timestamp("ms", tz="UTC")),
+    })
 
 
 #: Encoding options of ``temp/segments`` (see :func:`write_table`), also used by the benchmark's write floor.
@@ -914,12 +957,16 @@ def _read_aligned_tacho(store: Store, parts: list[TachoRowGroups], trips: pd.Dat
             c.SPEED_KMH: pd.Series([], dtype=np.float64),
             c.FUEL_ML: pd.Series([], dtype=np.float64),
         })
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         c.TRIP_ID: pd.Categorical.from_codes(table.column("trip_row").to_numpy().astype(np.int64), categories=trip_ids),
         c.TS: table.column(c.TS).cast(pa.timestamp("ms", tz="UTC")).to_pandas(),
         c.SPEED_KMH: table.column(c.SPEED_KMH).to_numpy(),
         c.FUEL_ML: table.column(c.FUEL_ML).to_numpy(),
     })
+    if c.TACHO_REJECTED in table.column_names:
+        # Files without rejected records lack the column, and their rows are null here.
+        frame[c.TACHO_REJECTED] = table.column(c.TACHO_REJECTED).fill_null(False).to_numpy()
+    return frame
 
 
 def _in_piece_trip_time_order(rows: np.ndarray, trip: np.ndarray, ts_ms: np.ndarray, index: TripIndex) -> np.ndarray:

@@ -21,6 +21,10 @@ QUALITY_FLAGS: dict[str, str] = {
         "The distance from the tachograph speed disagrees with the GPS distance (ratio outside the band and difference "
         "above the limit); T2 was not used, T1 is kept."
     ),
+    "tacho_rows_rejected": (
+        "Tachograph records inside the trip were rejected in validation (copies of one second that differ, implausible "
+        "values); T1 counts them as records without fuel_ml."
+    ),
     "no_catalog_fe": "The vehicle has no catalog fuel economy; T4 was not possible.",
     "no_test_cycle": "The vehicle has a catalog value but no test cycle; T4 needs the cycle for its gap.",
     "calibrated_on_class_default": "T2/T3 were calibrated to the class default fuel economy, not a catalog value.",

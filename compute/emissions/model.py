@@ -513,6 +513,7 @@ def _collect_flags(
         "tacho_fuel_incomplete": tach.has_fuel_rows & ~t1_valid,
         "tacho_speed_incomplete": tach.has_speed_rows & ~tach.speed_valid,
         "tacho_distance_mismatch": distance_mismatch,
+        "tacho_rows_rejected": tach.rejected_rows > 0,
         "no_catalog_fe": found & ~catalog_present,
         "no_test_cycle": found & catalog_present & ~trip_frame["catalog_usable"].to_numpy(dtype=bool),
         "calibrated_on_class_default": profile & trip_frame["calibrated_on_default"].to_numpy(dtype=bool),

@@ -64,6 +64,8 @@ class TachoProfile:
     distance_m: np.ndarray
     has_fuel_rows: np.ndarray
     has_speed_rows: np.ndarray
+    #: Records of the trip rejected in validation (see ``pipeline.rejected_tacho_records``).
+    rejected_rows: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -387,10 +389,17 @@ def tacho_profile(
     empty = np.zeros(n_trips)
     none = np.zeros(n_trips, dtype=bool)
     if tacho.empty or not n_trips:
-        return TachoProfile(empty, none, empty, none, empty.copy(), empty.copy(), none, none)
+        return TachoProfile(empty, none, empty, none, empty.copy(), empty.copy(), none, none, empty.copy())
 
     position = _trip_positions(trip_frame, tacho[c.TRIP_ID])
     keep = position >= 0
+    rejected_rows = np.zeros(n_trips)
+    if c.TACHO_REJECTED in tacho.columns:
+        # Rejected records only count against T1's fuel coverage. In the walk they would cut the
+        # T2 intervals on either side of them, which span the missing second well enough.
+        rejected = tacho[c.TACHO_REJECTED].to_numpy(dtype=bool)
+        rejected_rows = np.bincount(position[keep & rejected], minlength=n_trips).astype(np.float64)
+        keep &= ~rejected
     seconds = _epoch_seconds(tacho[c.TS])[keep]
     position = position[keep].astype(np.int64)
     speed_kmh = tacho[c.SPEED_KMH].to_numpy(dtype="float64")[keep]
@@ -415,9 +424,7 @@ def tacho_profile(
         coverage = np.where(trip_duration > 0, (last - first) / trip_duration, rows > 0)
     spans_trip = (rows >= 2) & (coverage >= settings.min_tacho_coverage) & (max_gap <= settings.max_tacho_gap_s)
     liquid = (trip_frame["unit"] == "l").to_numpy()
-    # NOTE: rows are the accepted ones only. Copies of one vehicle and time that differ are all
-    # rejected in validation and take their fuel_ml with them, and T1 does not notice the loss.
-    fuel_valid = spans_trip & liquid & (fuel_rows >= settings.min_tacho_coverage * rows)
+    fuel_valid = spans_trip & liquid & (fuel_rows >= settings.min_tacho_coverage * (rows + rejected_rows))
     speed_valid = (
         spans_trip & (speed_rows >= settings.min_tacho_coverage * rows) & (median_dt <= settings.max_tacho_median_interval_s)
     )
@@ -430,6 +437,7 @@ def tacho_profile(
         distance_m=distance_m,
         has_fuel_rows=fuel_rows > 0,
         has_speed_rows=speed_rows > 0,
+        rejected_rows=rejected_rows,
     )
 
 

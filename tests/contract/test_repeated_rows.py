@@ -16,6 +16,7 @@ import contract_corpus as corpus
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute
 import pyarrow.parquet as pq
 import pytest
 import shapely
@@ -307,7 +308,20 @@ def _with_resends(tables: dict[str, pa.Table]) -> tuple[dict[str, pa.Table], int
     return out, resent
 
 
-def _run_day(root: Path, client: Client, resend: bool) -> dict:
+def _with_conflicts(tables: dict[str, pa.Table], every: int) -> tuple[dict[str, pa.Table], int]:
+    """Return the files with every ``every``-th record sent again with 1 ml more fuel, and the number of such keys."""
+    out: dict[str, pa.Table] = {}
+    conflicts = 0
+    for name, table in tables.items():
+        again = table.take(pa.array(np.arange(0, table.num_rows, every)))
+        fuel = again.schema.get_field_index(c.FUEL_ML)
+        again = again.set_column(fuel, again.schema.field(fuel), pa.compute.add(again.column(fuel), 1.0).cast(again.schema.field(fuel).type))
+        conflicts += again.num_rows
+        out[name] = pa.concat_tables([table, again])
+    return out, conflicts
+
+
+def _run_day(root: Path, client: Client, resend: bool = False, conflict_every: int = 0) -> dict:
     settings = load_settings("local", environ={}, overrides={"data_dir": str(root)})
     store = Store(settings.url("input", RUN_DATE))
     write_sample_day(store, RUN_DATE, SampleSpec(trips=60, vertices_per_trip=30, grid_cells=24, trips_per_file=30))
@@ -315,6 +329,9 @@ def _run_day(root: Path, client: Client, resend: bool) -> dict:
     resent = 0
     if resend:
         tables, resent = _with_resends(tables)
+    conflicts = 0
+    if conflict_every:
+        tables, conflicts = _with_conflicts(tables, conflict_every)
     _write_tachometer(store, tables)
 
     run = phases.DailyRun.create(settings, RUN_DATE, force=True)
@@ -330,6 +347,7 @@ def _run_day(root: Path, client: Client, resend: bool) -> dict:
     return {
         "counts": validated.counts["datasets"]["tachometer"],
         "resent": resent,
+        "conflicts": conflicts,
         "accepted": accepted.to_pandas().sort_values([c.VEHICLE_ID, c.TS], kind="stable").reset_index(drop=True),
         "trips": trips.to_pandas(),
     }
@@ -341,8 +359,11 @@ def tacho_days(tmp_path_factory: pytest.TempPathFactory, client: Client) -> dict
     monkeypatch.setitem(phases._PIECE_ROWS, "tachometer", (ROWS_PER_GROUP, ROWS_PER_GROUP))
     try:
         return {
-            "plain": _run_day(tmp_path_factory.mktemp("plain-day"), client, resend=False),
+            "plain": _run_day(tmp_path_factory.mktemp("plain-day"), client),
             "resent": _run_day(tmp_path_factory.mktemp("resent-day"), client, resend=True),
+            # 1 record in 200 leaves T1 within its 95 % coverage, 1 in 10 does not.
+            "conflict_sparse": _run_day(tmp_path_factory.mktemp("sparse-conflict-day"), client, conflict_every=200),
+            "conflict_dense": _run_day(tmp_path_factory.mktemp("dense-conflict-day"), client, conflict_every=10),
         }
     finally:
         monkeypatch.undo()
@@ -381,6 +402,59 @@ class TestResentTachographDay:
         assert len(plain) > 0
         assert plain.sum() > 0
         pd.testing.assert_series_equal(resent, plain)
+
+
+def _flagged(trips: pd.DataFrame, flag: str) -> pd.Series:
+    return trips.set_index(c.TRIP_ID)[c.QUALITY_FLAGS].fillna("").str.split(";").map(lambda codes: flag in codes).sort_index()
+
+
+@pytest.mark.slow
+class TestConflictingTachographDay:
+    """Copies of one second that differ are all rejected, and T1 counts their seconds as records without fuel."""
+
+    def test_all_copies_rejected(self, tacho_days: dict[str, dict]) -> None:
+        for name in ("conflict_sparse", "conflict_dense"):
+            day = tacho_days[name]
+            assert day["conflicts"] > 0
+            # A copy that breaks an earlier rule (the sample day has such records) keeps that reason.
+            assert day["conflicts"] < day["counts"]["by_reason"]["key_duplicated"] <= 2 * day["conflicts"]
+            assert day["counts"]["rows_in"] == day["counts"]["accepted"] + day["counts"]["rejected"]
+
+    def test_sparse_gaps_keep_t1_with_flag(self, tacho_days: dict[str, dict]) -> None:
+        plain = tacho_days["plain"]["trips"].set_index(c.TRIP_ID).sort_index()
+        sparse = tacho_days["conflict_sparse"]["trips"].set_index(c.TRIP_ID).sort_index()
+        flagged = _flagged(tacho_days["conflict_sparse"]["trips"], "tacho_rows_rejected")
+        t1_before = plain[c.METHOD] == FUEL_MEASURED
+
+        still_t1 = sparse[c.METHOD] == FUEL_MEASURED
+        changed = sparse[c.METHOD] != plain[c.METHOD]
+
+        # A trip changes tier only through its rejected seconds.
+        assert flagged[changed].all()
+        # A flagged trip that keeps T1 lost the fuel of its rejected seconds.
+        lost = flagged & t1_before & still_t1
+        assert lost.any()
+        assert (sparse.loc[lost, c.FUEL_L] < plain.loc[lost, c.FUEL_L]).all()
+        # Trips without rejected seconds keep their tier and fuel.
+        kept = ~flagged
+        assert kept.any()
+        pd.testing.assert_series_equal(sparse.loc[kept, c.METHOD], plain.loc[kept, c.METHOD])
+        pd.testing.assert_series_equal(sparse.loc[kept, c.FUEL_L], plain.loc[kept, c.FUEL_L])
+
+    def test_dense_gaps_leave_t1(self, tacho_days: dict[str, dict]) -> None:
+        plain = tacho_days["plain"]["trips"].set_index(c.TRIP_ID).sort_index()
+        dense = tacho_days["conflict_dense"]["trips"].set_index(c.TRIP_ID).sort_index()
+        flagged = _flagged(tacho_days["conflict_dense"]["trips"], "tacho_rows_rejected")
+        incomplete = _flagged(tacho_days["conflict_dense"]["trips"], "tacho_fuel_incomplete")
+        t1_before = plain[c.METHOD] == FUEL_MEASURED
+
+        assert t1_before.sum() > 0
+        assert flagged[t1_before].all()
+        assert incomplete[t1_before].all()
+        assert not (dense.loc[t1_before, c.METHOD] == FUEL_MEASURED).any()
+
+    def test_resent_day_has_no_flag(self, tacho_days: dict[str, dict]) -> None:
+        assert not _flagged(tacho_days["resent"]["trips"], "tacho_rows_rejected").any()
 
 
 @pytest.mark.slow
