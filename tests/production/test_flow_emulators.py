@@ -226,3 +226,40 @@ def test_publish_rerun_after_failure(prefect_harness: None, profile_path: Path, 
     assert OUTPUT_FILES <= set(keys)
     publish = json.loads(temp.read_text("_phases/publish.json"))["counts"]
     assert publish["already_delivered"] == len(delivered_before)
+
+
+@pytest.mark.slow
+def test_format_switch_redelivers_through_flow(prefect_harness: None, profile_path: Path, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
+    """A day delivered as Parquet and again as CSV through the flow: ``_SUCCESS`` is withdrawn, then complete again.
+
+    The client's key may only PUT, so the Parquet files stay beside the CSV files, and the new
+    manifest lists them as withdrawn.
+    """
+    from flows.daily import co2_daily
+
+    write_sample_input(profile_path, DAY, moto_s3.options("admin"), trips=30)
+    prefix = _output_prefix(profile_path)
+    first = co2_daily(run_date=DAY, profile=str(profile_path), return_state=True)
+    assert first.is_completed(), first.message
+
+    profile = yaml.safe_load(profile_path.read_text(encoding="utf-8"))
+    profile["output"] = {"format": "csv"}
+    profile_path.write_text(yaml.safe_dump(profile, sort_keys=False), encoding="utf-8")
+    second = co2_daily(run_date=DAY, profile=str(profile_path), force=True, phases=["output", "publish"], return_state=True)
+    assert second.is_completed(), second.message
+
+    admin = moto_s3.client("admin")
+    versions = admin.list_object_versions(Bucket=moto_s3.output_bucket, Prefix=prefix + "_SUCCESS").get("Versions", [])
+    bodies = [json.loads(admin.get_object(Bucket=moto_s3.output_bucket, Key=v["Key"], VersionId=v["VersionId"])["Body"].read())
+              for v in reversed(versions)]  # S3 lists the versions of a key newest first
+    assert [body["status"] for body in bodies] == ["complete", "redelivering", "complete"]
+    assert bodies[1]["manifest_sha256"] is None
+
+    delivered = _output_objects(moto_s3, prefix)
+    assert {"trips.csv", "breakdown.csv", "rejects.csv"} <= set(delivered)
+    assert {"trips.parquet", "breakdown.parquet", "rejects.parquet"} <= set(delivered)
+    manifest = json.loads(delivered["manifest.json"])
+    assert {"trips.parquet", "breakdown.parquet", "rejects.parquet"} <= set(manifest["withdrawn"])
+    assert bodies[2]["manifest_sha256"] == hashlib.sha256(delivered["manifest.json"]).hexdigest()
+    trips_csv = delivered["trips.csv"].decode("utf-8").splitlines()
+    assert len(trips_csv) - 1 == len(pq.read_table(io.BytesIO(delivered["trips.parquet"])))
