@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import glob
 import hashlib
 import json
 import logging
@@ -323,10 +324,11 @@ def _replace_local_file(path: str, data: bytes | memoryview) -> None:
 
     A process killed while writing leaves the old file, or none, and never a partial one: a
     0-byte phase marker used to make every rerun fail on its JSON. The rename is atomic on one
-    POSIX file system. A killed writer may leave its ``.partial-*`` file behind, which no reader
-    of this package takes for data (they read ``.parquet`` and ``.json`` names).
+    POSIX file system. A killed writer leaves its ``.partial-*`` file behind, which no reader
+    of this package takes for data (they read ``.parquet`` and ``.json`` names), and the next
+    write of the same path removes it (:func:`remove_stale_partials`).
     """
-    temporary = f"{path}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    temporary = partial_path(path)
     try:
         with open(temporary, "wb") as handle:
             handle.write(data)
@@ -335,6 +337,39 @@ def _replace_local_file(path: str, data: bytes | memoryview) -> None:
         with contextlib.suppress(OSError):
             os.remove(temporary)
         raise
+    remove_stale_partials(path)
+
+
+def partial_path(path: str) -> str:
+    """Return a name beside local ``path`` for writing it before the rename: ``PATH.partial-<pid>-<random>``."""
+    return f"{path}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def remove_stale_partials(path: str) -> list[str]:
+    """Remove the ``.partial-*`` files that killed writers left beside local ``path``; return their names.
+
+    A file counts as left behind when the process of its PID no longer runs. A file of a running
+    process, or one without a PID in its name, stays.
+    """
+    removed = []
+    for leftover in glob.glob(glob.escape(path) + ".partial-*"):
+        pid = leftover.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if not pid.isdigit() or _process_running(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(leftover)
+            removed.append(leftover)
+    return removed
+
+
+def _process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 # -- copies ------------------------------------------------------------------------------------

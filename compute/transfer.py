@@ -30,7 +30,6 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import tempfile
 import time
 import urllib.error
@@ -51,6 +50,8 @@ from compute.storage import (
     Store,
     VerificationError,
     copy_object,
+    partial_path,
+    remove_stale_partials,
 )
 
 _log = logging.getLogger(__name__)
@@ -431,8 +432,9 @@ class FsspecUploader:
         path = self.store.path(relative)
         local = self.store.protocol in ("file", "local")
         # On a local disk the file is written beside its place and renamed, so a run stopped
-        # mid-write leaves the old file or none, never a part (as storage._replace_local_file).
-        target = f"{path}.partial-{secrets.token_hex(4)}" if local else path
+        # mid-write leaves the old file or none, never a part (as storage._replace_local_file), and
+        # the next delivery removes the part file a killed run left.
+        target = partial_path(path) if local else path
         if local:
             self.store.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         with self.store.fs.open(target, "wb") as handle:
@@ -440,6 +442,7 @@ class FsspecUploader:
                 handle.write(chunk)
         if local:
             os.replace(self.store.fs._strip_protocol(target), self.store.fs._strip_protocol(path))
+            remove_stale_partials(self.store.fs._strip_protocol(path))
         size, sha, md5 = self.store.checksums(relative)
         return {"ETag": "", "ChecksumSHA256": _b64_from_hex(sha), "ContentLength": size, "ReadBackMD5": md5}
 

@@ -139,6 +139,47 @@ def test_local_write_leaves_no_partial_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out" / "a").iterdir()) == ["b.json"]
 
 
+def _ended_pid() -> int:
+    """Return the PID of a process that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_next_write_removes_killed_writers_part(tmp_path: Path) -> None:
+    folder = tmp_path / "out" / "a"
+    folder.mkdir(parents=True)
+    killed = folder / f"b.json.partial-{_ended_pid()}-0a1b2c3d"
+    running = folder / f"b.json.partial-{os.getpid()}-4e5f6071"
+    killed.write_bytes(b"{")
+    running.write_bytes(b"{")
+
+    Store(str(tmp_path / "out")).write_bytes("a/b.json", b"{}")
+
+    assert not killed.exists()
+    assert running.exists()
+    assert (folder / "b.json").read_bytes() == b"{}"
+
+
+def test_delivery_removes_killed_runs_part(tmp_path: Path) -> None:
+    """A local client folder keeps no part file of a delivery that a killed run left."""
+    import io
+
+    from compute.storage import ObjectRecord
+    from compute.transfer import FsspecUploader
+
+    output = tmp_path / "output"
+    output.mkdir()
+    killed = output / f"trips.parquet.partial-{_ended_pid()}-0a1b2c3d"
+    killed.write_bytes(b"PAR1")
+    body = b"whole file"
+
+    FsspecUploader(Store(str(output))).put("trips.parquet", io.BytesIO(body), ObjectRecord(path="trips.parquet", size=len(body), sha256="", md5=""))
+
+    assert sorted(p.name for p in output.iterdir()) == ["trips.parquet"]
+    assert (output / "trips.parquet").read_bytes() == body
+
+
 def test_rerun_after_cut_marker_completes(tmp_path: Path) -> None:
     """A day whose fetch marker was cut to 0 bytes fetches again instead of failing."""
     from compute.sample import SampleSpec, write_sample_day
