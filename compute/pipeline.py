@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import logging
 import math
 import operator
 import threading
@@ -102,16 +103,27 @@ def dask_setup(worker: Any) -> None:
     LocalCluster included, and each printed a KeyboardInterrupt traceback while the command
     stopped the run in order (``flows.interrupt``). The workers then end with their cluster. A
     worker inside the command's own process (``processes=False``) leaves the signal alone.
+
+    A worker process also drops the warning that a task "ended with CancelledError", which
+    distributed 2026.8 logs for each task still running when the worker closes
+    (``worker_state_machine``). A stopped run printed one such English line per task before the
+    command's own message, to the stderr that the worker process shares with the command.
     """
     import multiprocessing
     import signal
 
     if multiprocessing.parent_process() is None:
         return
+    logging.getLogger("distributed.worker.state_machine").addFilter(_drop_cancelled_instructions)
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # only the main thread may set handlers
         pass
+
+
+def _drop_cancelled_instructions(record: logging.LogRecord) -> bool:
+    """Return False for distributed's warning about a task cancelled while its worker closes."""
+    return not (record.levelno == logging.WARNING and str(record.msg).endswith("ended with CancelledError"))
 
 
 def list_dataset_files(store: Store, dataset: str) -> list[str]:

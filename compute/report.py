@@ -69,6 +69,11 @@ register(
             "en": "{count} files of an earlier delivery that this one does not have remain in the output (it is write-only, "
                   "so they cannot be deleted); manifest.json lists them under withdrawn.",
         },
+        "summary.delivery.deleted": {
+            "ja": "今回の納品に含まれない以前のファイル {count} 件を出力先から削除しました（形式の変更など）。",
+            "en": "{count} files of an earlier delivery that this one does not have were deleted from the output (after a format "
+                  "change, for example).",
+        },
         "fuel.gasoline": {"ja": "ガソリン", "en": "gasoline"},
         "fuel.diesel": {"ja": "軽油", "en": "diesel"},
         "fuel.hybrid": {"ja": "ハイブリッド", "en": "hybrid"},
@@ -200,8 +205,15 @@ class RunSummary:
 
     def withdrawn_files(self) -> int:
         """Files of an earlier delivery that remain in the write-only output, from the publish record."""
+        return self._publish_count("withdrawn")
+
+    def deleted_files(self) -> int:
+        """Files of an earlier delivery that this run deleted from an output that allows deleting."""
+        return self._publish_count("deleted")
+
+    def _publish_count(self, name: str) -> int:
         record = next((p for p in self.phases if p["phase"] == "publish"), None)
-        return int(record.get("withdrawn") or 0) if record is not None else 0
+        return int(record.get(name) or 0) if record is not None else 0
 
     def delivery_notes(self, lang: str) -> list[str]:
         """Return the notes on what the output holds, if it is not exactly this run's delivery."""
@@ -211,6 +223,8 @@ class RunSummary:
                                  url=self.delivery.get("url", ""), delivered_at=self.delivery.get("delivered_at", "")))
         if self.withdrawn_files():
             notes.append(message("summary.delivery.withdrawn", lang, count=self.withdrawn_files()))
+        if self.deleted_files():
+            notes.append(message("summary.delivery.deleted", lang, count=self.deleted_files()))
         return notes
 
 
@@ -317,8 +331,9 @@ def _with_run_seconds(record: dict[str, Any]) -> dict[str, Any]:
 
 def _phase_entry(record: dict[str, Any]) -> dict[str, Any]:
     entry = {k: record[k] for k in ("phase", "skipped", "seconds")}
-    if record.get("withdrawn"):
-        entry["withdrawn"] = record["withdrawn"]
+    for name in ("withdrawn", "deleted"):
+        if record.get(name):
+            entry[name] = record[name]
     if record.get("skipped"):
         entry["earlier_run_seconds"] = record.get("earlier_run_seconds")
     return entry

@@ -622,7 +622,8 @@ def deliver(
         phase="publish", run_date=run_date, root=uploader.url, objects=[d.record() for d in deliveries], versions=dict(versions),
         withdrawn=withdrawn,
     )
-    manifest.counts = {"objects": len(deliveries), "bytes": manifest.total_bytes, "withdrawn": len(withdrawn)}
+    deleted = len(newly_withdrawn) if uploader.can_delete else 0
+    manifest.counts = {"objects": len(deliveries), "bytes": manifest.total_bytes, "withdrawn": len(withdrawn), "deleted": deleted}
     content_key = hashlib.sha256(json.dumps([[d.sha256 for d in sorted(deliveries, key=lambda d: d.path)], withdrawn]).encode()).hexdigest()
     proof = _deliver_generated(processed, uploader, state, MANIFEST_NAME, manifest.to_json().encode("utf-8"), content_key,
                                force=force, before_upload=withdraw, retries=retries, retry_delay_s=retry_delay_s, on_event=on_event)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import shlex
 import signal
@@ -337,3 +338,19 @@ def test_lost_signal_stops_next_phase(tmp_path: Path) -> None:
     assert info.value.signal_number == signal.SIGTERM
     assert ran == []
     assert phases.PHASE_START_HOOKS == []
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("Async instruction for <Task cancelled name=\"execute('compute_piece-3')\"> ended with CancelledError", False),
+        ("Async instruction for <Task finished name=\"gather_dep\"> failed", True),
+    ],
+)
+def test_worker_drops_cancelled_task_warning(text: str, shown: bool) -> None:
+    """A worker process of a stopped run logs no warning per cancelled task, and keeps its other warnings."""
+    from compute import pipeline
+
+    record = logging.LogRecord("distributed.worker.state_machine", logging.WARNING, __file__, 0, text, None, None)
+    assert pipeline._drop_cancelled_instructions(record) is shown
+

@@ -156,3 +156,10 @@ class TestDeliveryNotes:
         summary = RunSummary.from_dict(_summary(self.FETCH, publish).as_dict())
         assert "以前のファイルが 3 件残っています" in render_text(summary, "ja")
         assert summary.withdrawn_files() == 3
+
+    @pytest.mark.parametrize(("lang", "words"), [("ja", "以前のファイル 2 件を出力先から削除しました"), ("en", "2 files of an earlier delivery")])
+    def test_deleted_files_named(self, lang: str, words: str) -> None:
+        publish = {"phase": "publish", "skipped": False, "seconds": 0.3, "deleted": 2}
+        summary = RunSummary.from_dict(_summary(self.FETCH, publish).as_dict())
+        assert words in render_text(summary, lang)
+        assert summary.deleted_files() == 2

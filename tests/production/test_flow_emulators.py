@@ -260,6 +260,7 @@ def test_format_switch_redelivers_through_flow(prefect_harness: None, profile_pa
     assert {"trips.parquet", "breakdown.parquet", "rejects.parquet"} <= set(delivered)
     manifest = json.loads(delivered["manifest.json"])
     assert {"trips.parquet", "breakdown.parquet", "rejects.parquet"} <= set(manifest["withdrawn"])
+    assert manifest["counts"]["deleted"] == 0
     assert bodies[2]["manifest_sha256"] == hashlib.sha256(delivered["manifest.json"]).hexdigest()
     trips_csv = delivered["trips.csv"].decode("utf-8").splitlines()
     assert len(trips_csv) - 1 == len(pq.read_table(io.BytesIO(delivered["trips.parquet"])))

@@ -184,6 +184,7 @@ def test_local_output_deletes_success_and_old_files(tmp_path: Path) -> None:
     # Written beside its place and renamed: no ".partial-" file stays.
     assert sorted(p.name for p in (tmp_path / "output").iterdir()) == ["_SUCCESS", "manifest.json", "trips.csv"]
     assert manifest.withdrawn == []
+    assert manifest.counts["deleted"] == 1
     assert ("objects_withdrawn", {"count": 1, "objects": "trips.parquet", "deleted": True}) in events
     assert [f["deleted"] for e, f in events if e == "success_withdrawn"] == [True]
     assert json.loads((tmp_path / "output" / "_SUCCESS").read_text())["manifest_sha256"] == proof.sha256
