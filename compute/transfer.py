@@ -26,6 +26,7 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import functools
+import glob
 import hashlib
 import json
 import logging
@@ -372,6 +373,8 @@ class Uploader(Protocol):
 
     def delete(self, relative: str) -> None: ...
 
+    def remove_leftover_parts(self) -> list[str]: ...
+
 
 class S3PutObjectUploader:
     """Upload objects to S3 with ``put_object``, which needs ``s3:PutObject`` and nothing else.
@@ -398,6 +401,10 @@ class S3PutObjectUploader:
 
     def delete(self, relative: str) -> None:
         raise StorageError(f"cannot delete {self.url}{relative}: the output allows PutObject only")
+
+    def remove_leftover_parts(self) -> list[str]:
+        """Return no paths: a PutObject either stores the whole object or none of it."""
+        return []
 
     def put(self, relative: str, body: Any, record: ObjectRecord) -> dict[str, Any]:
         response = self._client.put_object(
@@ -427,6 +434,20 @@ class FsspecUploader:
 
     def delete(self, relative: str) -> None:
         self.store.remove(relative)
+
+    def remove_leftover_parts(self) -> list[str]:
+        """Remove the part files that killed runs left in a local output; return their paths.
+
+        A run killed while writing ``trips.parquet`` leaves ``trips.parquet.partial-*`` beside it.
+        Writing that file again removes it, but a rerun that finds the file delivered skips it.
+        """
+        if self.store.protocol not in ("file", "local"):
+            return []
+        root = self.store.fs._strip_protocol(self.store.url).rstrip("/")
+        removed = []
+        for leftover in glob.glob(glob.escape(root) + "/**/*.partial-*", recursive=True):
+            removed += remove_stale_partials(leftover.rsplit(".partial-", 1)[0])
+        return sorted(set(removed))
 
     def put(self, relative: str, body: Any, record: ObjectRecord) -> dict[str, Any]:
         path = self.store.path(relative)
@@ -584,6 +605,9 @@ def deliver(
     StorageError
         If an object still fails after its retries; objects delivered so far keep their markers.
     """
+    leftovers = uploader.remove_leftover_parts()
+    if leftovers:
+        on_event("leftover_parts_removed", {"count": len(leftovers), "objects": ", ".join(p.rsplit("/", 1)[-1] for p in leftovers[:5])})
     names = [n for n in processed.list() if n not in (MANIFEST_NAME, SUCCESS_NAME)]
     newly_withdrawn = sorted(set(delivered_objects(state)) - set(names))
     tally = {"object_delivered": 0, "object_already_delivered": 0}

@@ -224,11 +224,20 @@ _PROCESS_DEFAULTS = {
 
 def _language(argv: Sequence[str]) -> str:
     for i, arg in enumerate(argv):
-        if arg == "--lang" and i + 1 < len(argv):
+        if _is_lang_option(arg) and "=" not in arg and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--lang="):
+        if _is_lang_option(arg) and "=" in arg:
             return arg.split("=", 1)[1]
     return os.environ.get("LMCO2_LANGUAGE", "ja")
+
+
+def _is_lang_option(arg: str) -> bool:
+    """Return whether ``arg`` is ``--lang``, with ``=value`` or shortened as argparse accepts (``--la``).
+
+    No other option of the command, its subcommands included, starts with ``--l``.
+    """
+    name = arg.split("=", 1)[0]
+    return len(name) >= 3 and "--lang".startswith(name)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -404,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lang = _language(args_list)
     lang = lang if lang in ("ja", "en") else "ja"
     args = build_parser(lang).parse_args(args_list)
-    args.lang_given = any(arg == "--lang" or arg.startswith("--lang=") for arg in args_list)
+    args.lang_given = any(_is_lang_option(arg) for arg in args_list)
     lang = args.lang
     stop = interrupt.SignalStop(lang, rerun_command=lambda: _rerun_command(args, stop.run_date))
     console = _RunConsole(stop)

@@ -444,8 +444,12 @@ def crash_abandoned_runs(lang: str) -> list[str]:
         FlowFilter,
         FlowFilterName,
         FlowRunFilter,
+        FlowRunFilterId,
         FlowRunFilterState,
         FlowRunFilterStateType,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
     )
     from prefect.client.schemas.objects import State, StateType
     from prefect.states import Crashed
@@ -466,6 +470,13 @@ def crash_abandoned_runs(lang: str) -> list[str]:
             host, pid = ended
             crashed: State[Any] = Crashed(message=message("interrupt.abandoned.state", lang, pid=pid, host=host))
             client.set_flow_run_state(run.id, crashed, force=True)
+            # Its task runs stayed Running too, and the Prefect UI showed them running for good.
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+                task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING]))),
+            )
+            for task in tasks:
+                client.set_task_run_state(task.id, Crashed(message=message("interrupt.abandoned.state", lang, pid=pid, host=host)), force=True)
             if run.flow_id not in flows:
                 flows[run.flow_id] = client.read_flow(run.flow_id).name
             notes.append(message("interrupt.abandoned", lang, name=run.name, flow=flows[run.flow_id], pid=pid))

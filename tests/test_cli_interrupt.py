@@ -313,6 +313,12 @@ class TestRerunCommand:
         args.lang_given = True
         assert cli._rerun_command(args, None) == "lm-co2 --lang en run --date 2026-12-01"
 
+    @pytest.mark.parametrize("option", [["--lang", "en"], ["--lang=en"], ["--lan", "en"], ["--la=en"]])
+    def test_language_option_found(self, option: list[str]) -> None:
+        """argparse accepts a shortened option, so the rerun command must find it too."""
+        assert cli._language([*option, "run"]) == "en"
+        assert all(cli._is_lang_option(word) for word in option if word.startswith("--"))
+
     def test_backfill_same_range(self) -> None:
         args = self._args(["backfill", "--start", "20261201", "--end", "2026-12-03", "--force"])
         assert cli._rerun_command(args, None) == "lm-co2 backfill --start 2026-12-01 --end 2026-12-03 --force"
@@ -354,3 +360,36 @@ def test_worker_drops_cancelled_task_warning(text: str, shown: bool) -> None:
     record = logging.LogRecord("distributed.worker.state_machine", logging.WARNING, __file__, 0, text, None, None)
     assert pipeline._drop_cancelled_instructions(record) is shown
 
+
+
+
+def test_abandoned_run_and_its_tasks_crashed(prefect_harness: None) -> None:
+    """A run tagged with a process that ended is set Crashed with its Running task runs; a live process's run stays."""
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Running
+
+    @flow(name="co2-daily")
+    def daily() -> None:
+        return None
+
+    @task(name="fetch")
+    def fetch() -> None:
+        return None
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    host = interrupt.process_tag().removeprefix(interrupt.PROCESS_TAG_PREFIX).rsplit(":", 2)[0]
+    ended_tag = f"{interrupt.PROCESS_TAG_PREFIX}{host}:{ended.pid}:0"
+    with get_client(sync_client=True) as client:
+        abandoned = client.create_flow_run(daily, tags=[ended_tag], state=Running())
+        alive = client.create_flow_run(daily, tags=[interrupt.process_tag()], state=Running())
+        task_run = client.create_task_run(fetch, flow_run_id=abandoned.id, dynamic_key="0", state=Running())
+
+        notes = interrupt.crash_abandoned_runs("en")
+
+        assert [abandoned.name in note for note in notes] == [True]
+        assert client.read_flow_run(abandoned.id).state.type == StateType.CRASHED
+        assert client.read_task_run(task_run.id).state.type == StateType.CRASHED
+        assert client.read_flow_run(alive.id).state.type == StateType.RUNNING

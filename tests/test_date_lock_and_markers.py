@@ -180,6 +180,25 @@ def test_delivery_removes_killed_runs_part(tmp_path: Path) -> None:
     assert (output / "trips.parquet").read_bytes() == body
 
 
+def test_delivery_removes_part_of_skipped_file(tmp_path: Path) -> None:
+    """A rerun that finds trips.parquet delivered skips it, and still removes the part file a killed upload left."""
+    from compute import transfer
+
+    processed, state, output = (Store(str(tmp_path / name)) for name in ("processed", "temp", "output"))
+    processed.write_bytes("trips.parquet", b"parquet" * 10)
+    uploader = transfer.make_uploader(output)
+    transfer.deliver(processed, uploader, state, run_date="2026-12-01", versions={}, retries=0)
+    killed = tmp_path / "output" / f"trips.parquet.partial-{_ended_pid()}-0a1b2c3d"
+    killed.write_bytes(b"PAR1")
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    transfer.deliver(processed, uploader, state, run_date="2026-12-01", versions={}, retries=0, on_event=lambda e, f: events.append((e, f)))
+
+    assert sorted(p.name for p in (tmp_path / "output").iterdir()) == ["_SUCCESS", "manifest.json", "trips.parquet"]
+    assert ("leftover_parts_removed", {"count": 1, "objects": killed.name}) in events
+    assert ("object_already_delivered", "trips.parquet") in [(e, f.get("object")) for e, f in events]
+
+
 def test_rerun_after_cut_marker_completes(tmp_path: Path) -> None:
     """A day whose fetch marker was cut to 0 bytes fetches again instead of failing."""
     from compute.sample import SampleSpec, write_sample_day

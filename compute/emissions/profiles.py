@@ -394,13 +394,14 @@ def tacho_profile(
     position = _trip_positions(trip_frame, tacho[c.TRIP_ID])
     keep = position >= 0
     rejected_rows = np.zeros(n_trips)
+    all_seconds = _epoch_seconds(tacho[c.TS])
     if c.TACHO_REJECTED in tacho.columns:
         # Rejected records only count against T1's fuel coverage. In the walk they would cut the
         # T2 intervals on either side of them, which span the missing second well enough.
         rejected = tacho[c.TACHO_REJECTED].to_numpy(dtype=bool)
-        rejected_rows = np.bincount(position[keep & rejected], minlength=n_trips).astype(np.float64)
+        rejected_rows = _distinct_per_trip(position[keep & rejected], all_seconds[keep & rejected], n_trips)
         keep &= ~rejected
-    seconds = _epoch_seconds(tacho[c.TS])[keep]
+    seconds = all_seconds[keep]
     position = position[keep].astype(np.int64)
     speed_kmh = tacho[c.SPEED_KMH].to_numpy(dtype="float64")[keep]
     fuel_ml = tacho[c.FUEL_ML].to_numpy(dtype="float64")[keep]
@@ -689,6 +690,18 @@ def _run_medians(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.nd
             out[groups[i]] = np.median(scratch[:count])
         i = end
     return out
+
+
+def _distinct_per_trip(position: np.ndarray, seconds: np.ndarray, n_trips: int) -> np.ndarray:
+    """Count the distinct times per trip, as float64.
+
+    Copies of one vehicle and second that differ and lie in two tachograph files appear in the
+    rejects of both files, so each file's alignment places its own row for that second.
+    """
+    if not len(position):
+        return np.zeros(n_trips)
+    distinct = pd.DataFrame({"trip": position, "seconds": seconds}).drop_duplicates()
+    return np.bincount(distinct["trip"].to_numpy(dtype=np.int64), minlength=n_trips).astype(np.float64)
 
 
 def _epoch_seconds(times: pd.Series) -> np.ndarray:

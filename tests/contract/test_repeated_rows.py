@@ -308,20 +308,30 @@ def _with_resends(tables: dict[str, pa.Table]) -> tuple[dict[str, pa.Table], int
     return out, resent
 
 
-def _with_conflicts(tables: dict[str, pa.Table], every: int) -> tuple[dict[str, pa.Table], int]:
-    """Return the files with every ``every``-th record sent again with 1 ml more fuel, and the number of such keys."""
+def _with_conflicts(tables: dict[str, pa.Table], every: int, own_file: bool = False) -> tuple[dict[str, pa.Table], int]:
+    """Return the files with every ``every``-th record sent again with 1 ml more fuel, and the number of such keys.
+
+    The copies go to the end of their record's file, or with ``own_file`` to a file of their own.
+    """
     out: dict[str, pa.Table] = {}
+    copies: list[pa.Table] = []
     conflicts = 0
     for name, table in tables.items():
         again = table.take(pa.array(np.arange(0, table.num_rows, every)))
         fuel = again.schema.get_field_index(c.FUEL_ML)
         again = again.set_column(fuel, again.schema.field(fuel), pa.compute.add(again.column(fuel), 1.0).cast(again.schema.field(fuel).type))
         conflicts += again.num_rows
-        out[name] = pa.concat_tables([table, again])
+        if own_file:
+            out[name] = table
+            copies.append(again)
+        else:
+            out[name] = pa.concat_tables([table, again])
+    if copies:
+        out["tachometer/copies.parquet"] = pa.concat_tables(copies)
     return out, conflicts
 
 
-def _run_day(root: Path, client: Client, resend: bool = False, conflict_every: int = 0) -> dict:
+def _run_day(root: Path, client: Client, resend: bool = False, conflict_every: int = 0, copies_apart: bool = False) -> dict:
     settings = load_settings("local", environ={}, overrides={"data_dir": str(root)})
     store = Store(settings.url("input", RUN_DATE))
     write_sample_day(store, RUN_DATE, SampleSpec(trips=60, vertices_per_trip=30, grid_cells=24, trips_per_file=30))
@@ -331,7 +341,7 @@ def _run_day(root: Path, client: Client, resend: bool = False, conflict_every: i
         tables, resent = _with_resends(tables)
     conflicts = 0
     if conflict_every:
-        tables, conflicts = _with_conflicts(tables, conflict_every)
+        tables, conflicts = _with_conflicts(tables, conflict_every, own_file=copies_apart)
     _write_tachometer(store, tables)
 
     run = phases.DailyRun.create(settings, RUN_DATE, force=True)
@@ -361,9 +371,10 @@ def tacho_days(tmp_path_factory: pytest.TempPathFactory, client: Client) -> dict
         return {
             "plain": _run_day(tmp_path_factory.mktemp("plain-day"), client),
             "resent": _run_day(tmp_path_factory.mktemp("resent-day"), client, resend=True),
-            # 1 record in 200 leaves T1 within its 95 % coverage, 1 in 10 does not.
-            "conflict_sparse": _run_day(tmp_path_factory.mktemp("sparse-conflict-day"), client, conflict_every=200),
+            # 1 record in 30 leaves T1 within its 95 % coverage, 1 in 10 does not.
+            "conflict_sparse": _run_day(tmp_path_factory.mktemp("sparse-conflict-day"), client, conflict_every=30),
             "conflict_dense": _run_day(tmp_path_factory.mktemp("dense-conflict-day"), client, conflict_every=10),
+            "conflict_apart": _run_day(tmp_path_factory.mktemp("apart-conflict-day"), client, conflict_every=30, copies_apart=True),
         }
     finally:
         monkeypatch.undo()
@@ -436,10 +447,10 @@ class TestConflictingTachographDay:
         assert lost.any()
         assert (sparse.loc[lost, c.FUEL_L] < plain.loc[lost, c.FUEL_L]).all()
         # Trips without rejected seconds keep their tier and fuel.
-        kept = ~flagged
-        assert kept.any()
-        pd.testing.assert_series_equal(sparse.loc[kept, c.METHOD], plain.loc[kept, c.METHOD])
-        pd.testing.assert_series_equal(sparse.loc[kept, c.FUEL_L], plain.loc[kept, c.FUEL_L])
+        unflagged = ~flagged
+        assert unflagged.any()
+        pd.testing.assert_series_equal(sparse.loc[unflagged, c.METHOD], plain.loc[unflagged, c.METHOD])
+        pd.testing.assert_series_equal(sparse.loc[unflagged, c.FUEL_L], plain.loc[unflagged, c.FUEL_L])
 
     def test_dense_gaps_leave_t1(self, tacho_days: dict[str, dict]) -> None:
         plain = tacho_days["plain"]["trips"].set_index(c.TRIP_ID).sort_index()
@@ -452,6 +463,16 @@ class TestConflictingTachographDay:
         assert flagged[t1_before].all()
         assert incomplete[t1_before].all()
         assert not (dense.loc[t1_before, c.METHOD] == FUEL_MEASURED).any()
+
+    def test_copies_in_other_file_count_once(self, tacho_days: dict[str, dict]) -> None:
+        """Both files' rejects hold the key, and the trip still loses that second once."""
+        together = tacho_days["conflict_sparse"]["trips"].set_index(c.TRIP_ID).sort_index()
+        apart = tacho_days["conflict_apart"]["trips"].set_index(c.TRIP_ID).sort_index()
+
+        assert tacho_days["conflict_apart"]["conflicts"] == tacho_days["conflict_sparse"]["conflicts"]
+        pd.testing.assert_series_equal(apart[c.METHOD], together[c.METHOD])
+        pd.testing.assert_series_equal(apart[c.FUEL_L], together[c.FUEL_L])
+        pd.testing.assert_series_equal(apart[c.QUALITY_FLAGS], together[c.QUALITY_FLAGS])
 
     def test_resent_day_has_no_flag(self, tacho_days: dict[str, dict]) -> None:
         assert not _flagged(tacho_days["resent"]["trips"], "tacho_rows_rejected").any()
