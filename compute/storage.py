@@ -300,8 +300,8 @@ def version_token(info: dict[str, Any]) -> str:
     same bytes. An empty token means the store gave none.
 
     The status change time (fsspec's ``created``, ``st_ctime``) is there because a writer can set
-    the modification time back (``touch -r``, ``cp -p``, ``rsync -t``), and no call sets ``st_ctime``
-    back. It also moves on ``chmod`` or a rename, which then costs one SHA-256 comparison.
+    the modification time back (``touch -r``, ``cp -p``, ``rsync -t``), and no file operation sets
+    ``st_ctime`` back. It also moves on ``chmod`` or a rename, which then costs one SHA-256 comparison.
     """
     etag = info.get("ETag")
     if etag:

@@ -175,6 +175,13 @@ def _rerun(command: str, env: dict[str, str], folder: Path) -> dict[str, Any]:
     return summary
 
 
+def _assert_rerun_completed(summary: dict[str, Any] | None) -> None:
+    """Check the summary of a rerun: it ran, delivered every trip, and its trajectory counts balance."""
+    assert summary is not None, "the rerun command was not printed"
+    assert summary["trips_out"] == TRIPS_OUT
+    assert summary["trips_out"] + summary["rejected"]["trajectories"] == summary["rows_in"]["trajectories"]
+
+
 @pytest.mark.slow
 class TestInterruptedRun:
     def test_sigterm_stops_in_order(self, interrupted: dict[str, dict[str, Any]]) -> None:
@@ -188,11 +195,7 @@ class TestInterruptedRun:
         assert outcome["leftovers"] == {}
 
     def test_rerun_after_sigterm_completes(self, interrupted: dict[str, dict[str, Any]]) -> None:
-        summary = interrupted["sigterm"]["summary"]
-
-        assert summary is not None, "the rerun command was not printed"
-        assert summary["trips_out"] == TRIPS_OUT
-        assert summary["trips_out"] + summary["rejected"]["trajectories"] == summary["rows_in"]["trajectories"]
+        _assert_rerun_completed(interrupted["sigterm"]["summary"])
 
     def test_sigkill_leaves_no_server(self, interrupted: dict[str, dict[str, Any]]) -> None:
         """SIGKILL skips every cleanup, and the temporary Prefect server and the Dask workers still end."""
@@ -203,10 +206,7 @@ class TestInterruptedRun:
 
     def test_rerun_after_sigkill_completes(self, interrupted: dict[str, dict[str, Any]]) -> None:
         """The date lock and the phase markers a killed run left do not stop the same command."""
-        summary = interrupted["sigkill"]["summary"]
-
-        assert summary["trips_out"] == TRIPS_OUT
-        assert summary["trips_out"] + summary["rejected"]["trajectories"] == summary["rows_in"]["trajectories"]
+        _assert_rerun_completed(interrupted["sigkill"]["summary"])
 
     def test_rerun_marks_killed_run_crashed(self, interrupted: dict[str, dict[str, Any]]) -> None:
         """The next command sets Crashed the run that the killed command left Running, and prints a note."""
@@ -232,10 +232,7 @@ class TestInterruptedRun:
         assert outcome["leftovers"] == {}
 
     def test_rerun_after_sigint_completes(self, interrupted: dict[str, dict[str, Any]]) -> None:
-        summary = interrupted["sigint_twice"]["summary"]
-
-        assert summary is not None, "the rerun command was not printed"
-        assert summary["trips_out"] == TRIPS_OUT
+        _assert_rerun_completed(interrupted["sigint_twice"]["summary"])
 
 
 class TestInterruptedPhase:

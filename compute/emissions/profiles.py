@@ -695,8 +695,9 @@ def _run_medians(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.nd
 def _distinct_per_trip(position: np.ndarray, seconds: np.ndarray, n_trips: int) -> np.ndarray:
     """Count the distinct times per trip, as float64.
 
-    Copies of one vehicle and second that differ and lie in two tachograph files appear in the
-    rejects of both files, so each file's alignment places its own row for that second.
+    Copies of one vehicle and second that differ and lie in two validation pieces (two files, or
+    two parts of one) appear in the rejects of both, and each alignment task places its own row
+    for that second.
     """
     if not len(position):
         return np.zeros(n_trips)
