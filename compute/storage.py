@@ -346,13 +346,18 @@ def partial_path(path: str) -> str:
 
 
 def remove_stale_partials(path: str) -> list[str]:
-    """Remove the ``.partial-*`` files that killed writers left beside local ``path``; return their names.
+    """Remove the ``.partial-*`` files that killed writers left beside local ``path``; return their names."""
+    return remove_stale_parts(glob.escape(path) + ".partial-*")
+
+
+def remove_stale_parts(pattern: str) -> list[str]:
+    """Remove the local part files that match the glob ``pattern`` and that killed writers left; return their names.
 
     A file counts as left behind when the process of its PID no longer runs. A file of a running
     process, or one without a PID in its name, stays.
     """
     removed = []
-    for leftover in glob.glob(glob.escape(path) + ".partial-*"):
+    for leftover in glob.glob(pattern, recursive=True):
         pid = leftover.rsplit(".partial-", 1)[1].split("-", 1)[0]
         if not pid.isdigit() or _process_running(int(pid)):
             continue

@@ -53,6 +53,7 @@ from compute.storage import (
     copy_object,
     partial_path,
     remove_stale_partials,
+    remove_stale_parts,
 )
 
 _log = logging.getLogger(__name__)
@@ -444,10 +445,7 @@ class FsspecUploader:
         if self.store.protocol not in ("file", "local"):
             return []
         root = self.store.fs._strip_protocol(self.store.url).rstrip("/")
-        removed = []
-        for leftover in glob.glob(glob.escape(root) + "/**/*.partial-*", recursive=True):
-            removed += remove_stale_partials(leftover.rsplit(".partial-", 1)[0])
-        return sorted(set(removed))
+        return sorted(remove_stale_parts(glob.escape(root) + "/**/*.partial-*"))
 
     def put(self, relative: str, body: Any, record: ObjectRecord) -> dict[str, Any]:
         path = self.store.path(relative)

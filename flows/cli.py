@@ -591,7 +591,7 @@ def _rerun_command(args: argparse.Namespace, run_date: dt.date | None) -> str:
     """
     words = ["lm-co2"]
     if getattr(args, "lang_given", False):
-        # Without it the rerun would speak the language of LMCO2_LANGUAGE (or Japanese).
+        # Without it the rerun would print its messages in the language of LMCO2_LANGUAGE (or Japanese).
         words += ["--lang", args.lang]
     if args.profile is not None:
         words += ["--profile", args.profile]

@@ -464,8 +464,13 @@ class TestConflictingTachographDay:
         assert incomplete[t1_before].all()
         assert not (dense.loc[t1_before, c.METHOD] == FUEL_MEASURED).any()
 
-    def test_copies_in_other_file_count_once(self, tacho_days: dict[str, dict]) -> None:
-        """Both files' rejects hold the key, and the trip still loses that second once."""
+    def test_copies_apart_match_copies_together(self, tacho_days: dict[str, dict]) -> None:
+        """Copies in a file of their own give the trips of copies at the end of their record's file.
+
+        In both days the copies land in other validation pieces than their first records, so
+        both pieces' rejects hold each key (test_rejected_tacho_records checks that a second
+        placed twice counts once).
+        """
         together = tacho_days["conflict_sparse"]["trips"].set_index(c.TRIP_ID).sort_index()
         apart = tacho_days["conflict_apart"]["trips"].set_index(c.TRIP_ID).sort_index()
 
