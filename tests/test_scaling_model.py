@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -95,7 +96,32 @@ def test_predict_scales_tasks_and_client() -> None:
         scaling.predict_wall(phase, 2, scale=0)
 
 
+def _record(function: str, *startstops: tuple[str, float, float]) -> dict:
+    # Keys as Dask names mapped tasks: the function, then a token.
+    return {"key": f"{function}-{uuid.uuid4().hex}", "startstops": [{"action": action, "start": start, "stop": stop} for action, start, stop in startstops]}
+
+
+def test_from_task_stream_records() -> None:
+    records = [
+        _record("compute_piece", ("transfer", 10.0, 10.5), ("compute", 10.5, 12.5)),
+        _record("compute_piece", ("compute", 9.0, 10.0)),
+        _record("trip_index_of_piece", ("compute", 1.0, 1.25)),
+        _record("abs", ("compute", 0.0, 99.0)),  # not a step of the phase
+        {"key": f"compute_piece-{uuid.uuid4().hex}", "startstops": []},  # erred before it ran
+    ]
+    phase = scaling.MeasuredPhase.from_task_stream(records, {"trip_index": 0.5, "prepare": 0.0, "align": 0.0, "pieces": 3.0}, 4.0)
+
+    # Ordered by start; a transfer counts towards the task's duration.
+    assert phase.tasks["pieces"] == [1.0, 2.5]
+    assert phase.tasks["trip_index"] == [0.25]
+    assert phase.tasks["align"] == []
+    assert phase.spans == {"trip_index": 0.25, "align": 0.0, "pieces": 3.5}
+    assert phase.other == pytest.approx(0.5)
+
+
 def test_from_task_stream_of_local_cluster(client: Client) -> None:
+    # Real records from a LocalCluster, so a change in distributed's format fails here. Only lower
+    # bounds on times: a loaded machine makes a sleeping task take longer, never shorter.
     with get_task_stream(client) as stream:
         client.gather(client.map(trip_index_of_piece, [0.05, 0.05], pure=False))
         client.gather(client.map(compute_piece, [0.2, 0.1, 0.1], pure=False))
@@ -105,7 +131,8 @@ def test_from_task_stream_of_local_cluster(client: Client) -> None:
     assert len(phase.tasks["trip_index"]) == 2
     assert len(phase.tasks["pieces"]) == 3
     assert phase.tasks["align"] == []
-    assert sorted(phase.tasks["pieces"]) == pytest.approx([0.1, 0.1, 0.2], abs=0.05)
-    # Two workers: the 0.2 s task runs beside the two 0.1 s tasks.
-    assert 0.19 <= phase.spans["pieces"] < 0.4
+    assert min(phase.tasks["trip_index"]) >= 0.05 - 0.005
+    assert sorted(phase.tasks["pieces"])[0] >= 0.1 - 0.005
+    assert max(phase.tasks["pieces"]) >= 0.2 - 0.005
+    assert phase.spans["pieces"] >= max(phase.tasks["pieces"]) - 0.005
     assert phase.other == pytest.approx(0.2)
