@@ -14,7 +14,9 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 Language = Literal["ja", "en"]
@@ -22,6 +24,11 @@ LANGUAGES: tuple[Language, ...] = ("ja", "en")
 DEFAULT_LANGUAGE: Language = "ja"
 
 _CATALOGUE: dict[str, dict[str, str]] = {}
+
+#: The command a message suggests running, as the ``{lm_co2}`` of its text. ``lm-co2 run`` sets it
+#: to itself with the ``--lang`` and ``--profile`` it was given (:func:`suggested_command`), so
+#: that the suggested command uses the same profile and language instead of the defaults.
+_COMMAND: contextvars.ContextVar[str] = contextvars.ContextVar("lmco2_suggested_command", default="lm-co2")
 
 # C0 controls, DEL, C1 controls, and the bidi embedding, override and isolate characters.
 _CONTROL_POINTS = (*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
@@ -57,7 +64,21 @@ def message(key: str, lang: str = DEFAULT_LANGUAGE, /, **values: object) -> str:
     """
     texts = _CATALOGUE[key]
     text = texts.get(lang, texts[DEFAULT_LANGUAGE])
-    return text.format(**values) if values else text
+    if not values:
+        return text
+    if "{lm_co2}" in text:
+        values = {"lm_co2": _COMMAND.get(), **values}
+    return text.format(**values)
+
+
+@contextlib.contextmanager
+def suggested_command(command: str) -> Iterator[None]:
+    """Fill ``{lm_co2}`` in messages with ``command`` while the block runs, for example ``lm-co2 --profile prod.yaml``."""
+    token = _COMMAND.set(command)
+    try:
+        yield
+    finally:
+        _COMMAND.reset(token)
 
 
 def escape_controls(text: str, *, keep: str = "", notation: Literal["python", "json"] = "python") -> str:

@@ -53,15 +53,15 @@ register(
         },
         "summary.delivery.outdated": {
             "ja": "出力先 {url} には、前回の納品（{delivered_at}）が残っています。今回の結果はまだ納品されていません。"
-                  "納品するには lm-co2 run --date {run_date} を実行してください。",
+                  "納品するには {lm_co2} run --date {run_date} を実行してください。",
             "en": "The output {url} still holds the earlier delivery ({delivered_at}); the figures of this run are not delivered yet. "
-                  "Run lm-co2 run --date {run_date} to deliver them.",
+                  "Run {lm_co2} run --date {run_date} to deliver them.",
         },
         "summary.delivery.incomplete": {
             "ja": "出力先 {url} の再納品は途中で止まっています（_SUCCESS は status が redelivering）。"
-                  "lm-co2 run --date {run_date} を実行して納品を完了してください。",
+                  "{lm_co2} run --date {run_date} を実行して納品を完了してください。",
             "en": "The re-delivery to {url} stopped part way (_SUCCESS has status redelivering). "
-                  "Run lm-co2 run --date {run_date} to complete it.",
+                  "Run {lm_co2} run --date {run_date} to complete it.",
         },
         "summary.delivery.withdrawn": {
             "ja": "出力先には、今回の納品に含まれない以前のファイルが {count} 件残っています（書き込み専用のため削除できません）。"

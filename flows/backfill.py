@@ -32,12 +32,12 @@ register(
         "backfill.failed": {
             "ja": (
                 "バックフィルで {total} 日中 {failed} 日が失敗しました: {dates}。失敗した日を 1 日ずつ再実行してください"
-                "（ローカルでは lm-co2 run --date YYYY-MM-DD で実行し、失敗の理由が --force を求めている日には --force も付けてください。"
+                "（ローカルでは {lm_co2} run --date YYYY-MM-DD で実行し、失敗の理由が --force を求めている日には --force も付けてください。"
                 "Prefect ではデプロイメント co2-daily/daily を使います）。"
             ),
             "en": (
                 "The backfill finished with {failed} of {total} dates failed: {dates}. Rerun the failed dates one at a time "
-                "(locally with lm-co2 run --date YYYY-MM-DD, adding --force where the reason asks for it; on Prefect with the deployment co2-daily/daily)."
+                "(locally with {lm_co2} run --date YYYY-MM-DD, adding --force where the reason asks for it; on Prefect with the deployment co2-daily/daily)."
             ),
         },
         "backfill.failure": {"ja": "  {day}: {reason}", "en": "  {day}: {reason}"},

@@ -38,7 +38,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TextIO, TypeVar, cast
 
-from compute.i18n import OperatorError, escape_controls, has_message, message, register
+from compute.i18n import OperatorError, escape_controls, has_message, message, register, suggested_command
 from flows import interrupt
 
 if TYPE_CHECKING:
@@ -417,28 +417,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     lang = args.lang
     stop = interrupt.SignalStop(lang, rerun_command=lambda: _rerun_command(args, stop.run_date))
     console = _RunConsole(stop)
-    try:
-        if args.command in ("run", "backfill"):
-            return _run_flow_command(args, lang, console, stop, prefect_home)
-        if args.command == "sample":
-            return _sample(args, lang)
-        return _validate(args, lang)
-    except BrokenPipeError:
-        # The reader of stdout went away (``lm-co2 validate DAY | head``): stop quietly, as other
-        # command-line tools do. Output still buffered would raise again at exit, so stdout is
-        # pointed at the null device first.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
-    except Exception as error:
-        if is_expected(error):
-            _echo(message("cli.error", lang, error=_describe(error, lang)), file=sys.stderr)
+    # Commands that messages suggest keep this command's profile and language.
+    with suggested_command(shlex.join(_command_prefix(args))):
+        try:
+            if args.command in ("run", "backfill"):
+                return _run_flow_command(args, lang, console, stop, prefect_home)
+            if args.command == "sample":
+                return _sample(args, lang)
+            return _validate(args, lang)
+        except BrokenPipeError:
+            # The reader of stdout went away (``lm-co2 validate DAY | head``): stop quietly, as other
+            # command-line tools do. Output still buffered would raise again at exit, so stdout is
+            # pointed at the null device first.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
             return 1
-        if error not in console.shown:
-            _echo("".join(traceback.format_exception(error)).rstrip("\n"), file=sys.stderr)
-        described = _describe(error, lang) if callable(getattr(error, "message", None)) else f"{type(error).__name__}: {error}"
-        _echo(message("cli.unexpected", lang, error=described), file=sys.stderr)
-        return 1
+        except Exception as error:
+            if is_expected(error):
+                _echo(message("cli.error", lang, error=_describe(error, lang)), file=sys.stderr)
+                return 1
+            if error not in console.shown:
+                _echo("".join(traceback.format_exception(error)).rstrip("\n"), file=sys.stderr)
+            described = _describe(error, lang) if callable(getattr(error, "message", None)) else f"{type(error).__name__}: {error}"
+            _echo(message("cli.unexpected", lang, error=described), file=sys.stderr)
+            return 1
 
 
 def is_expected(error: BaseException) -> bool:
@@ -581,6 +583,17 @@ def _run_flow_command(args: argparse.Namespace, lang: str, console: _RunConsole,
         return interrupt.exit_status(signal_number)
 
 
+def _command_prefix(args: argparse.Namespace) -> list[str]:
+    """Return ``lm-co2`` with the ``--lang`` and ``--profile`` the command was given, the start of any command it suggests."""
+    words = ["lm-co2"]
+    if getattr(args, "lang_given", False):
+        # Without it the rerun would print its messages in the language of LMCO2_LANGUAGE (or Japanese).
+        words += ["--lang", args.lang]
+    if getattr(args, "profile", None) is not None:
+        words += ["--profile", args.profile]
+    return words
+
+
 def _rerun_command(args: argparse.Namespace, run_date: dt.date | None) -> str:
     """Return the interrupted command with its run date filled in, for the operator to run again.
 
@@ -589,12 +602,7 @@ def _rerun_command(args: argparse.Namespace, run_date: dt.date | None) -> str:
     when the interrupted command had it, because phases the run did not reach still have the
     markers of an earlier run.
     """
-    words = ["lm-co2"]
-    if getattr(args, "lang_given", False):
-        # Without it the rerun would print its messages in the language of LMCO2_LANGUAGE (or Japanese).
-        words += ["--lang", args.lang]
-    if args.profile is not None:
-        words += ["--profile", args.profile]
+    words = _command_prefix(args)
     if args.command == "run":
         words.append("run")
         if run_date is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import pickle
+import shlex
 import shutil
 import socket
 from pathlib import Path
@@ -225,3 +226,25 @@ def test_forced_fetch_without_input_keeps_markers(tmp_path: Path) -> None:
         phases.fetch(_run(tmp_path, force=True))
 
     assert phases.fetch(_run(tmp_path)).skipped
+
+
+@pytest.mark.slow
+def test_suggested_rerun_keeps_profile_and_language(tmp_path: Path, prefect_harness: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command that the input-changed error suggests runs on the same profile, in the same language."""
+    from flows import cli
+
+    profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data")
+    write_sample_day(Store(str(_input(tmp_path))), RUN_DATE, SampleSpec(trips=12, vertices_per_trip=6))
+    prefix = ["--lang", "en", "--profile", str(profile), "run", "--date", "2026-12-01"]
+    assert cli.main([*prefix, "--phases", "fetch"]) == 0
+    write_sample_day(Store(str(_input(tmp_path))), RUN_DATE, SampleSpec(trips=30, vertices_per_trip=6))
+    capsys.readouterr()
+
+    assert cli.main([*prefix, "--phases", "validate"]) == 1
+
+    err = capsys.readouterr().err
+    assert "so the raw copy is out of date" in err
+    assert f"for example {shlex.join(['lm-co2', *prefix])} --force." in err
+    # Outside the command, messages suggest the plain command.
+    error = phases.InputChangedError("/in/", "2026-12-01", phases.InputChanges(resized=("a.parquet",)), False)
+    assert "for example lm-co2 run --date 2026-12-01 --force." in error.message("en")
