@@ -25,9 +25,9 @@ DEFAULT_LANGUAGE: Language = "ja"
 
 _CATALOGUE: dict[str, dict[str, str]] = {}
 
-#: The command a message suggests running, as the ``{lm_co2}`` of its text. ``lm-co2 run`` sets it
-#: to itself with the ``--lang`` and ``--profile`` it was given (:func:`suggested_command`), so
-#: that the suggested command uses the same profile and language instead of the defaults.
+#: Value of ``{lm_co2}`` in message texts, the start of every command a message suggests. The
+#: ``lm-co2`` command sets it to ``lm-co2`` plus the ``--lang`` and ``--profile`` it was given
+#: (:func:`suggested_command`), so that a suggested command runs on the same profile.
 _COMMAND: contextvars.ContextVar[str] = contextvars.ContextVar("lmco2_suggested_command", default="lm-co2")
 
 # C0 controls, DEL, C1 controls, and the bidi embedding, override and isolate characters.
@@ -69,6 +69,26 @@ def message(key: str, lang: str = DEFAULT_LANGUAGE, /, **values: object) -> str:
     if "{lm_co2}" in text:
         values = {"lm_co2": _COMMAND.get(), **values}
     return text.format(**values)
+
+
+#: Language of log lines from code that has no settings, such as the storage layer. The daily
+#: flow sets it to the profile's language (:func:`operator_language`).
+_LANGUAGE: contextvars.ContextVar[str] = contextvars.ContextVar("lmco2_operator_language", default=DEFAULT_LANGUAGE)
+
+
+def current_language() -> str:
+    """Return the operator's language set by :func:`operator_language`, Japanese outside it."""
+    return _LANGUAGE.get()
+
+
+@contextlib.contextmanager
+def operator_language(lang: str) -> Iterator[None]:
+    """Set the language of log lines from code without settings to ``lang`` while the block runs."""
+    token = _LANGUAGE.set(lang)
+    try:
+        yield
+    finally:
+        _LANGUAGE.reset(token)
 
 
 @contextlib.contextmanager

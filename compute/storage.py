@@ -33,7 +33,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-from compute.i18n import message, register
+from compute.i18n import current_language, message, register
 
 _log = logging.getLogger(__name__)
 
@@ -71,6 +71,12 @@ register(
         "storage.delivery_missing": {
             "ja": "{run_date} の納品が見つかりません。{url} にオブジェクトがありません。クライアントがその日を納品したか、プロファイルの input ルートが正しいかを確認してください。",
             "en": "No delivery found for {run_date}: there are no objects in {url}. Check that the client delivered the day and that the input root of the profile is right.",
+        },
+        "storage.phase_marker_invalid": {
+            "ja": "フェーズ {phase} の完了マーカー {path} が正しいマニフェストではありません（{error}、{size} バイト）。"
+                  "途中で止められた実行か手で編集されたものと見なし、{phase} をもう一度実行します。対応は不要です。",
+            "en": "The completion marker {path} of phase {phase} is not a valid manifest ({error}, {size} bytes). It is taken "
+                  "as cut short by a stopped run or edited by hand, so {phase} runs again. No action is needed.",
         },
     }
 )
@@ -513,7 +519,7 @@ def read_phase_marker(state: Store, phase: str) -> Manifest | None:
     """Return the manifest a completed ``phase`` left in ``state``, or ``None``.
 
     A marker that is not a valid manifest (cut short by a killed run, or edited by hand) counts
-    as no marker, so the phase runs again. A warning names its path.
+    as no marker, so the phase runs again. A warning in the operator's language names its path.
     """
     path = phase_marker_path(phase)
     if not state.exists(path):
@@ -522,8 +528,7 @@ def read_phase_marker(state: Store, phase: str) -> Manifest | None:
     try:
         return Manifest.from_json(text)
     except (ValueError, TypeError, KeyError) as error:
-        _log.warning("phase marker %s is not a valid manifest (%s, %d bytes); the phase %s runs again",
-                     state.path(path), error, len(text), phase)
+        _log.warning(message("storage.phase_marker_invalid", current_language(), path=state.path(path), phase=phase, error=error, size=len(text)))
         return None
 
 

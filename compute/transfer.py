@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
+from compute.i18n import current_language, message, register
 from compute.storage import (
     MANIFEST_NAME,
     SUCCESS_NAME,
@@ -57,6 +58,17 @@ from compute.storage import (
 )
 
 _log = logging.getLogger(__name__)
+
+register(
+    {
+        "transfer.delivery_marker_invalid": {
+            "ja": "{relative} の納品マーカー {path} が正しくありません（{error}、{size} バイト）。"
+                  "途中で止められた実行のものと見なし、{relative} をもう一度納品します。対応は不要です。",
+            "en": "The delivery marker {path} of {relative} is not valid ({error}, {size} bytes). It is taken as cut short "
+                  "by a stopped run, so {relative} is delivered again. No action is needed.",
+        },
+    }
+)
 
 EventSink = Callable[[str, dict[str, Any]], None]
 DELIVERY_DIR = "_delivery"
@@ -516,7 +528,8 @@ def read_delivery(state: Store, relative: str) -> Delivery | None:
         return Delivery.from_json(text)
     except (ValueError, TypeError) as error:
         # Cut short by a killed run: the object is delivered again.
-        _log.warning("delivery marker %s is not valid (%s, %d bytes); %s is delivered again", state.path(path), error, len(text), relative)
+        _log.warning(message("transfer.delivery_marker_invalid", current_language(), path=state.path(path), relative=relative, error=error,
+                             size=len(text)))
         return None
 
 

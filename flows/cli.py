@@ -38,7 +38,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, TextIO, TypeVar, cast
 
-from compute.i18n import OperatorError, escape_controls, has_message, message, register, suggested_command
+from compute.i18n import OperatorError, escape_controls, has_message, message, operator_language, register, suggested_command
 from flows import interrupt
 
 if TYPE_CHECKING:
@@ -417,8 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     lang = args.lang
     stop = interrupt.SignalStop(lang, rerun_command=lambda: _rerun_command(args, stop.run_date))
     console = _RunConsole(stop)
-    # Commands that messages suggest keep this command's profile and language.
-    with suggested_command(shlex.join(_command_prefix(args))):
+    # Commands that messages suggest keep this command's profile and language. The daily flow
+    # writes its log lines in the profile's language, and the rest of the command in this one.
+    with suggested_command(shlex.join(_command_prefix(args))), operator_language(lang):
         try:
             if args.command in ("run", "backfill"):
                 return _run_flow_command(args, lang, console, stop, prefect_home)

@@ -35,7 +35,7 @@ from prefect.runtime import flow_run
 from compute import logs, transfer
 from compute import phases as ph
 from compute.cluster import delete_leftover_clusters, open_cluster, run_labels
-from compute.i18n import OperatorError, message, register
+from compute.i18n import OperatorError, message, operator_language, register
 from compute.report import RunSummary
 from compute.settings import Settings, load_settings, parse_run_date
 from compute.storage import SUCCESS_NAME, DeliveryError, read_phase_marker
@@ -165,7 +165,8 @@ def co2_daily(
     day = parse_run_date(run_date) if run_date is not None else previous_day_tokyo()
     selected = [p for p in ph.PHASES if phases is None or p in phases]
 
-    with logs.log_context(run_date=day.isoformat(), flow_run_id=flow_run_id), _date_lock(day, settings, logger):
+    with (operator_language(settings.language), logs.log_context(run_date=day.isoformat(), flow_run_id=flow_run_id),
+          _date_lock(day, settings, logger)):
         emit = _in_this_context(_event_logger(logger, day, ProgressArtifact(f"co2-daily-{day:%Y%m%d}-progress", "compute")))
         run = ph.DailyRun.create(settings, day, force=force, on_event=emit)
         emit("run_started", {"phases": ",".join(selected), "profile": settings.profile, "force": force})

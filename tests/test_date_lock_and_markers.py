@@ -19,7 +19,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from compute import phases
-from compute.i18n import message
+from compute.i18n import message, operator_language
 from compute.settings import load_settings
 from compute.storage import Manifest, Store, read_phase_marker, write_phase_marker
 from flows import daily
@@ -130,7 +130,58 @@ def test_empty_marker_counts_as_missing(tmp_path: Path, caplog: pytest.LogCaptur
 
     with caplog.at_level(logging.WARNING, logger="compute.storage"):
         assert read_phase_marker(state, "output") is None
-    assert any("output.json" in r.getMessage() and "runs again" in r.getMessage() for r in caplog.records)
+        with operator_language("en"):
+            assert read_phase_marker(state, "output") is None
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "compute.storage"]
+    expected = {"path": str(marker), "phase": "output", "error": "", "size": 0}
+    # Japanese unless the flow set the profile's language; the parse error's text is pyarrow's or json's.
+    assert warnings[0].startswith(message("storage.phase_marker_invalid", "ja", **expected).split("（")[0])
+    assert warnings[1].startswith(message("storage.phase_marker_invalid", "en", **expected).split(" (")[0])
+    assert warnings[1].endswith("0 bytes). It is taken as cut short by a stopped run or edited by hand, so output runs again. No action is needed.")
+
+
+def test_cut_delivery_marker_delivers_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from compute import transfer
+
+    processed, state, output = (Store(str(tmp_path / name)) for name in ("processed", "temp", "output"))
+    processed.write_bytes("trips.parquet", b"parquet" * 10)
+    uploader = transfer.make_uploader(output)
+    transfer.deliver(processed, uploader, state, run_date="2026-12-01", versions={}, retries=0)
+    marker = tmp_path / "temp" / transfer.delivery_marker_path("trips.parquet")
+    marker.write_bytes(marker.read_bytes()[:20])
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    with caplog.at_level(logging.WARNING, logger="compute.transfer"), operator_language("en"):
+        transfer.deliver(processed, uploader, state, run_date="2026-12-01", versions={}, retries=0, on_event=lambda e, f: events.append((e, f)))
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "compute.transfer"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"The delivery marker {marker} of trips.parquet is not valid (")
+    assert warnings[0].endswith("20 bytes). It is taken as cut short by a stopped run, so trips.parquet is delivered again. No action is needed.")
+    assert "trips.parquet" in [f.get("object") for e, f in events if e == "object_delivered"]
+    assert transfer.read_delivery(state, "trips.parquet") is not None
+
+
+@pytest.mark.slow
+def test_flow_warns_in_profile_language(tmp_path: Path, prefect_harness: None, caplog: pytest.LogCaptureFixture) -> None:
+    """The flow writes the storage layer's warnings in the profile's language, English in the test profile."""
+    from compute.sample import SampleSpec, write_sample_day
+
+    profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data")
+    run_settings = load_settings(str(profile))
+    assert run_settings.language == "en"
+    write_sample_day(Store(run_settings.url("input", DAY)), DAY, SampleSpec(trips=12, vertices_per_trip=6))
+    daily.co2_daily(run_date=DAY, profile=str(profile), phases=["fetch"])
+    marker = Path(run_settings.url("temp", DAY)) / "_phases" / "fetch.json"
+    marker.write_bytes(b"{")
+
+    with caplog.at_level(logging.WARNING, logger="compute.storage"):
+        daily.co2_daily(run_date=DAY, profile=str(profile), phases=["fetch"])
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "compute.storage"]
+    assert warnings
+    assert all(w.startswith(f"The completion marker {marker} of phase fetch is not a valid manifest") for w in warnings)
 
 
 def test_local_write_leaves_no_partial_file(tmp_path: Path) -> None:
