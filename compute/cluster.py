@@ -28,9 +28,19 @@ from dask.utils import key_split
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from compute.i18n import current_language, message, register
 from compute.settings import ClusterSettings
 
 log = logging.getLogger(__name__)
+
+register(
+    {
+        "cluster.leftover_deleted": {
+            "ja": "実行 {flow_run_id} が残した DaskCluster {cluster} を削除しました。",
+            "en": "Deleted the DaskCluster {cluster} that run {flow_run_id} left behind.",
+        },
+    }
+)
 
 #: glibc allocator settings of worker processes. Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536
 #: by default, and any explicit trim threshold also switches off glibc's dynamic mmap threshold.
@@ -293,5 +303,6 @@ def delete_leftover_clusters(namespace: str, flow_run_id: str, *, api: Any = Non
     for resource in client.get(dask_cluster, namespace=namespace, label_selector=selector):
         resource.delete()
         names.append(resource.name)
-        log.warning("deleted leftover DaskCluster", extra={"event": "cluster_deleted", "cluster": resource.name, "flow_run_id": flow_run_id})
+        log.warning(message("cluster.leftover_deleted", current_language(), cluster=resource.name, flow_run_id=flow_run_id),
+                    extra={"event": "cluster_deleted", "cluster": resource.name, "flow_run_id": flow_run_id})
     return names

@@ -73,6 +73,37 @@ _WARNING_EVENTS = frozenset({
 #: Events logged at error level; the failed-run alert matches ``run_failed``.
 _ERROR_EVENTS = frozenset({"run_failed"})
 
+#: The words that start the log line of each event, in each language. The English words are the
+#: event's name with spaces, as the operations guide quotes them, and the JSON record keeps the
+#: name itself in its ``event`` field. An event not listed here is logged under its name.
+EVENT_LABELS: dict[str, dict[str, str]] = {
+    "run_started": {"ja": "実行開始", "en": "run started"},
+    "run_completed": {"ja": "実行完了", "en": "run completed"},
+    "run_failed": {"ja": "実行失敗", "en": "run failed"},
+    "phase_started": {"ja": "フェーズ開始", "en": "phase started"},
+    "phase_completed": {"ja": "フェーズ完了", "en": "phase completed"},
+    "phase_skipped": {"ja": "フェーズ省略（完了済み）", "en": "phase skipped"},
+    "input_checked": {"ja": "入力を確認（取得時から変更なし）", "en": "input checked"},
+    "input_unchecked": {"ja": "入力を確認できず", "en": "input unchecked"},
+    "transfer_started": {"ja": "転送ジョブ開始", "en": "transfer started"},
+    "transfer_completed": {"ja": "転送ジョブ完了", "en": "transfer completed"},
+    "object_copy_failed": {"ja": "オブジェクトのコピー失敗", "en": "object copy failed"},
+    "object_mismatch": {"ja": "コピーがコピー元と不一致", "en": "object mismatch"},
+    "object_retry": {"ja": "オブジェクトを再試行", "en": "object retry"},
+    "object_delivered": {"ja": "オブジェクト納品", "en": "object delivered"},
+    "object_already_delivered": {"ja": "オブジェクト納品済み（同じ内容）", "en": "object already delivered"},
+    "leftover_parts_removed": {"ja": "中断された書き込みの残りを削除", "en": "leftover parts removed"},
+    "objects_withdrawn": {"ja": "前回納品のファイルを取り下げ", "en": "objects withdrawn"},
+    "success_withdrawn": {"ja": "前回納品の _SUCCESS を取り下げ", "en": "success withdrawn"},
+    "csv_formula_cells": {"ja": "CSV に数式として読まれうるセル", "en": "csv formula cells"},
+    "cluster_started": {"ja": "Dask クラスター起動", "en": "cluster started"},
+    "cluster_closed": {"ja": "Dask クラスター停止", "en": "cluster closed"},
+    "pieces_progress": {"ja": "タスクの進み具合", "en": "pieces progress"},
+    "notice_sent": {"ja": "完了通知を送信", "en": "notice sent"},
+    "cluster_cleanup": {"ja": "残った Dask クラスターを削除", "en": "cluster cleanup"},
+    "cluster_cleanup_failed": {"ja": "残った Dask クラスターの削除に失敗", "en": "cluster cleanup failed"},
+}
+
 
 def previous_day_tokyo(now: dt.datetime | None = None) -> dt.date:
     """Return the business date of a scheduled run: yesterday in Japan."""
@@ -126,9 +157,11 @@ def delete_leftover_cluster(flow: Any, flow_run: Any, state: Any) -> None:
     try:
         names = delete_leftover_clusters(settings.cluster.namespace, str(flow_run.id))
     except Exception as error:  # noqa: BLE001 - a hook must report, not raise; the idle timeout remains as backstop
-        logger.error("leftover cluster cleanup failed error=%s", type(error).__name__, extra={"event": "cluster_cleanup_failed"})
+        logger.error("%s error=%s", event_label("cluster_cleanup_failed", settings.language), type(error).__name__,
+                     extra={"event": "cluster_cleanup_failed"})
         return
-    logger.warning("leftover clusters deleted clusters=%s state=%s", names, state.type.value, extra={"event": "cluster_cleanup", "lmco2_clusters": names})
+    logger.warning("%s clusters=%s state=%s", event_label("cluster_cleanup", settings.language), names, state.type.value,
+                   extra={"event": "cluster_cleanup", "lmco2_clusters": names})
 
 
 @flow(
@@ -167,7 +200,7 @@ def co2_daily(
 
     with (operator_language(settings.language), logs.log_context(run_date=day.isoformat(), flow_run_id=flow_run_id),
           _date_lock(day, settings, logger)):
-        emit = _in_this_context(_event_logger(logger, day, ProgressArtifact(f"co2-daily-{day:%Y%m%d}-progress", "compute")))
+        emit = _in_this_context(_event_logger(logger, day, ProgressArtifact(f"co2-daily-{day:%Y%m%d}-progress", "compute"), settings.language))
         run = ph.DailyRun.create(settings, day, force=force, on_event=emit)
         emit("run_started", {"phases": ",".join(selected), "profile": settings.profile, "force": force})
 
@@ -404,8 +437,16 @@ def _configure_logging(*, json_console: bool) -> None:
                 handler.addFilter(logs.RedactingFilter())
 
 
+def event_label(event: str, lang: str) -> str:
+    """Return the words that start the log line of ``event`` in ``lang``, or the event's name with spaces."""
+    labels = EVENT_LABELS.get(event)
+    if labels is None:
+        return event.replace("_", " ")
+    return labels.get(lang, labels["ja"])
+
+
 def _event_logger(
-    logger: logging.LoggerAdapter[Any] | logging.Logger, day: dt.date, progress: ProgressArtifact
+    logger: logging.LoggerAdapter[Any] | logging.Logger, day: dt.date, progress: ProgressArtifact, lang: str
 ) -> Callable[[str, dict[str, Any]], None]:
     def emit(event: str, fields: dict[str, Any]) -> None:
         level = logging.INFO
@@ -417,7 +458,7 @@ def _event_logger(
         extra = {"event": event, "run_date": day.isoformat(), **{f"lmco2_{k}": v for k, v in fields.items()}}
         if "phase" in fields:
             extra["phase"] = str(fields["phase"])
-        logger.log(level, f"{event.replace('_', ' ')} {rendered}".strip(), extra=extra)
+        logger.log(level, f"{event_label(event, lang)} {rendered}".strip(), extra=extra)
         if event == "pieces_progress" and fields.get("task") == "compute_piece":
             progress.update(fields)
 
