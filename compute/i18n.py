@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 Language = Literal["ja", "en"]
 LANGUAGES: tuple[Language, ...] = ("ja", "en")
@@ -139,6 +139,38 @@ def keys() -> list[str]:
 def has_message(key: str) -> bool:
     """Return whether ``key`` is registered."""
     return key in _CATALOGUE
+
+
+class LocalizedText:
+    """Mixin for an exception whose text may exist in every language, made by :func:`localized_error`.
+
+    :meth:`message` gives the text in the requested language, or ``str()`` of the exception when
+    it was raised with a plain English text.
+    """
+
+    key: str | None = None
+    values: Mapping[str, object] = {}
+
+    def message(self, lang: str = DEFAULT_LANGUAGE) -> str:
+        """Return the text in ``lang``."""
+        if self.key is None:
+            return str(self)
+        return message(self.key, lang, **self.values)
+
+
+_Error = TypeVar("_Error", bound=LocalizedText)
+
+
+def localized_error(cls: type[_Error], key: str, /, **values: object) -> _Error:
+    """Return an exception of ``cls`` whose ``str()`` is the English text of ``key`` and :meth:`~LocalizedText.message` any language.
+
+    ``cls`` takes its text as its only argument. Pickling keeps the key and the values, because
+    they are attributes of the instance.
+    """
+    error = cls(message(key, "en", **values))  # type: ignore[call-arg]
+    error.key = key
+    error.values = dict(values)
+    return error
 
 
 class OperatorError(Exception):

@@ -33,7 +33,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-from compute.i18n import current_language, message, register
+from compute.i18n import LocalizedText, current_language, localized_error, message, register
 
 _log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ SUCCESS_NAME = "_SUCCESS"
 PHASES_DIR = "_phases"
 
 
-class StorageError(RuntimeError):
+class StorageError(LocalizedText, RuntimeError):
     """A storage operation failed after its retries; the message names the object and the fix."""
 
 
@@ -71,6 +71,12 @@ register(
         "storage.delivery_missing": {
             "ja": "{run_date} の納品が見つかりません。{url} にオブジェクトがありません。クライアントがその日を納品したか、プロファイルの input ルートが正しいかを確認してください。",
             "en": "No delivery found for {run_date}: there are no objects in {url}. Check that the client delivered the day and that the input root of the profile is right.",
+        },
+        "storage.copy_failed": {
+            "ja": "{total} 個中 {failed} 個のオブジェクトを {source} から {destination} へコピーできませんでした（{errors}）。"
+                  "両方に接続できること、認証情報で読み書きできることを確かめてから、{phase} フェーズを再実行してください。",
+            "en": "{failed} of {total} objects failed to copy from {source} to {destination}: {errors}. Check that both are reachable "
+                  "and that the credentials can read and write them, then rerun the {phase} phase.",
         },
         "storage.phase_marker_invalid": {
             "ja": "フェーズ {phase} の完了マーカー {path} が正しいマニフェストではありません（{error}、{size} バイト）。"
@@ -475,7 +481,8 @@ def copy_tree(
                     time.sleep(retry_delay_s * (2**attempt))
     if failures:
         listed = "; ".join(f"{name}: {error}" for name, error in sorted(failures.items()))
-        raise StorageError(f"{len(failures)} of {len(names)} objects failed to copy from {source.url} to {destination.url}: {listed}")
+        raise localized_error(StorageError, "storage.copy_failed", failed=len(failures), total=len(names), source=source.url,
+                              destination=destination.url, errors=listed, phase=phase)
     manifest.counts = {"objects": len(manifest.objects), "bytes": manifest.total_bytes}
     return manifest
 

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
-from compute.i18n import current_language, message, register
+from compute.i18n import LocalizedText, current_language, localized_error, message, register
 from compute.storage import (
     MANIFEST_NAME,
     SUCCESS_NAME,
@@ -61,6 +61,44 @@ _log = logging.getLogger(__name__)
 
 register(
     {
+        "transfer.sts_timeout": {
+            "ja": "転送オペレーション {operation} が {timeout} 秒以内に終わらなかったため取り消しました。"
+                  "Storage Transfer のコンソールでジョブを確認してから、fetch フェーズを再実行してください。",
+            "en": "transfer operation {operation} did not finish within {timeout} s and was cancelled; "
+                  "check the job in the Storage Transfer console, then rerun the fetch phase",
+        },
+        "transfer.sts_failed": {
+            "ja": "転送オペレーション {operation} が失敗しました（{error}）。Storage Transfer のコンソールでエラーの内訳を確認してから、"
+                  "fetch フェーズを再実行してください。",
+            "en": "transfer operation {operation} failed: {error}; see its error breakdown in the Storage Transfer console, "
+                  "then rerun the fetch phase",
+        },
+        "transfer.sts_status": {
+            "ja": "転送オペレーション {operation} が状態 {status} で終わりました（SUCCESS のはずです）。"
+                  "Storage Transfer のコンソールで確認してから、fetch フェーズを再実行してください。",
+            "en": "transfer operation {operation} ended with status {status}; expected SUCCESS. Check it in the Storage Transfer "
+                  "console, then rerun the fetch phase",
+        },
+        "transfer.upload_checksum": {
+            "ja": "{url} へのアップロードの応答の ChecksumSHA256 が {found} で、{expected} のはずでした。オブジェクトが壊れています。publish フェーズを再実行してください。",
+            "en": "upload of {url} returned ChecksumSHA256={found}, expected {expected}; the object is corrupt, rerun publish",
+        },
+        "transfer.upload_etag": {
+            "ja": "{url} へのアップロードの応答の ETag が {found} で、MD5 {expected} のはずでした。オブジェクトが壊れています。publish フェーズを再実行してください。",
+            "en": "upload of {url} returned ETag {found}, expected the MD5 {expected}; the object is corrupt, rerun publish",
+        },
+        "transfer.delivery_failed": {
+            "ja": "{name} を {url} へ納品できませんでした（{error}）。publish フェーズを再実行してください。納品済みのファイルは送り直しません。",
+            "en": "{name} could not be delivered to {url}: {error}; rerun publish, which does not send the files already delivered again",
+        },
+        "transfer.webhook_http": {
+            "ja": "完了通知の Webhook が HTTP {status} を返しました（2xx のはずです）。受信側を確認してから、publish フェーズを再実行してください。",
+            "en": "completion webhook returned HTTP {status}, expected 2xx; check the receiver, then rerun publish",
+        },
+        "transfer.webhook_failed": {
+            "ja": "完了通知の Webhook に送れませんでした（{error}）。受信側を確認してから、publish フェーズを再実行してください。",
+            "en": "completion webhook failed: {error}; check the receiver, then rerun publish",
+        },
         "transfer.delivery_marker_invalid": {
             "ja": "{relative} の納品マーカー {path} が正しくありません（{error}、{size} バイト）。"
                   "途中で止められた実行のものと見なし、{relative} をもう一度納品します。対応は不要です。",
@@ -79,6 +117,10 @@ SPOOL_MEMORY_BYTES = 64 * 1024 * 1024
 
 class TransferError(StorageError):
     """A Storage Transfer Service operation failed, was aborted or passed its deadline."""
+
+
+class NoticeError(LocalizedText, RuntimeError):
+    """Failure to send the completion notice, after the delivery itself completed."""
 
 
 def _ignore(event: str, fields: dict[str, Any]) -> None:
@@ -156,16 +198,13 @@ def run_storage_transfer(
         op.result(timeout=timeout_s, polling=polling)
     except concurrent.futures.TimeoutError as error:
         _cancel_quietly(op)
-        raise TransferError(
-            f"transfer operation {name or job_name} did not finish within {timeout_s:g} s and was cancelled; "
-            "check the job in the Storage Transfer console, then rerun the fetch phase"
-        ) from error
+        raise localized_error(TransferError, "transfer.sts_timeout", operation=name or job_name, timeout=f"{timeout_s:g}") from error
     except exceptions.GoogleAPICallError as error:
-        raise TransferError(f"transfer operation {name or job_name} failed: {error.message}; see its error breakdown in the console") from error
+        raise localized_error(TransferError, "transfer.sts_failed", operation=name or job_name, error=error.message) from error
 
     summary = _operation_summary(op, name)
     if summary["status"] not in ("SUCCESS", ""):
-        raise TransferError(f"transfer operation {name or job_name} ended with status {summary['status']}; expected SUCCESS")
+        raise localized_error(TransferError, "transfer.sts_status", operation=name or job_name, status=summary["status"])
     on_event("transfer_completed", {k: v for k, v in summary.items() if k != "counters"} | summary["counters"])
     return summary
 
@@ -506,11 +545,11 @@ def check_put_response(record: ObjectRecord, response: Mapping[str, Any], *, url
             "check that the store supports additional checksums (S3 does since 2022)"
         )
     if checksum != expected_checksum:
-        raise VerificationError(f"upload of {url} returned ChecksumSHA256={checksum}, expected {expected_checksum}; the object is corrupt, rerun publish")
+        raise localized_error(VerificationError, "transfer.upload_checksum", url=url, found=checksum, expected=expected_checksum)
     etag = str(response.get("ETag") or "").strip('"')
     md5_hex = base64.b64decode(record.md5).hex()
     if _is_plain_md5(etag) and etag != md5_hex:
-        raise VerificationError(f"upload of {url} returned ETag {etag}, expected the MD5 {md5_hex}; the object is corrupt, rerun publish")
+        raise localized_error(VerificationError, "transfer.upload_etag", url=url, found=etag, expected=md5_hex)
     return etag, checksum
 
 
@@ -755,7 +794,7 @@ def _deliver_generated(
         name=name, retries=retries, retry_delay_s=retry_delay_s, on_event=on_event, failures=failures,
     )
     if delivery is None:
-        raise StorageError(f"{name} could not be delivered to {uploader.url}: {_error_text(failures[name])}; rerun publish")
+        raise localized_error(StorageError, "transfer.delivery_failed", name=name, url=uploader.url, error=_error_text(failures[name]))
     return delivery
 
 
@@ -786,7 +825,7 @@ def send_webhook(url: SecretStr, payload: Mapping[str, Any], *, timeout_s: float
 
     Raises
     ------
-    RuntimeError
+    NoticeError
         If the request fails or the status is not 2xx.
     """
     data = json.dumps(dict(payload), ensure_ascii=False, sort_keys=True).encode("utf-8")
@@ -795,11 +834,11 @@ def send_webhook(url: SecretStr, payload: Mapping[str, Any], *, timeout_s: float
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             status = int(response.status)
     except urllib.error.HTTPError as error:
-        raise RuntimeError(f"completion webhook returned HTTP {error.code}; check the receiver, then rerun publish") from None
+        raise localized_error(NoticeError, "transfer.webhook_http", status=error.code) from None
     except (urllib.error.URLError, OSError) as error:
-        raise RuntimeError(f"completion webhook failed: {type(error).__name__}; check the receiver, then rerun publish") from None
+        raise localized_error(NoticeError, "transfer.webhook_failed", error=type(error).__name__) from None
     if not 200 <= status < 300:
-        raise RuntimeError(f"completion webhook returned HTTP {status}; expected 2xx")
+        raise localized_error(NoticeError, "transfer.webhook_http", status=status)
     return status
 
 
