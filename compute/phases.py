@@ -125,9 +125,9 @@ register(
     {
         "phases.upstream_missing": {
             "ja": "{run_date} の {phase} を実行できません。{phase} が読む {upstream} の結果がありません（{upstream} が完了していません）。"
-                  "{upstream} を含めて実行してください（例: {lm_co2} run --date {run_date} --phases {upstream},{phase}）。",
+                  "{upstream} を含めて、例えば次のように実行してください。\n  {lm_co2} run --date {run_date} --phases {upstream},{phase}",
             "en": "Cannot run {phase} for {run_date}: {upstream}, whose results it reads, has not completed. Run it together "
-                  "with {upstream}, for example {lm_co2} run --date {run_date} --phases {upstream},{phase}.",
+                  "with {upstream}, for example:\n  {lm_co2} run --date {run_date} --phases {upstream},{phase}",
         },
     }
 )
@@ -234,18 +234,18 @@ register(
     {
         "phases.input_changed": {
             "ja": "{run_date} の入力 {url} が前回の取得（fetch）の後に変わりました（{detail}）。"
-                  "新しい入力で作り直すには --force で再実行してください（例: {lm_co2} run --date {run_date} --force）。",
+                  "新しい入力で作り直すには、例えば次のように --force で再実行してください。\n  {lm_co2} run --date {run_date} --force",
             "en": "The input of {run_date} in {url} changed after it was fetched ({detail}). Rerun with --force to rebuild "
-                  "the day from the new input, for example {lm_co2} run --date {run_date} --force.",
+                  "the day from the new input, for example:\n  {lm_co2} run --date {run_date} --force",
         },
         "phases.raw_outdated": {
             "ja": (
                 "{run_date} の入力 {url} が取得（fetch）の後に変わったため、raw のコピーは古くなっています（{detail}）。"
-                "fetch を含めて --force で再実行してください（例: {lm_co2} run --date {run_date} --force）。"
+                "fetch を含めて、例えば次のように --force で再実行してください。\n  {lm_co2} run --date {run_date} --force"
             ),
             "en": (
                 "The input of {run_date} in {url} changed after it was fetched ({detail}), so the raw copy is out of date. "
-                "Rerun with the fetch phase and --force, for example {lm_co2} run --date {run_date} --force."
+                "Rerun with the fetch phase and --force, for example:\n  {lm_co2} run --date {run_date} --force"
             ),
         },
         "phases.change.added": {"ja": "追加 {count} 件: {path}", "en": "{count} new: {path}"},

@@ -65,7 +65,7 @@ register(
         "cli.backfill": {"ja": "期間内の各日について日次フローを順に実行する。", "en": "Run the daily flow for every day of a date range."},
         "cli.backfill.start": {"ja": "最初の実行日（YYYY-MM-DD）。", "en": "First run date (YYYY-MM-DD)."},
         "cli.backfill.end": {"ja": "最後の実行日（YYYY-MM-DD、この日を含む）。", "en": "Last run date (YYYY-MM-DD, included)."},
-        "cli.backfill.done": {"ja": "バックフィル結果（{count} 日）:", "en": "Backfill outcome ({count} days):"},
+        "cli.backfill.done": {"ja": "バックフィル結果（{count} 日）:", "en": "Backfill outcome ({count} {days}):"},
         "cli.backfill.date": {"ja": "  {day}: {state}", "en": "  {day}: {state}"},
         "cli.state.COMPLETED": {"ja": "完了", "en": "completed"},
         "cli.state.FAILED": {"ja": "失敗", "en": "failed"},
@@ -662,7 +662,7 @@ def _backfill(args: argparse.Namespace, lang: str, console: _RunConsole, prefect
 
 
 def _print_backfill_outcomes(outcomes: dict[str, str], lang: str, *, file: TextIO) -> None:
-    _echo(message("cli.backfill.done", lang, count=len(outcomes)), file=file)
+    _echo(message("cli.backfill.done", lang, count=len(outcomes), days="day" if len(outcomes) == 1 else "days"), file=file)
     for day, state in outcomes.items():
         key = f"cli.state.{state}"
         label = message(key, lang) if has_message(key) else state

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from flows import cli
@@ -40,3 +42,19 @@ class TestProfilePlacement:
 
         assert stop.value.code == 2
         assert "'jp'" in capsys.readouterr().err
+
+
+class TestBackfillOutcome:
+    @pytest.mark.parametrize(("outcomes", "heading"), [
+        ({"2026-12-01": "completed"}, "Backfill outcome (1 day):"),
+        ({"2026-12-01": "completed", "2026-12-02": "failed"}, "Backfill outcome (2 days):"),
+    ])
+    def test_heading_counts_days(self, outcomes: dict[str, str], heading: str, capsys: pytest.CaptureFixture[str]) -> None:
+        cli._print_backfill_outcomes(outcomes, "en", file=sys.stdout)
+
+        assert capsys.readouterr().out.splitlines()[0] == heading
+
+    def test_heading_in_japanese(self, capsys: pytest.CaptureFixture[str]) -> None:
+        cli._print_backfill_outcomes({"2026-12-01": "completed"}, "ja", file=sys.stdout)
+
+        assert capsys.readouterr().out.splitlines()[0] == "バックフィル結果（1 日）:"

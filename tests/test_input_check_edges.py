@@ -187,7 +187,7 @@ class TestInputChangedError:
         japanese, english = error.message("ja"), error.message("en")
         assert "追加 2 件: trajectories/{odd}.parquet ほか、削除 1 件: c.parquet、サイズ変更 1 件: d.parquet" in japanese
         assert "2 new: trajectories/{odd}.parquet and others, 1 gone: c.parquet, 1 resized: d.parquet" in english
-        assert "fetch を含めて --force" in japanese
+        assert "fetch を含めて、例えば次のように --force で再実行" in japanese
         assert error.message("fr") == japanese  # an unknown language falls back to Japanese
 
 

@@ -74,7 +74,7 @@ class TestSameSizeRewrite:
         with pytest.raises(phases.InputChangedError) as info:
             phases.check_raw_copy_current(_run(tmp_path, force=True))
         assert info.value.changes.modified == (VEHICLES,)
-        assert "fetch を含めて --force で再実行" in info.value.message("ja")
+        assert "fetch を含めて、例えば次のように --force で再実行" in info.value.message("ja")
 
     def test_same_bytes_new_time_unchanged(self, tmp_path: Path) -> None:
         vehicles = _fetched(tmp_path)

@@ -111,7 +111,7 @@ class TestRunsWithoutFetch:
         assert info.value.code == "input_changed"
         assert info.value.changes.resized
         japanese, english = info.value.message("ja"), info.value.message("en")
-        assert "fetch を含めて --force で再実行" in japanese
+        assert "fetch を含めて、例えば次のように --force で再実行" in japanese
         assert "サイズ変更" in japanese
         assert "resized" not in japanese
         assert "Rerun with the fetch phase and --force" in english
@@ -244,7 +244,8 @@ def test_suggested_rerun_keeps_profile_and_language(tmp_path: Path, prefect_harn
 
     err = capsys.readouterr().err
     assert "so the raw copy is out of date" in err
-    assert f"for example {shlex.join(['lm-co2', *prefix])} --force." in err
+    # On a line of its own, so that selecting the line copies the command and nothing else.
+    assert f"for example:\n  {shlex.join(['lm-co2', *prefix])} --force\n" in err
     # Outside the command, messages suggest the plain command.
     error = phases.InputChangedError("/in/", "2026-12-01", phases.InputChanges(resized=("a.parquet",)), False)
-    assert "for example lm-co2 run --date 2026-12-01 --force." in error.message("en")
+    assert error.message("en").endswith("for example:\n  lm-co2 run --date 2026-12-01 --force")
