@@ -93,7 +93,7 @@ class DailyRun:
         return self.store("temp")
 
     def completed(self, phase: str) -> Manifest | None:
-        return None if self.force else read_phase_marker(self.state, phase)
+        return None if self.force else read_phase_marker(self.state, phase, self.day)
 
     def versions(self) -> dict[str, str]:
         model = pipeline.model_for(self.settings)
@@ -159,7 +159,7 @@ def run_phase(run: DailyRun, phase: str, body: Callable[[], Manifest]) -> PhaseR
     if run.completed(phase) is not None:
         return skipped(run, phase)
     upstream = UPSTREAM.get(phase)
-    if upstream is not None and read_phase_marker(run.state, upstream) is None:
+    if upstream is not None and read_phase_marker(run.state, upstream, run.day) is None:
         raise UpstreamMissingError(phase, upstream, run.day)
     for later in PHASES[PHASES.index(phase):]:
         clear_phase_marker(run.state, later)
@@ -374,7 +374,7 @@ def check_raw_copy_current(run: DailyRun) -> InputCheck:
         If objects were added, removed, resized or rewritten since the fetch.
     """
     source = run.store("input")
-    fetched = read_phase_marker(run.state, "fetch")
+    fetched = read_phase_marker(run.state, "fetch", run.day)
     if fetched is None:
         return InputCheck("not_fetched", source.url)
     try:
@@ -863,8 +863,8 @@ def _trip_report_frame(trips_table: pa.Table | None) -> pd.DataFrame:
 
 
 def _day_facts(run: DailyRun, segments: charts.SegmentAggregates, geo: pa.Table | None) -> plausibility.DayFacts:
-    validated = read_phase_marker(run.state, "validate")
-    computed = read_phase_marker(run.state, "compute")
+    validated = read_phase_marker(run.state, "validate", run.day)
+    computed = read_phase_marker(run.state, "compute", run.day)
     trajectories = (validated.counts.get("datasets", {}).get("trajectories", {}) if validated else {}) or {}
     tacho = (computed.counts.get("tachometer", {}) if computed else {}) or {}
     length_m = segments.length_m
@@ -918,7 +918,7 @@ def _earlier_phase_times(run: DailyRun) -> list[dict[str, Any]]:
     """Seconds of fetch, validate and compute from their markers (output and publish are still running)."""
     records = []
     for phase in PHASES[:3]:
-        marker = read_phase_marker(run.state, phase)
+        marker = read_phase_marker(run.state, phase, run.day)
         records.append({"phase": phase, "seconds": marker.counts.get("seconds") if marker else None, "skipped": False})
     return records
 

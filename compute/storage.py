@@ -27,7 +27,7 @@ import posixpath
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import fsspec
@@ -77,6 +77,12 @@ register(
                   "両方に接続できること、認証情報で読み書きできることを確かめてから、{phase} フェーズを再実行してください。",
             "en": "{failed} of {total} objects failed to copy from {source} to {destination}: {errors}. Check that both are reachable "
                   "and that the credentials can read and write them, then rerun the {phase} phase.",
+        },
+        "storage.phase_marker_other_date": {
+            "ja": "フェーズ {phase} の完了マーカー {path} は {marker_date} の実行のもので、{run_date} のものではありません"
+                  "（手でコピーされたと見なします）。{phase} をもう一度実行します。",
+            "en": "The completion marker {path} of phase {phase} was written by the run of {marker_date}, not {run_date} "
+                  "(taken as copied by hand), so {phase} runs again.",
         },
         "storage.phase_marker_invalid": {
             "ja": "フェーズ {phase} の完了マーカー {path} が正しいマニフェストではありません（{error}、{size} バイト）。"
@@ -135,8 +141,29 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
+        """Read a manifest written by :meth:`to_json`.
+
+        Raises
+        ------
+        ValueError
+            If ``text`` is not JSON, or a field is missing or of the wrong type; the message names the field.
+        """
         data = json.loads(text)
-        objects = [ObjectRecord.from_dict(o) for o in data.pop("objects", [])]
+        if not isinstance(data, dict):
+            raise ValueError(f"a manifest is a JSON object, got {type(data).__name__}")
+        for name in ("phase", "run_date", "root"):
+            if not isinstance(data.get(name), str):
+                raise ValueError(f"field {name!r} must be text, got {data.get(name)!r:.40}")
+        for name, kind in (("objects", list), ("counts", dict), ("versions", dict), ("sources", dict), ("withdrawn", list)):
+            if not isinstance(data.get(name, kind()), kind):
+                raise ValueError(f"field {name!r} must be a JSON {'array' if kind is list else 'object'}, got {type(data[name]).__name__}")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown fields {unknown}")
+        try:
+            objects = [ObjectRecord.from_dict(o) for o in data.pop("objects", [])]
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"an entry of 'objects' is invalid ({type(error).__name__}: {error})") from None
         return cls(objects=objects, **data)
 
     @property
@@ -522,21 +549,50 @@ def phase_marker_path(phase: str) -> str:
     return f"{PHASES_DIR}/{phase}.json"
 
 
-def read_phase_marker(state: Store, phase: str) -> Manifest | None:
+def read_phase_marker(state: Store, phase: str, run_date: str | None = None) -> Manifest | None:
     """Return the manifest a completed ``phase`` left in ``state``, or ``None``.
 
-    A marker that is not a valid manifest (cut short by a killed run, or edited by hand) counts
-    as no marker, so the phase runs again. A warning in the operator's language names its path.
+    A marker that is not a valid manifest (cut short by a killed run, or edited by hand), or that
+    another run date wrote (copied by hand), counts as no marker, so the phase runs again. A
+    warning in the operator's language names its path, once per process and marker content.
     """
     path = phase_marker_path(phase)
     if not state.exists(path):
         return None
-    text = state.read_text(path)
+    body = b""
     try:
-        return Manifest.from_json(text)
-    except (ValueError, TypeError, KeyError) as error:
-        _log.warning(message("storage.phase_marker_invalid", current_language(), path=state.path(path), phase=phase, error=error, size=len(text)))
+        body = state.read_bytes(path)
+        manifest = Manifest.from_json(body.decode("utf-8"))
+        if manifest.phase != phase:
+            raise ValueError(f"it is the marker of phase {manifest.phase!r}")
+    except IsADirectoryError:
+        _warn_once("storage.phase_marker_invalid", state.path(path), body, phase=phase, error="a folder, not a file", size=0)
         return None
+    except (ValueError, TypeError, KeyError, AttributeError) as error:  # UnicodeDecodeError is a ValueError
+        _warn_once("storage.phase_marker_invalid", state.path(path), body, phase=phase, error=_short(error), size=len(body))
+        return None
+    if run_date is not None and manifest.run_date != run_date:
+        _warn_once("storage.phase_marker_other_date", state.path(path), body, phase=phase, marker_date=manifest.run_date, run_date=run_date)
+        return None
+    return manifest
+
+
+#: Markers already warned about, by path and SHA-256 of their content: a run reads a marker more
+#: than once, and the operator needs its warning once.
+_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_once(key: str, path: str, body: bytes, **values: object) -> None:
+    seen = (path, hashlib.sha256(body).hexdigest())
+    if seen in _WARNED:
+        return
+    _WARNED.add(seen)
+    _log.warning(message(key, current_language(), path=path, **values))
+
+
+def _short(error: BaseException, limit: int = 200) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def write_phase_marker(state: Store, manifest: Manifest) -> None:

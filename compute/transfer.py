@@ -36,7 +36,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -101,9 +101,9 @@ register(
         },
         "transfer.delivery_marker_invalid": {
             "ja": "{relative} の納品マーカー {path} が正しくありません（{error}、{size} バイト）。"
-                  "途中で止められた実行のものと見なし、{relative} をもう一度納品します。対応は不要です。",
+                  "途中で止められた実行のものか手で編集されたものと見なし、{relative} をもう一度納品します。対応は不要です。",
             "en": "The delivery marker {path} of {relative} is not valid ({error}, {size} bytes). It is taken as cut short "
-                  "by a stopped run, so {relative} is delivered again. No action is needed.",
+                  "by a stopped run or edited by hand, so {relative} is delivered again. No action is needed.",
         },
     }
 )
@@ -406,7 +406,24 @@ class Delivery:
 
     @classmethod
     def from_json(cls, text: str) -> Delivery:
-        return cls(**json.loads(text))
+        """Read a delivery marker written by :meth:`to_json`.
+
+        Raises
+        ------
+        ValueError
+            If ``text`` is not a JSON object with the fields of a delivery, each of its type.
+        """
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"a delivery marker is a JSON object, got {type(data).__name__}")
+        for item in fields(cls):
+            if item.name not in data and item.default is MISSING:
+                raise ValueError(f"field {item.name!r} is missing")
+            value = data.get(item.name, item.default)
+            kind = int if item.name == "size" else str
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"field {item.name!r} must be {'an integer' if kind is int else 'text'}, got {value!r:.40}")
+        return cls(**data)
 
     def record(self) -> ObjectRecord:
         return ObjectRecord(path=self.path, size=self.size, sha256=self.sha256, md5=self.md5)
@@ -562,14 +579,18 @@ def read_delivery(state: Store, relative: str) -> Delivery | None:
     path = delivery_marker_path(relative)
     if not state.exists(path):
         return None
-    text = state.read_text(path)
+    body = b""
     try:
-        return Delivery.from_json(text)
-    except (ValueError, TypeError) as error:
-        # Cut short by a killed run: the object is delivered again.
-        _log.warning(message("transfer.delivery_marker_invalid", current_language(), path=state.path(path), relative=relative, error=error,
-                             size=len(text)))
-        return None
+        body = state.read_bytes(path)
+        return Delivery.from_json(body.decode("utf-8"))
+    except IsADirectoryError:
+        error_text = "a folder, not a file"
+    except (ValueError, TypeError) as error:  # UnicodeDecodeError is a ValueError
+        error_text = f"{type(error).__name__}: {error}"[:200]
+    # Cut short by a killed run, or edited by hand: the object is delivered again.
+    _log.warning(message("transfer.delivery_marker_invalid", current_language(), path=state.path(path), relative=relative, error=error_text,
+                         size=len(body)))
+    return None
 
 
 def deliver_object(

@@ -270,7 +270,7 @@ def summarise(
         # --force (which applies to the phases run now). Later markers are stale after a forced
         # rerun of an earlier phase.
         upstream = position < first_run
-        marker = read_phase_marker(run.state, phase) if upstream or not run.force else None
+        marker = read_phase_marker(run.state, phase, run.day) if upstream or not run.force else None
         if marker is not None:
             records.append({"phase": phase, "skipped": True, "seconds": 0.0, **marker.counts})
     order = {p: i for i, p in enumerate(ph.PHASES)}
@@ -288,7 +288,7 @@ def _delivery_state(run: ph.DailyRun, settings: Settings) -> dict[str, str] | No
     earlier figures, complete with their ``_SUCCESS``. The summary reports it with the command
     that delivers the new ones. None when publish completed, or when the day was never delivered.
     """
-    if read_phase_marker(run.state, "publish") is not None:
+    if read_phase_marker(run.state, "publish", run.day) is not None:
         return None
     url = settings.url("output", run.run_date)
     earlier = transfer.completed_delivery(run.state)

@@ -130,6 +130,7 @@ def test_empty_marker_counts_as_missing(tmp_path: Path, caplog: pytest.LogCaptur
 
     with caplog.at_level(logging.WARNING, logger="compute.storage"):
         assert read_phase_marker(state, "output") is None
+        marker.write_bytes(b" ")  # other content: a marker is warned about once per content
         with operator_language("en"):
             assert read_phase_marker(state, "output") is None
 
@@ -138,7 +139,7 @@ def test_empty_marker_counts_as_missing(tmp_path: Path, caplog: pytest.LogCaptur
     # Japanese unless the flow set the profile's language; the parse error's text is pyarrow's or json's.
     assert warnings[0].startswith(message("storage.phase_marker_invalid", "ja", **expected).split("（")[0])
     assert warnings[1].startswith(message("storage.phase_marker_invalid", "en", **expected).split(" (")[0])
-    assert warnings[1].endswith("0 bytes). It is taken as cut short by a stopped run or edited by hand, so output runs again. No action is needed.")
+    assert warnings[1].endswith("1 bytes). It is taken as cut short by a stopped run or edited by hand, so output runs again. No action is needed.")
 
 
 def test_cut_delivery_marker_delivers_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -158,7 +159,7 @@ def test_cut_delivery_marker_delivers_again(tmp_path: Path, caplog: pytest.LogCa
     warnings = [r.getMessage() for r in caplog.records if r.name == "compute.transfer"]
     assert len(warnings) == 1
     assert warnings[0].startswith(f"The delivery marker {marker} of trips.parquet is not valid (")
-    assert warnings[0].endswith("20 bytes). It is taken as cut short by a stopped run, so trips.parquet is delivered again. No action is needed.")
+    assert warnings[0].endswith("20 bytes). It is taken as cut short by a stopped run or edited by hand, so trips.parquet is delivered again. No action is needed.")
     assert "trips.parquet" in [f.get("object") for e, f in events if e == "object_delivered"]
     assert transfer.read_delivery(state, "trips.parquet") is not None
 
@@ -267,3 +268,73 @@ def test_rerun_after_cut_marker_completes(tmp_path: Path) -> None:
     again = phases.fetch(phases.DailyRun.create(run_settings, DAY))
     assert not again.skipped
     assert read_phase_marker(phases.DailyRun.create(run_settings, DAY).state, "fetch") is not None
+
+
+_VALID = Manifest(phase="compute", run_date="2026-12-01", root="x", counts={"trips": 3}).to_json()
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"null", "a manifest is a JSON object, got NoneType"),
+    (b"[]", "a manifest is a JSON object, got list"),
+    (b"\xff\xfe{}", "UnicodeDecodeError"),
+    (_VALID.replace('"counts": {\n    "trips": 3\n  }', '"counts": []').encode(), "field 'counts' must be a JSON object, got list"),
+    (_VALID.replace('"phase": "compute"', '"phase": "validate"').encode(), "it is the marker of phase 'validate'"),
+    (_VALID.replace('"root": "x"', '"root": 3').encode(), "field 'root' must be text, got 3"),
+    (_VALID.replace('"objects": []', '"objects": [{"path": "a"}]').encode(), "an entry of 'objects' is invalid (KeyError"),
+])
+def test_edited_phase_marker_runs_again(tmp_path: Path, caplog: pytest.LogCaptureFixture, body: bytes, reason: str) -> None:
+    state = Store(str(tmp_path / "state"))
+    assert '"counts": {\n    "trips": 3\n  }' in _VALID and '"objects": []' in _VALID
+    state.write_bytes("_phases/compute.json", body)
+
+    with caplog.at_level(logging.WARNING, logger="compute.storage"), operator_language("en"):
+        assert read_phase_marker(state, "compute", "2026-12-01") is None
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "compute.storage"]
+    assert len(warnings) == 1
+    assert reason in warnings[0]
+    assert warnings[0].endswith("so compute runs again. No action is needed.")
+
+
+def test_marker_folder_runs_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = Store(str(tmp_path / "state"))
+    (tmp_path / "state" / "_phases" / "publish.json").mkdir(parents=True)
+
+    with caplog.at_level(logging.WARNING, logger="compute.storage"), operator_language("en"):
+        assert read_phase_marker(state, "publish", "2026-12-01") is None
+
+    assert "(a folder, not a file, 0 bytes)" in caplog.records[-1].getMessage()
+
+
+def test_marker_of_other_date_runs_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = Store(str(tmp_path / "state"))
+    state.write_bytes("_phases/compute.json", _VALID.replace("2026-12-01", "2026-12-02").encode())
+
+    with caplog.at_level(logging.WARNING, logger="compute.storage"), operator_language("en"):
+        assert read_phase_marker(state, "compute", "2026-12-01") is None
+        assert read_phase_marker(state, "compute", "2026-12-01") is None
+        assert read_phase_marker(state, "compute", "2026-12-02") is not None
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "compute.storage"]
+    # Read twice, warned once.
+    assert warnings == [f"The completion marker {tmp_path / 'state' / '_phases' / 'compute.json'} of phase compute was written by the run "
+                        "of 2026-12-02, not 2026-12-01 (taken as copied by hand), so compute runs again."]
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe", b"[]", b'{"path": "trips.parquet"}', b"null"])
+def test_edited_delivery_marker_delivers_again(tmp_path: Path, caplog: pytest.LogCaptureFixture, body: bytes) -> None:
+    from compute import transfer
+
+    processed, state, output = (Store(str(tmp_path / name)) for name in ("processed", "temp", "output"))
+    processed.write_bytes("trips.parquet", b"parquet" * 10)
+    uploader = transfer.make_uploader(output)
+    transfer.deliver(processed, uploader, state, run_date="2026-12-01", versions={}, retries=0)
+    state.write_bytes(transfer.delivery_marker_path("manifest.json"), body)
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    with caplog.at_level(logging.WARNING, logger="compute.transfer"):
+        transfer.deliver(processed, uploader, state, run_date="2026-12-01", versions={}, retries=0, on_event=lambda e, f: events.append((e, f)))
+
+    assert [r.getMessage() for r in caplog.records if r.name == "compute.transfer"][0].startswith("manifest.json の納品マーカー")
+    assert "manifest.json" in [f.get("object") for e, f in events if e == "object_delivered"]
+    assert transfer.read_delivery(state, "manifest.json") is not None
