@@ -36,11 +36,24 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from compute.i18n import current_language, message, register
+
 SEED_ENV = "LMCO2_NUMBA_CACHE_SEED"
 #: Modules whose compiled loops the image carries.
 COMPILED_MODULES = ("compute.segments", "compute.spatial", "compute.tachograph", "compute.metrics", "compute.emissions.profiles")
 
 _log = logging.getLogger(__name__)
+
+register(
+    {
+        "numba_cache.seed_not_copied": {
+            "ja": "numba のキャッシュの種 {seed} をコピーできませんでした（{error}）。このプロセスでループをコンパイルします"
+                  "（遅くなりますが結果は同じです）。",
+            "en": "The numba cache seed {seed} was not copied ({error}), so this process compiles the loops itself "
+                  "(slower, with the same results).",
+        },
+    }
+)
 
 
 def seed(environ: Mapping[str, str] = os.environ) -> int:
@@ -69,7 +82,7 @@ def seed(environ: Mapping[str, str] = os.environ) -> int:
                     copied += 1
     except OSError as error:
         # numba then compiles the loops itself, as without a seed: slower, never wrong.
-        _log.warning("numba cache seed not copied; the loops are compiled in this process instead",
+        _log.warning(message("numba_cache.seed_not_copied", current_language(), seed=source, error=error),
                      extra={"event": "numba_cache_seed_failed", "seed": source, "cache_dir": target, "error": str(error)})
     return copied
 

@@ -65,6 +65,10 @@ register(
         "cli.backfill": {"ja": "期間内の各日について日次フローを順に実行する。", "en": "Run the daily flow for every day of a date range."},
         "cli.backfill.start": {"ja": "最初の実行日（YYYY-MM-DD）。", "en": "First run date (YYYY-MM-DD)."},
         "cli.backfill.end": {"ja": "最後の実行日（YYYY-MM-DD、この日を含む）。", "en": "Last run date (YYYY-MM-DD, included)."},
+        "cli.abandoned_check_failed": {
+            "ja": "止められたプロセスが Running のまま残した実行を探せませんでした（{error}）。実行はそのまま続けます。",
+            "en": "Looking for runs that a stopped process left Running failed ({error}); the run goes on.",
+        },
         "cli.backfill.done": {"ja": "バックフィル結果（{count} 日）:", "en": "Backfill outcome ({count} {days}):"},
         "cli.backfill.date": {"ja": "  {day}: {state}", "en": "  {day}: {state}"},
         "cli.state.COMPLETED": {"ja": "完了", "en": "completed"},
@@ -627,7 +631,7 @@ def _start_prefect(lang: str) -> None:
     try:
         notes = interrupt.crash_abandoned_runs(lang)
     except Exception as error:  # the check only tidies the run list, so the run goes on without it
-        logging.getLogger(__name__).warning("checking for runs left Running by a killed process failed: %s", error)
+        logging.getLogger(__name__).warning(message("cli.abandoned_check_failed", lang, error=error))
         return
     for note in notes:
         _echo(note, file=sys.stderr)

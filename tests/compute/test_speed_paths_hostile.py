@@ -1083,7 +1083,7 @@ class TestNumbaCacheSeed:
                               capture_output=True, text=True, timeout=120, check=False)
 
         assert done.returncode == 0, done.stderr[-2000:]
-        assert "numba cache seed not copied" in done.stderr
+        assert f"numba のキャッシュの種 {seed} をコピーできませんでした" in done.stderr  # Japanese outside a run
 
     def test_existing_files_and_folders_are_kept(self, tmp_path: Path) -> None:
         seed = _make_seed(tmp_path, 6)
