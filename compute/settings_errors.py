@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import re
+import reprlib
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -101,6 +102,7 @@ register(
             "en": "{parent}setting name {value} is not text. Write setting names as words; null and numbers cannot name a setting.",
         },
         "settings.error.own": {"ja": "設定 {path}: {reason}", "en": "Setting {path}: {reason}"},
+        "settings.error.own_top": {"ja": "{reason}", "en": "{reason}"},
         "settings.error.other": {
             "ja": "設定 {path} の値 {value} は受け付けられません（検証エラーの種類: {kind}）。値を確認して直してください。"
                   "英語の詳細は --lang en で表示されます。",
@@ -142,6 +144,12 @@ _TEMPLATE_OF_TYPE: dict[str, str] = {
 _BOUNDS = ("gt", "ge", "lt", "le")
 _SECRET_NAME = re.compile(r"secret|token|password|credential|webhook", re.IGNORECASE)
 _MAX_VALUE_CHARS = 80
+# repr() of a YAML alias bomb (nested lists of aliases, 9**10 strings from under 1 kB) takes
+# minutes and gigabytes, so containers are written with bounded depth and item counts.
+_BOUNDED_REPR = reprlib.Repr()
+_BOUNDED_REPR.maxlevel = 3
+_BOUNDED_REPR.maxlist = _BOUNDED_REPR.maxtuple = _BOUNDED_REPR.maxdict = _BOUNDED_REPR.maxset = 8
+_BOUNDED_REPR.maxstring = _BOUNDED_REPR.maxother = _MAX_VALUE_CHARS
 
 
 class SettingsError(OperatorError):
@@ -212,7 +220,9 @@ def _describe_in(error: ErrorDetails, lang: str, environ: Mapping[str, str]) -> 
     own = context.get("error")
 
     if kind == "value_error" and isinstance(own, OperatorError):
-        text = message("settings.error.own", lang, path=path, reason=own.message(lang))
+        # A check across sections (notify and credentials) has no single setting to name.
+        key = "settings.error.own" if path else "settings.error.own_top"
+        text = message(key, lang, path=path, reason=own.message(lang))
     elif kind == "extra_forbidden":
         text = _describe_unknown_key(loc, value, lang)
     elif kind == "invalid_key":
@@ -274,7 +284,9 @@ def _shown_value(loc: tuple[int | str, ...], value: object) -> str:
     if _is_secret(loc):
         return "'***'"
     # Passwords inside URLs are masked before the text is shortened, which could cut the URL.
-    text = "null" if value is None else mask_url_credentials(repr(value))
+    # Only containers go through the bounded repr, which would also cut a long string in its middle.
+    written = _BOUNDED_REPR.repr(value) if isinstance(value, (list, tuple, dict, set, frozenset)) else repr(value)
+    text = "null" if value is None else mask_url_credentials(written)
     return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 3] + "..."
 
 
@@ -346,6 +358,7 @@ _YAML_PROBLEMS_JA: tuple[tuple[str, str], ...] = (
     ("found unexpected end of stream", "ファイルが途中で終わっています。閉じていない引用符がないか確認してください"),
     ("expected ',' or ']'", "[ ] のリストが閉じていないか、要素の区切りの「,」がありません"),
     ("expected ',' or '}'", "{ } のマッピングが閉じていないか、要素の区切りの「,」がありません"),
+    ("found duplicate key", "同じキーが同じ階層に 2 回書かれています。どちらか一方を削除してください"),
     ("found unknown escape character", "二重引用符の中に使えないエスケープ（\\ の後の文字）があります。単一引用符で囲むか、\\ を \\\\ にしてください"),
 )
 _YAML_CONTEXTS_JA: dict[str, str] = {
@@ -357,6 +370,7 @@ _YAML_CONTEXTS_JA: dict[str, str] = {
     "while scanning a simple key": "キーを読んでいる途中",
     "while parsing a flow sequence": "[ ] のリストを読んでいる途中",
     "while parsing a flow mapping": "{ } のマッピングを読んでいる途中",
+    "while constructing a mapping": "マッピング（「キー: 値」の並び）を組み立てている途中",
 }
 
 

@@ -694,6 +694,8 @@ def _date_argument(value: str) -> dt.date:
 
     try:
         return parse_run_date(value)
+    except OperatorError:
+        raise  # a date in the right form that does not exist, or outside the years lm-co2 accepts
     except ValueError as error:
         raise OperatorError("cli.bad_date", value=value) from error
 

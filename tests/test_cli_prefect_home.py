@@ -107,5 +107,5 @@ class TestDefaultHomeUnusable:
         done = _lm_co2(["--lang", "en", "--profile", profile, "run", "--date", "2026-13-01"], cwd=work, api_url=None, timeout=60)
 
         assert done.returncode == 1
-        assert "Invalid date '2026-13-01'" in done.stderr
+        assert "run date '2026-13-01' has the form YYYY-MM-DD or YYYYMMDD, but the day does not exist" in done.stderr
         assert not (work / "var").exists()
