@@ -492,7 +492,7 @@ def load_settings(
     if not str(name).strip():
         # Path("") is the current folder, which would be read as the profile file.
         source = "--profile" if profile is not None else f"{ENV_PREFIX}PROFILE"
-        raise OperatorValueError("settings.profile_empty", source=source)
+        raise ProfileFileError("settings.profile_empty", source=source)
     values = _read_profile(name)
     _deep_update(values, _env_overrides(env))
     if overrides:
@@ -501,6 +501,13 @@ def load_settings(
     if not _is_url(settings.data_dir):
         settings = settings.model_copy(update={"data_dir": str(Path(settings.data_dir).resolve())})
     return settings
+
+
+class ProfileFileError(OperatorValueError):
+    """A profile that cannot be read as settings at all: an empty name, a folder, not UTF-8, not a mapping.
+
+    No setting was read, so the command prints the text alone, without the heading of invalid settings.
+    """
 
 
 class ProfileSyntaxError(ValueError):
@@ -548,13 +555,13 @@ def _read_profile(name: str | Path) -> dict[str, Any]:
         if not path.exists():
             raise FileNotFoundError(f"profile file {str(path)!r} not found; pass a shipped profile name (local, gke) or an existing YAML file")
         if path.is_dir():
-            raise OperatorValueError("settings.profile_is_folder", profile=str(path))
+            raise ProfileFileError("settings.profile_is_folder", profile=str(path))
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as error:
-            raise OperatorValueError("settings.profile_not_utf8", profile=str(path), position=error.start + 1) from error
+            raise ProfileFileError("settings.profile_not_utf8", profile=str(path), position=error.start + 1) from error
         except OSError as error:
-            raise OperatorValueError("settings.profile_unreadable", profile=str(path), reason=error.strerror or type(error).__name__) from error
+            raise ProfileFileError("settings.profile_unreadable", profile=str(path), reason=error.strerror or type(error).__name__) from error
         source = str(path)
     else:
         shipped = resources.files("compute.profiles") / f"{name}.yaml"
@@ -567,7 +574,7 @@ def _read_profile(name: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         raise ProfileSyntaxError.from_yaml(source, error) from error
     if not isinstance(data, dict):
-        raise OperatorValueError("settings.profile_not_mapping", profile=str(name), kind=type(data).__name__)
+        raise ProfileFileError("settings.profile_not_mapping", profile=str(name), kind=type(data).__name__)
     return data
 
 

@@ -243,6 +243,9 @@ def _describe_in(error: ErrorDetails, lang: str, environ: Mapping[str, str]) -> 
 
     variable = _environment_variable(loc, environ)
     if variable is not None:
+        # Texts of validators end without a full stop, so one ends the sentence before the note.
+        if not text.endswith((".", "。")):
+            text += "。" if lang == "ja" else "."
         text += message("settings.error.from_environment", lang, variable=variable)
     return text
 

@@ -78,6 +78,12 @@ register(
             "en": "{failed} of {total} objects failed to copy from {source} to {destination}: {errors}. Check that both are reachable "
                   "and that the credentials can read and write them, then rerun the {phase} phase.",
         },
+        "storage.phase_marker_folder": {
+            "ja": "フェーズ {phase} の完了マーカー {path} がファイルではなくフォルダです。マーカーがないものとして {phase} を"
+                  "もう一度実行し、完了したらフォルダをマーカーのファイルに置き換えます。",
+            "en": "The completion marker {path} of phase {phase} is a folder, not a file, so {phase} runs again as if it "
+                  "had no marker, and its completion replaces the folder with the marker file.",
+        },
         "storage.phase_marker_other_date": {
             "ja": "フェーズ {phase} の完了マーカー {path} は {marker_date} の実行のもので、{run_date} のものではありません"
                   "（手でコピーされたと見なします）。{phase} をもう一度実行します。",
@@ -566,7 +572,7 @@ def read_phase_marker(state: Store, phase: str, run_date: str | None = None) -> 
         if manifest.phase != phase:
             raise ValueError(f"it is the marker of phase {manifest.phase!r}")
     except IsADirectoryError:
-        _warn_once("storage.phase_marker_invalid", state.path(path), body, phase=phase, error="a folder, not a file", size=0)
+        _warn_once("storage.phase_marker_folder", state.path(path), body, phase=phase)
         return None
     except (ValueError, TypeError, KeyError, AttributeError) as error:  # UnicodeDecodeError is a ValueError
         _warn_once("storage.phase_marker_invalid", state.path(path), body, phase=phase, error=_short(error), size=len(body))

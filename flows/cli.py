@@ -704,7 +704,7 @@ def _load_settings(profile: str | None) -> Any:
     """Load and check the settings before anything starts; raise :class:`OperatorError` when they are invalid."""
     import pydantic
 
-    from compute.settings import ProfileSyntaxError, load_settings
+    from compute.settings import ProfileFileError, ProfileSyntaxError, load_settings
     from compute.settings_errors import SettingsError
 
     name = profile if profile is not None else os.environ.get("LMCO2_PROFILE", "local")
@@ -714,6 +714,8 @@ def _load_settings(profile: str | None) -> Any:
         raise OperatorError("cli.bad_profile", profile=str(name), shipped=", ".join(_shipped_profiles())) from error
     except ProfileSyntaxError as error:
         raise _profile_syntax_error(error) from error
+    except ProfileFileError:
+        raise
     except pydantic.ValidationError as error:
         raise SettingsError.from_validation_error(str(name), error, os.environ) from error
     except OperatorError as error:

@@ -58,3 +58,19 @@ class TestBackfillOutcome:
         cli._print_backfill_outcomes({"2026-12-01": "completed"}, "ja", file=sys.stdout)
 
         assert capsys.readouterr().out.splitlines()[0] == "バックフィル結果（1 日）:"
+
+
+class TestProfileFileErrors:
+    def test_empty_profile_alone_on_its_line(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert cli.main(["--lang", "en", "--profile", "", "validate", "/nonexistent"]) == 1
+
+        # No setting was read, so no heading about invalid settings or their overrides.
+        assert capsys.readouterr().err == ("Error: the profile name is empty (--profile); give a profile name such as local or gke, "
+                                           "or the path of a YAML file\n")
+
+    def test_environment_note_starts_a_sentence(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("LMCO2_OUTPUT__COMPRESSION", "nonsense")
+
+        assert cli.main(["--lang", "en", "validate", "/nonexistent"]) == 1
+
+        assert "or null for no compression. The environment variable LMCO2_OUTPUT__COMPRESSION sets this value." in capsys.readouterr().err

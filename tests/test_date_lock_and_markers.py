@@ -303,7 +303,9 @@ def test_marker_folder_runs_again(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.WARNING, logger="compute.storage"), operator_language("en"):
         assert read_phase_marker(state, "publish", "2026-12-01") is None
 
-    assert "(a folder, not a file, 0 bytes)" in caplog.records[-1].getMessage()
+    assert caplog.records[-1].getMessage() == (f"The completion marker {tmp_path / 'state' / '_phases' / 'publish.json'} of phase publish is "
+                                               "a folder, not a file, so publish runs again as if it had no marker, and its completion "
+                                               "replaces the folder with the marker file.")
 
 
 def test_marker_of_other_date_runs_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
