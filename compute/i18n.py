@@ -81,24 +81,23 @@ def current_language() -> str:
     return _LANGUAGE.get()
 
 
-@contextlib.contextmanager
-def operator_language(lang: str) -> Iterator[None]:
+def operator_language(lang: str) -> contextlib.AbstractContextManager[None]:
     """Set the language of log lines from code without settings to ``lang`` while the block runs."""
-    token = _LANGUAGE.set(lang)
-    try:
-        yield
-    finally:
-        _LANGUAGE.reset(token)
+    return _set_while_running(_LANGUAGE, lang)
+
+
+def suggested_command(command: str) -> contextlib.AbstractContextManager[None]:
+    """Fill ``{lm_co2}`` in messages with ``command`` while the block runs, for example ``lm-co2 --profile prod.yaml``."""
+    return _set_while_running(_COMMAND, command)
 
 
 @contextlib.contextmanager
-def suggested_command(command: str) -> Iterator[None]:
-    """Fill ``{lm_co2}`` in messages with ``command`` while the block runs, for example ``lm-co2 --profile prod.yaml``."""
-    token = _COMMAND.set(command)
+def _set_while_running(variable: contextvars.ContextVar[str], value: str) -> Iterator[None]:
+    token = variable.set(value)
     try:
         yield
     finally:
-        _COMMAND.reset(token)
+        variable.reset(token)
 
 
 def escape_controls(text: str, *, keep: str = "", notation: Literal["python", "json"] = "python") -> str:

@@ -357,12 +357,12 @@ class Settings(_Section):
 
 def _check_template(value: str) -> None:
     """Raise when ``value`` has a placeholder other than TEMPLATE_FIELDS or a lone brace."""
-    shown = mask_url_credentials(value)
+    masked = mask_url_credentials(value)
     try:
         fields = [(name, conversion, spec) for _, name, spec, conversion in string.Formatter().parse(value) if name is not None]
     except ValueError as error:
         raise OperatorValueError(
-            "settings.bad_placeholder", value=shown, problem=f"a lone brace ({error})", problem_ja="対になっていない波かっこがあります"
+            "settings.bad_placeholder", value=masked, problem=f"a lone brace ({error})", problem_ja="対になっていない波かっこがあります"
         ) from error
     for name, conversion, spec in fields:
         if name not in TEMPLATE_FIELDS or conversion or spec:
@@ -373,7 +373,7 @@ def _check_template(value: str) -> None:
                 written += f":{spec}"
             written += "}"
             raise OperatorValueError(
-                "settings.bad_placeholder", value=shown, problem=f"unknown placeholder {written}",
+                "settings.bad_placeholder", value=masked, problem=f"unknown placeholder {written}",
                 problem_ja=f"不明なプレースホルダー {written} があります",
             )
 
