@@ -148,6 +148,12 @@ register(
             "ja": "。--profile と --lang はサブコマンドより前に置いてください。例: {example}",
             "en": "; --profile and --lang go before the subcommand, for example: {example}",
         },
+        "cli.sample.date_outside_window": {
+            "ja": "サンプルの日付 {day} が契約の時刻の範囲（{min_time} 以降、{max_time} より前）の外にあるため、"
+                  "そのトリップはすべて検証で除外されます。範囲内の日付を指定するか、contract.thresholds.min_time / max_time を変えてください。",
+            "en": "sample date {day} is outside the contract's time window (from {min_time}, before {max_time}), so validation "
+                  "would reject every trip; give a date inside it or change contract.thresholds.min_time / max_time",
+        },
         "cli.sample.trips_minimum": {"ja": "サンプル日にはトリップが 1 件以上必要です", "en": "a sample day needs at least one trip"},
         "cli.sample.vertices_minimum": {
             "ja": "トリップの軌跡は 2 頂点以上の線です", "en": "a trip's trajectory is a line of at least 2 vertices",
@@ -792,6 +798,11 @@ def _sample(args: argparse.Namespace, lang: str) -> int:
 
     settings = _load_settings(args.profile)
     day = _date_argument(args.date)
+    thresholds = settings.contract.thresholds
+    # The sample's trips run on this day, so outside the contract's time window validation rejects them all.
+    if not thresholds.min_time.date() <= day < thresholds.max_time.date():
+        raise OperatorError("cli.sample.date_outside_window", day=day.isoformat(), min_time=thresholds.min_time.date().isoformat(),
+                            max_time=thresholds.max_time.date().isoformat())
     url = args.out or settings.url("input", day)
     options = {} if args.out else settings.storage.options_for("input")
     counts = write_sample_day(Store(url, options), day, SampleSpec(trips=args.trips, vertices_per_trip=args.vertices))

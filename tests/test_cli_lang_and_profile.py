@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,12 @@ class TestProfileFileErrors:
         assert cli.main(["--lang", "en", "validate", "/nonexistent"]) == 1
 
         assert "or null for no compression. The environment variable LMCO2_OUTPUT__COMPRESSION sets this value." in capsys.readouterr().err
+
+
+class TestSampleDateWindow:
+    @pytest.mark.parametrize("day", ["1999-12-31", "2100-01-01"])
+    def test_date_outside_contract_window(self, day: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        assert cli.main(["--lang", "en", "sample", "--date", day, "--out", str(tmp_path / "day")]) == 1
+
+        assert f"sample date {day} is outside the contract's time window (from 2000-01-01, before 2100-01-01)" in capsys.readouterr().err
+        assert not (tmp_path / "day").exists()
