@@ -100,6 +100,24 @@ register(
 )
 
 
+class MarkerError(LocalizedText, ValueError):
+    """A phase marker that is not a manifest of this phase: its text says which field is wrong."""
+
+
+register(
+    {
+        "storage.marker.not_object": {"ja": "JSON のオブジェクトではなく {kind} です", "en": "a manifest is a JSON object, got {kind}"},
+        "storage.marker.not_text": {"ja": "項目 {field!r} が文字列ではありません（{value}）", "en": "field {field!r} must be text, got {value}"},
+        "storage.marker.wrong_kind": {"ja": "項目 {field!r} が JSON の {expected} ではなく {kind} です",
+                                      "en": "field {field!r} must be a JSON {expected}, got {kind}"},
+        "storage.marker.unknown_fields": {"ja": "知らない項目があります: {fields}", "en": "unknown fields: {fields}"},
+        "storage.marker.bad_entry": {"ja": "objects の要素が不正です（{error}）", "en": "an entry of 'objects' is invalid ({error})"},
+        "storage.marker.other_phase": {"ja": "フェーズ {phase!r} のマーカーです", "en": "it is the marker of phase {phase!r}"},
+        "storage.marker.not_utf8": {"ja": "UTF-8 のテキストではありません（{position} バイト目）", "en": "not UTF-8 text (byte {position})"},
+    }
+)
+
+
 class VerificationError(StorageError):
     """An object at the destination differs from its source."""
 
@@ -156,20 +174,21 @@ class Manifest:
         """
         data = json.loads(text)
         if not isinstance(data, dict):
-            raise ValueError(f"a manifest is a JSON object, got {type(data).__name__}")
+            raise localized_error(MarkerError, "storage.marker.not_object", kind=type(data).__name__)
         for name in ("phase", "run_date", "root"):
             if not isinstance(data.get(name), str):
-                raise ValueError(f"field {name!r} must be text, got {data.get(name)!r:.40}")
+                raise localized_error(MarkerError, "storage.marker.not_text", field=name, value=f"{data.get(name)!r:.40}")
         for name, kind in (("objects", list), ("counts", dict), ("versions", dict), ("sources", dict), ("withdrawn", list)):
             if not isinstance(data.get(name, kind()), kind):
-                raise ValueError(f"field {name!r} must be a JSON {'array' if kind is list else 'object'}, got {type(data[name]).__name__}")
+                raise localized_error(MarkerError, "storage.marker.wrong_kind", field=name, expected="array" if kind is list else "object",
+                                      kind=type(data[name]).__name__)
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:
-            raise ValueError(f"unknown fields {unknown}")
+            raise localized_error(MarkerError, "storage.marker.unknown_fields", fields=", ".join(unknown))
         try:
             objects = [ObjectRecord.from_dict(o) for o in data.pop("objects", [])]
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(f"an entry of 'objects' is invalid ({type(error).__name__}: {error})") from None
+            raise localized_error(MarkerError, "storage.marker.bad_entry", error=f"{type(error).__name__}: {error}") from None
         return cls(objects=objects, **data)
 
     @property
@@ -570,12 +589,12 @@ def read_phase_marker(state: Store, phase: str, run_date: str | None = None) -> 
         body = state.read_bytes(path)
         manifest = Manifest.from_json(body.decode("utf-8"))
         if manifest.phase != phase:
-            raise ValueError(f"it is the marker of phase {manifest.phase!r}")
+            raise localized_error(MarkerError, "storage.marker.other_phase", phase=manifest.phase)
     except IsADirectoryError:
         _warn_once("storage.phase_marker_folder", state.path(path), body, phase=phase)
         return None
     except (ValueError, TypeError, KeyError, AttributeError) as error:  # UnicodeDecodeError is a ValueError
-        _warn_once("storage.phase_marker_invalid", state.path(path), body, phase=phase, error=_short(error), size=len(body))
+        _warn_once("storage.phase_marker_invalid", state.path(path), body, phase=phase, error=_reason(error), size=len(body))
         return None
     if run_date is not None and manifest.run_date != run_date:
         _warn_once("storage.phase_marker_other_date", state.path(path), body, phase=phase, marker_date=manifest.run_date, run_date=run_date)
@@ -596,7 +615,12 @@ def _warn_once(key: str, path: str, body: bytes, **values: object) -> None:
     _log.warning(message(key, current_language(), path=path, **values))
 
 
-def _short(error: BaseException, limit: int = 200) -> str:
+def _reason(error: BaseException, limit: int = 200) -> str:
+    """Return why a marker is invalid in the operator's language, or the parser's own English text, shortened."""
+    if isinstance(error, MarkerError):
+        return error.message(current_language())
+    if isinstance(error, UnicodeDecodeError):
+        return message("storage.marker.not_utf8", current_language(), position=error.start + 1)
     text = f"{type(error).__name__}: {error}"
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

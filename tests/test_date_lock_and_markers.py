@@ -276,7 +276,7 @@ _VALID = Manifest(phase="compute", run_date="2026-12-01", root="x", counts={"tri
 @pytest.mark.parametrize(("body", "reason"), [
     (b"null", "a manifest is a JSON object, got NoneType"),
     (b"[]", "a manifest is a JSON object, got list"),
-    (b"\xff\xfe{}", "UnicodeDecodeError"),
+    (b"\xff\xfe{}", "(not UTF-8 text (byte 1), 4 bytes)"),
     (_VALID.replace('"counts": {\n    "trips": 3\n  }', '"counts": []').encode(), "field 'counts' must be a JSON object, got list"),
     (_VALID.replace('"phase": "compute"', '"phase": "validate"').encode(), "it is the marker of phase 'validate'"),
     (_VALID.replace('"root": "x"', '"root": 3').encode(), "field 'root' must be text, got 3"),
@@ -341,3 +341,13 @@ def test_edited_delivery_marker_delivers_again(tmp_path: Path, caplog: pytest.Lo
     assert [r.getMessage() for r in caplog.records if r.name == "compute.transfer"][0].startswith("manifest.json の納品マーカー")
     assert "manifest.json" in [f.get("object") for e, f in events if e == "object_delivered"]
     assert transfer.read_delivery(state, "manifest.json") is not None
+
+
+def test_marker_reason_in_japanese(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = Store(str(tmp_path / "state"))
+    state.write_bytes("_phases/compute.json", _VALID.replace('"counts": {\n    "trips": 3\n  }', '"counts": []').encode())
+
+    with caplog.at_level(logging.WARNING, logger="compute.storage"):
+        assert read_phase_marker(state, "compute", "2026-12-01") is None
+
+    assert "正しいマニフェストではありません（項目 'counts' が JSON の object ではなく list です、" in caplog.records[-1].getMessage()
