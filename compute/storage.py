@@ -101,7 +101,7 @@ register(
 
 
 class MarkerError(LocalizedText, ValueError):
-    """A phase marker that is not a manifest of this phase: its text says which field is wrong."""
+    """A phase marker that is not a manifest of this phase; the message names the wrong field."""
 
 
 register(
