@@ -172,7 +172,7 @@ def localized_error(cls: type[_Error], key: str, /, **values: object) -> _Error:
     return error
 
 
-class OperatorError(Exception):
+class OperatorError(LocalizedText, Exception):
     """An expected failure that the operator can fix, with its text in every language.
 
     The ``lm-co2`` command prints :meth:`message` as one line without a traceback and exits
@@ -186,14 +186,12 @@ class OperatorError(Exception):
         Values filled into the text.
     """
 
+    key: str
+
     def __init__(self, key: str, /, **values: object) -> None:
         self.key = key
         self.values = dict(values)
         super().__init__(self.message("en"))
-
-    def message(self, lang: str = DEFAULT_LANGUAGE) -> str:
-        """Return the text in ``lang``."""
-        return message(self.key, lang, **self.values)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep the key, the values and any attribute a subclass added when the error is pickled.

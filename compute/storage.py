@@ -594,7 +594,7 @@ def read_phase_marker(state: Store, phase: str, run_date: str | None = None) -> 
         _warn_once("storage.phase_marker_folder", state.path(path), body, phase=phase)
         return None
     except (ValueError, TypeError, KeyError, AttributeError) as error:  # UnicodeDecodeError is a ValueError
-        _warn_once("storage.phase_marker_invalid", state.path(path), body, phase=phase, error=_reason(error), size=len(body))
+        _warn_once("storage.phase_marker_invalid", state.path(path), body, phase=phase, error=marker_reason(error), size=len(body))
         return None
     if run_date is not None and manifest.run_date != run_date:
         _warn_once("storage.phase_marker_other_date", state.path(path), body, phase=phase, marker_date=manifest.run_date, run_date=run_date)
@@ -615,8 +615,8 @@ def _warn_once(key: str, path: str, body: bytes, **values: object) -> None:
     _log.warning(message(key, current_language(), path=path, **values))
 
 
-def _reason(error: BaseException, limit: int = 200) -> str:
-    """Return why a marker is invalid in the operator's language, or the parser's own English text, shortened."""
+def marker_reason(error: BaseException, limit: int = 200) -> str:
+    """Return why a phase or delivery marker is invalid, in the operator's language or as the parser's own English text, shortened."""
     if isinstance(error, MarkerError):
         return error.message(current_language())
     if isinstance(error, UnicodeDecodeError):

@@ -52,6 +52,7 @@ from compute.storage import (
     Store,
     VerificationError,
     copy_object,
+    marker_reason,
     partial_path,
     remove_stale_partials,
     remove_stale_parts,
@@ -586,7 +587,7 @@ def read_delivery(state: Store, relative: str) -> Delivery | None:
     except IsADirectoryError:
         error_text = "a folder, not a file"
     except (ValueError, TypeError) as error:  # UnicodeDecodeError is a ValueError
-        error_text = f"{type(error).__name__}: {error}"[:200]
+        error_text = marker_reason(error)
     # Cut short by a killed run, or edited by hand: the object is delivered again.
     _log.warning(message("transfer.delivery_marker_invalid", current_language(), path=state.path(path), relative=relative, error=error_text,
                          size=len(body)))
