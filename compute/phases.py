@@ -503,7 +503,7 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
                 continue
             bounds = _PIECE_ROWS[dataset]
             target = pipeline.target_rows_for(store, dataset, n_workers=n_workers, rows_per_piece_max=bounds[1], rows_per_piece_min=bounds[0])
-            pieces = pipeline.plan_pieces(store, dataset, target_rows=target)
+            pieces = pipeline.plan_pieces(store, dataset, target_rows=target, max_rows=bounds[1], **_vertex_bound(csettings, dataset))
             n = len(pieces)
             context = contract.ValidationContext(
                 settings=csettings, known_vehicle_ids=known, rejected_vehicle_reasons=rejected_vehicles, repeated_keys={dataset: pipeline.repeated_keys(client, raw_ref, pieces, csettings, time_left())}
@@ -527,6 +527,18 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
 # "segments" (the compute phase) the bounds count vertices: the maximum keeps a compute task
 # near 1 GiB of memory at about 1 KiB per vertex, the minimum keeps task overhead small.
 _PIECE_ROWS = {"trajectories": (500, 20_000), "tachometer": (50_000, 2_000_000), "segments": (100_000, 1_000_000)}
+#: Most vertices of a validation piece. Validating a trajectory piece peaks at about 140 bytes
+#: per vertex (4.1 GiB for 30M vertices in one row group), so 2,000,000 keep it near 0.3 GiB
+#: on top of the worker's 0.4 GiB, whatever the trips' lengths and the client's row groups.
+_VALIDATE_VERTICES_MAX = 2_000_000
+
+
+def _vertex_bound(csettings: contract.ContractSettings, dataset: str) -> dict[str, Any]:
+    """Vertex limit of the validation pieces of ``dataset``, with its source column names."""
+    if dataset != "trajectories":
+        return {}
+    source = {target: name for name, target in csettings.trajectories.rename.items()}
+    return {"max_vertices": _VALIDATE_VERTICES_MAX, "vertex_columns": (source.get(c.TIMESTAMPS, c.TIMESTAMPS), source.get(c.GEOMETRY, c.GEOMETRY))}
 
 
 def _schema_or_error(store: Store, name: str) -> pa.Schema | pa.ArrowInvalid | OSError:

@@ -32,7 +32,7 @@ import math
 import operator
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -75,7 +75,10 @@ class Piece:
     row_groups: tuple[int, ...]
     rows: int
     index: int
-    vertices: int = 0  # trajectory vertices, for the pieces of the compute phase
+    vertices: int = 0  # trajectory vertices (from the footer; 0 where unknown)
+    #: Rows ``[start, stop)`` of the piece's only row group, when that row group is too large
+    #: to be one piece; ``None`` for whole row groups.
+    row_range: tuple[int, int] | None = None
 
     @property
     def name(self) -> str:
@@ -162,22 +165,82 @@ def read_footers(store: Store, names: Sequence[str], *, threads: int = FOOTER_TH
     return in_threads(footer, names, threads=threads)
 
 
-def plan_pieces(store: Store, dataset: str, *, target_rows: int) -> list[Piece]:
-    """Group the row groups of every file of ``dataset`` into pieces of about ``target_rows`` rows."""
+def plan_pieces(
+    store: Store,
+    dataset: str,
+    *,
+    target_rows: int,
+    max_rows: int | None = None,
+    max_vertices: int | None = None,
+    vertex_columns: tuple[str, str] | None = None,
+) -> list[Piece]:
+    """Group the row groups of every file of ``dataset`` into pieces of about ``target_rows`` rows.
+
+    A piece stays within ``max_rows`` rows and, for trajectories, within ``max_vertices``
+    vertices. ``vertex_columns`` names the source columns of the timestamps and the geometry.
+    The vertices come from the footer, so no data is read: the value count of the timestamps
+    list, or without that column the WKB bytes of the geometry divided by 16 (two float64 per
+    vertex). Clients' writers often put a whole file in one row group (pyarrow and
+    geopandas write up to 1,048,576 rows per group by default). A row group above either bound
+    becomes several pieces of equal row ranges (:attr:`Piece.row_range`), which
+    :func:`read_piece` reads batch by batch.
+    """
     pieces: list[Piece] = []
     paths = list_dataset_files(store, dataset)
     for path, meta in zip(paths, read_footers(store, paths), strict=True):
-        group: list[int] = []
-        rows = 0
-        for rg in range(meta.num_row_groups):
-            group.append(rg)
-            rows += meta.row_group(rg).num_rows
-            if rows >= target_rows:
-                pieces.append(Piece(dataset, path, tuple(group), rows, len(pieces)))
-                group, rows = [], 0
-        if group or meta.num_row_groups == 0:
-            pieces.append(Piece(dataset, path, tuple(group), rows, len(pieces)))
+        counter = _vertex_counter(meta, *vertex_columns) if vertex_columns else _no_vertices
+        for groups, rows, vertices, row_range in _file_pieces(meta, counter, target_rows, max_rows or math.inf, max_vertices or math.inf):
+            pieces.append(Piece(dataset, path, groups, rows, len(pieces), vertices, row_range))
     return pieces
+
+
+def _file_pieces(
+    meta: pq.FileMetaData, vertices_of: Callable[[pq.RowGroupMetaData], int], target_rows: int, max_rows: float, max_vertices: float
+) -> Iterator[tuple[tuple[int, ...], int, int, tuple[int, int] | None]]:
+    """Yield ``(row groups, rows, vertices, row range)`` of the pieces of one file (:func:`plan_pieces`)."""
+    if meta.num_row_groups == 0:
+        yield (), 0, 0, None
+        return
+    group: list[int] = []
+    rows = vertices = 0
+    for rg in range(meta.num_row_groups):
+        rg_rows = meta.row_group(rg).num_rows
+        rg_vertices = vertices_of(meta.row_group(rg))
+        if group and (rg_rows > max_rows or vertices + rg_vertices > max_vertices):
+            yield tuple(group), rows, vertices, None
+            group, rows, vertices = [], 0, 0
+        if rg_rows > max_rows or rg_vertices > max_vertices:
+            n_ranges = math.ceil(max(rg_rows / max_rows, rg_vertices / max_vertices))
+            bounds = [int(x) for x in np.linspace(0, rg_rows, n_ranges + 1).round()]
+            for start, stop in itertools.pairwise(bounds):
+                yield (rg,), stop - start, round(rg_vertices * (stop - start) / rg_rows), (start, stop)
+            continue
+        group.append(rg)
+        rows += rg_rows
+        vertices += rg_vertices
+        if rows >= target_rows:
+            yield tuple(group), rows, vertices, None
+            group, rows, vertices = [], 0, 0
+    if group:
+        yield tuple(group), rows, vertices, None
+
+
+def _vertex_counter(meta: pq.FileMetaData, timestamps: str, geometry: str) -> Callable[[pq.RowGroupMetaData], int]:
+    """Return a function that counts (or, from the WKB bytes, bounds) the vertices of a row group."""
+    leaves: dict[str, list[int]] = {}
+    for j in range(meta.num_columns):
+        leaves.setdefault(meta.schema.column(j).path.split(".")[0], []).append(j)
+    if len(leaves.get(timestamps, ())) == 1:
+        leaf = leaves[timestamps][0]
+        return lambda group: int(group.column(leaf).num_values)
+    if len(leaves.get(geometry, ())) == 1:
+        leaf = leaves[geometry][0]
+        return lambda group: int(group.column(leaf).total_uncompressed_size) // 16
+    return _no_vertices
+
+
+def _no_vertices(group: pq.RowGroupMetaData) -> int:
+    return 0
 
 
 def target_rows_for(store: Store, dataset: str, *, n_workers: int, rows_per_piece_max: int, rows_per_piece_min: int) -> int:
@@ -193,12 +256,44 @@ def target_rows_for(store: Store, dataset: str, *, n_workers: int, rows_per_piec
 def read_piece(store: Store, piece: Piece, settings: contract.ContractSettings, columns: list[str] | None = None) -> pa.Table:
     """Read one piece and conform it to the contract."""
     with store.open(piece.path) as handle:
-        parquet = pq.ParquetFile(handle)
-        table = parquet.read_row_groups(list(piece.row_groups), columns=columns) if piece.row_groups else parquet.schema_arrow.empty_table()
+        if piece.row_range is not None:
+            parquet = pq.ParquetFile(handle, buffer_size=RANGE_BUFFER_BYTES, pre_buffer=False)
+            table = _read_row_range(parquet, piece.row_groups[0], piece.row_range, columns)
+        else:
+            parquet = pq.ParquetFile(handle)
+            table = parquet.read_row_groups(list(piece.row_groups), columns=columns) if piece.row_groups else parquet.schema_arrow.empty_table()
         metadata = parquet.schema_arrow.metadata
     if metadata and not table.schema.metadata:
         table = table.replace_schema_metadata(metadata)
     return contract.conform_table(piece.dataset, table, settings)
+
+
+#: Read buffer of a row range: the column chunks stream through it instead of being loaded whole.
+RANGE_BUFFER_BYTES = 8 << 20
+
+
+def _read_row_range(parquet: pq.ParquetFile, row_group: int, row_range: tuple[int, int], columns: list[str] | None) -> pa.Table:
+    """Rows ``[start, stop)`` of one row group, decoded batch by batch.
+
+    Parquet has no index from rows to pages that pyarrow exposes, so the batches before
+    ``start`` are decoded and dropped. Memory stays near the range's own size. The cost is
+    decoding: a row group cut into k ranges is decoded about (k + 1) / 2 times.
+    """
+    start, stop = row_range
+    batch_rows = max(1, min(65_536, (stop - start) // 8))
+    parts: list[pa.RecordBatch] = []
+    schema = None
+    seen = 0
+    for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=columns, use_threads=False):
+        schema = batch.schema
+        lo, seen = seen, seen + batch.num_rows
+        if seen > start and lo < stop:
+            parts.append(batch.slice(max(0, start - lo), min(seen, stop) - max(lo, start)))
+        if seen >= stop:
+            break
+    if schema is None:
+        return parquet.read_row_groups([row_group], columns=columns).slice(0, 0)
+    return pa.Table.from_batches(parts, schema=schema).combine_chunks()
 
 
 def read_table(store: Store, relative: str) -> pa.Table:
@@ -307,7 +402,7 @@ def validate_piece(
 ) -> ValidatedPiece:
     """Validate one piece; write accepted rows and rejects under ``temp/`` (task body)."""
     table = read_piece(raw.open(), piece, settings)
-    frame = contract.to_frame(piece.dataset, table)
+    frame = contract.to_frame(piece.dataset, table, max_vertices=settings.thresholds.max_vertices_per_trip)
     accepted, rejects = contract.validate_rows(piece.dataset, frame, context, piece=piece.index)
     temp_store = temp.open()
     objects = [

@@ -114,6 +114,7 @@ register(
         "storage.marker.bad_entry": {"ja": "objects の要素が不正です（{error}）", "en": "an entry of 'objects' is invalid ({error})"},
         "storage.marker.other_phase": {"ja": "フェーズ {phase!r} のマーカーです", "en": "it is the marker of phase {phase!r}"},
         "storage.marker.not_utf8": {"ja": "UTF-8 のテキストではありません（{position} バイト目）", "en": "not UTF-8 text (byte {position})"},
+        "storage.marker.not_json": {"ja": "JSON として読めません（{line} 行 {column} 文字目）", "en": "not JSON (line {line}, column {column})"},
     }
 )
 
@@ -621,6 +622,8 @@ def marker_reason(error: BaseException, limit: int = 200) -> str:
         return error.message(current_language())
     if isinstance(error, UnicodeDecodeError):
         return message("storage.marker.not_utf8", current_language(), position=error.start + 1)
+    if isinstance(error, json.JSONDecodeError):
+        return message("storage.marker.not_json", current_language(), line=error.lineno, column=error.colno)
     text = f"{type(error).__name__}: {error}"
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

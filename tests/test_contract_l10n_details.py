@@ -50,6 +50,7 @@ SAMPLE_PARAMS: dict[str, dict[str, object]] = {
     "vehicle_unknown": {"accepted_vehicles": 50},
     "vehicle_row_rejected": {"master_reason": "test_cycle_unknown"},
     "geometry_null": {},
+    "vertices_above_max": {"vertices": 1_200_000, "limit": 1_000_000},
     "wkb_undecodable": {"size_bytes": 9},
     "types_allowed": {"types": "LineString, MultiLineString"},
     "no_vertices": {},
@@ -302,6 +303,8 @@ RULE_CASES: list[tuple[str, str, pa.Table, str, str]] = [
 KINDS_PINNED_ELSEWHERE = {
     # Written only when validation has no day-wide keys. tests/contract/test_repeated_rows.py pins it.
     "copy_of_partition_row",
+    # Needs a trip above max_vertices_per_trip; tests/contract/test_vertex_limit.py pins it.
+    "vertices_above_max",
 }
 
 

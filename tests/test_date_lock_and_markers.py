@@ -277,6 +277,7 @@ _VALID = Manifest(phase="compute", run_date="2026-12-01", root="x", counts={"tri
     (b"null", "a manifest is a JSON object, got NoneType"),
     (b"[]", "a manifest is a JSON object, got list"),
     (b"\xff\xfe{}", "(not UTF-8 text (byte 1), 4 bytes)"),
+    (b'{"phase": "compute",\n  "run_date": ', "(not JSON (line 2, column 15), 35 bytes)"),
     (_VALID.replace('"counts": {\n    "trips": 3\n  }', '"counts": []').encode(), "field 'counts' must be a JSON object, got list"),
     (_VALID.replace('"phase": "compute"', '"phase": "validate"').encode(), "it is the marker of phase 'validate'"),
     (_VALID.replace('"root": "x"', '"root": 3').encode(), "field 'root' must be text, got 3"),
@@ -295,6 +296,19 @@ def test_edited_phase_marker_runs_again(tmp_path: Path, caplog: pytest.LogCaptur
     assert len(warnings) == 1
     assert reason in warnings[0]
     assert warnings[0].endswith("so compute runs again. No action is needed.")
+
+
+def test_marker_not_json_is_described_in_japanese(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = Store(str(tmp_path / "state"))
+    state.write_bytes("_phases/compute.json", b'{"phase": "compute",\n  "run_date": ')
+
+    with caplog.at_level(logging.WARNING, logger="compute.storage"), operator_language("ja"):
+        assert read_phase_marker(state, "compute", "2026-12-01") is None
+
+    warnings = [r.getMessage() for r in caplog.records if r.name == "compute.storage"]
+    assert len(warnings) == 1
+    assert "JSON として読めません（2 行 15 文字目）" in warnings[0]
+    assert "Expecting" not in warnings[0]
 
 
 def test_marker_folder_runs_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -9,6 +9,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from compute import columns as c
@@ -17,21 +18,92 @@ from compute.contract.state import objects_where
 
 # Raw WKB of rows whose geometry could not be decoded, kept so validation can reject them with it.
 WKB_UNREADABLE = "geometry_wkb_unreadable"
+# Vertex count of trips above the limit, whose geometry and timestamps were dropped unread.
+VERTICES_OVER_LIMIT = "vertices_over_limit"
 
 
-def to_frame(dataset: str, table: pa.Table) -> pd.DataFrame:
+def to_frame(dataset: str, table: pa.Table, *, max_vertices: int | None = None) -> pd.DataFrame:
     """Return a conformed table as pandas, with geometry decoded into a GeoDataFrame (EPSG:4326).
 
     Geometry that cannot be decoded becomes missing, and its bytes go to the column
     :data:`WKB_UNREADABLE` (present only when such a row exists). List columns stay object
     columns of numpy arrays, the way ``pyarrow.Table.to_pandas`` returns them.
+
+    With ``max_vertices``, a trip with more vertices (counted in the Arrow buffers, see
+    :func:`line_vertex_counts`) is neither converted nor decoded: its geometry and timestamps
+    become null and its count goes to :data:`VERTICES_OVER_LIMIT`, which validation rejects as
+    ``geometry_too_large``. One such row would otherwise take gigabytes of Python objects.
     """
     check_dataset(dataset)
+    over: np.ndarray | None = None
+    if dataset == "trajectories" and max_vertices is not None and table.num_rows:
+        counts = line_vertex_counts(table)
+        if (counts > max_vertices).any():
+            over = np.where(counts > max_vertices, counts, 0)
+            table = _drop_values(table, over > 0, (c.GEOMETRY, c.TIMESTAMPS))
     frame = table.to_pandas(ignore_metadata=True)
+    if over is not None:
+        frame[VERTICES_OVER_LIMIT] = over
     if dataset not in GEOMETRY_DATASETS:
         return frame
 
     return decode_geometry(frame)
+
+
+def line_vertex_counts(table: pa.Table) -> np.ndarray:
+    """Return per row the larger of its timestamp count and the vertex count its WKB LineString holds.
+
+    Both come from the Arrow buffers without decoding anything: the list offsets of
+    ``timestamps``, and the count in the WKB header (ISO or EWKB, either byte order). The header's
+    count is capped at what the row's bytes have room for at 16 bytes per vertex, so that a
+    damaged header does not count.
+    Rows of other geometry types, and null or short rows, count 0 from the geometry.
+    """
+    counts = np.zeros(table.num_rows, dtype=np.int64)
+    if c.TIMESTAMPS in table.column_names:
+        lengths = pc.list_value_length(table[c.TIMESTAMPS]).to_numpy(zero_copy_only=False)
+        counts = np.maximum(counts, np.nan_to_num(lengths.astype(np.float64)).astype(np.int64))
+    if c.GEOMETRY in table.column_names:
+        geometry = table[c.GEOMETRY]
+        if pa.types.is_binary(geometry.type) or pa.types.is_large_binary(geometry.type):
+            counts = np.maximum(counts, _wkb_line_counts(geometry.combine_chunks() if geometry.num_chunks != 1 else geometry.chunk(0)))
+    return counts
+
+
+def _wkb_line_counts(geometry: pa.Array) -> np.ndarray:
+    n = len(geometry)
+    offset_type = np.int64 if pa.types.is_large_binary(geometry.type) else np.int32
+    offsets = np.frombuffer(geometry.buffers()[1], dtype=offset_type)[geometry.offset: geometry.offset + n + 1].astype(np.int64)
+    data = np.frombuffer(geometry.buffers()[2], dtype=np.uint8) if geometry.buffers()[2] is not None else np.zeros(0, np.uint8)
+    start, size = offsets[:-1], np.diff(offsets)
+    valid = np.asarray(geometry.is_valid().to_numpy(zero_copy_only=False), dtype=bool) & (size >= 9)
+    out = np.zeros(n, dtype=np.int64)
+    rows = np.flatnonzero(valid)
+    if rows.size == 0:
+        return out
+    head = data[start[rows, None] + np.arange(13)[None, :].clip(max=size[rows, None] - 1)]
+    little = head[:, 0] == 1
+    kind = np.where(little, head[:, 1:5].copy().view("<u4")[:, 0], head[:, 1:5].copy().view(">u4")[:, 0]).astype(np.int64)
+    has_srid = (kind & 0x20000000) != 0
+    is_line = (kind & 0xFFFF) % 1000 == 2
+    at_nine = head[:, 9:13].copy()
+    count_at_5 = np.where(little, head[:, 5:9].copy().view("<u4")[:, 0], head[:, 5:9].copy().view(">u4")[:, 0]).astype(np.int64)
+    count_at_9 = np.where(little, at_nine.view("<u4")[:, 0], at_nine.view(">u4")[:, 0]).astype(np.int64)
+    count = np.where(has_srid, count_at_9, count_at_5)
+    payload = size[rows] - np.where(has_srid, 13, 9)
+    out[rows] = np.where(is_line, np.minimum(count, np.maximum(payload, 0) // 16), 0)
+    return out
+
+
+def _drop_values(table: pa.Table, rows: np.ndarray, names: Iterable[str]) -> pa.Table:
+    """Set ``names`` to null in ``rows`` of ``table``."""
+    mask = pa.array(rows)
+    for name in names:
+        if name in table.column_names:
+            index = table.column_names.index(name)
+            column = table.column(index)
+            table = table.set_column(index, table.field(index), pc.if_else(mask, pa.scalar(None, column.type), column))
+    return table
 
 
 def decode_geometry(frame: pd.DataFrame) -> pd.DataFrame:

@@ -58,6 +58,14 @@ _REASONS: dict[str, tuple[str, str, str, str]] = {
         "各行に WKB のジオメトリを入れてください。",
         "Write a WKB geometry on every row.",
     ),
+    "geometry_too_large": (
+        "1 つのトリップの頂点が上限 (contract.thresholds.max_vertices_per_trip) を超えています。この行のジオメトリと時刻は読まずに除外しました。",
+        "The trip has more vertices than the limit (contract.thresholds.max_vertices_per_trip); its geometry and times were not read.",
+        "トリップを時間で区切って複数のトリップにするか、頂点を間引いてください (モデルには 1 Hz で足ります)。"
+        "上限を上げるのは、ワーカーのメモリも増やすときだけにしてください。",
+        "Split the trip by time into several trips, or thin its vertices (1 Hz is enough for the model). "
+        "Raise the limit only together with the workers' memory.",
+    ),
     "geometry_unreadable": (
         "ジオメトリの WKB を読めません。",
         "The geometry WKB cannot be decoded.",
@@ -313,6 +321,10 @@ _DETAILS: dict[str, tuple[str, str]] = {
         "the vehicle's row in vehicles was rejected as {master_reason}; correct that row of the vehicles master",
     ),
     "geometry_null": ("ジオメトリが null です", "geometry is null"),
+    "vertices_above_max": (
+        "頂点 {vertices} 個、上限 {limit} 個",
+        "{vertices} vertices, limit {limit}",
+    ),
     "wkb_undecodable": ("WKB として読めない {size_bytes} バイト", "{size_bytes} bytes that are not valid WKB"),
     "types_allowed": ("許可される型: {types}", "allowed: {types}"),
     "no_vertices": ("頂点がありません", "no vertices"),

@@ -31,6 +31,7 @@ class ReasonCode(str, Enum):
     VALUE_MISSING = "value_missing"
     VEHICLE_NOT_IN_MASTER = "vehicle_not_in_master"
     GEOMETRY_MISSING = "geometry_missing"
+    GEOMETRY_TOO_LARGE = "geometry_too_large"
     GEOMETRY_UNREADABLE = "geometry_unreadable"
     GEOMETRY_WRONG_TYPE = "geometry_wrong_type"
     GEOMETRY_EMPTY = "geometry_empty"
@@ -83,6 +84,7 @@ RULE_ORDER: dict[str, tuple[ReasonCode, ...]] = {
         ReasonCode.ROW_REPEATED,
         ReasonCode.VALUE_MISSING,
         ReasonCode.VEHICLE_NOT_IN_MASTER,
+        ReasonCode.GEOMETRY_TOO_LARGE,
         ReasonCode.GEOMETRY_MISSING,
         ReasonCode.GEOMETRY_UNREADABLE,
         ReasonCode.GEOMETRY_WRONG_TYPE,

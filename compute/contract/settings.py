@@ -118,6 +118,15 @@ class ContractThresholds(_Section):
     max_speed_limit_kmh: float = Field(default=200.0, gt=0, description="Highest plausible posted speed limit.")
     max_abs_gradient_pct: float = Field(default=40.0, gt=0, description="Highest plausible absolute road gradient.")
     max_load_kg: float = Field(default=60000.0, gt=0, description="Highest plausible load of one trip.")
+    # A compute task holds about 1 KiB per vertex, and a trip is never split across tasks.
+    max_vertices_per_trip: int = Field(
+        default=1_000_000,
+        ge=2,
+        description=(
+            "Most vertices of one trip (11.6 days at 1 Hz, 27.8 hours at 10 Hz). A longer trip is rejected as "
+            "geometry_too_large before its geometry is decoded, so that one row cannot exhaust a worker's memory."
+        ),
+    )
     min_time: dt.datetime = Field(
         default=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
         description="Earliest plausible time of a vertex or tachometer record (a time without zone is UTC).",

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import shapely
 
 from compute import columns as c
 from compute.contract.details import Detail
-from compute.contract.frames import WKB_UNREADABLE, decode_geometry, row_keys
+from compute.contract.frames import VERTICES_OVER_LIMIT, WKB_UNREADABLE, decode_geometry, row_keys
 from compute.contract.reasons import FlagCode, ReasonCode
 from compute.contract.repeats import RepeatedKeys, repeated_keys_in_frame
 from compute.contract.rules_geometry import check_geometry
@@ -146,7 +147,7 @@ def validate_rows(
     else:
         frame = _check_geo_attributes(frame, thresholds, state)
 
-    accepted = frame.iloc[np.flatnonzero(state.open)].drop(columns=[WKB_UNREADABLE], errors="ignore")
+    accepted = frame.iloc[np.flatnonzero(state.open)].drop(columns=[WKB_UNREADABLE, VERTICES_OVER_LIMIT], errors="ignore")
     accepted[CONTRACT_FLAGS] = pd.Series(state.flag_text()[state.open], index=accepted.index, dtype="str")
     return accepted, state.rejects(dataset, keys)
 
@@ -256,6 +257,7 @@ def _check_trajectories(
     )
 
     geometries = np.asarray(frame[c.GEOMETRY], dtype=object)
+    _check_vertex_count(frame, geometries, thresholds, state)
     geometries = check_geometry("trajectories", frame, geometries, state)
     times, has_times = check_times(frame, geometries, thresholds, state)
     check_speeds(frame, geometries, times, has_times, thresholds, state)
@@ -269,6 +271,18 @@ def _check_trajectories(
         detail=Detail("above_max", {"column": c.LOAD_KG, "setting": "max_load_kg", "limit": thresholds.max_load_kg}),
     )
     return frame
+
+
+def _check_vertex_count(frame: pd.DataFrame, geometries: np.ndarray, thresholds: ContractThresholds, state: RuleState) -> None:
+    """Reject trips above ``max_vertices_per_trip``: counted before decoding (:func:`~compute.contract.frames.to_frame`), else here."""
+    limit = thresholds.max_vertices_per_trip
+    vertices = np.maximum(np.nan_to_num(_numbers(frame, VERTICES_OVER_LIMIT)).astype(np.int64), shapely.get_num_coordinates(geometries))
+    state.reject(
+        ReasonCode.GEOMETRY_TOO_LARGE,
+        vertices > limit,
+        value=vertices,
+        detail=lambda hit: [Detail("vertices_above_max", {"vertices": int(vertices[i]), "limit": limit}) for i in hit],
+    )
 
 
 def _check_vehicles(frame: pd.DataFrame, thresholds: ContractThresholds, state: RuleState) -> None:
