@@ -509,9 +509,7 @@ def _piece_sources(pieces: list[Piece]) -> dict[int, tuple[str, int]]:
 
 def _table_key_hashes(dataset: str, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """Return the positions of the rows of ``table`` that have a key, and the hash of each of those keys."""
-    keys = contract.row_keys(dataset, table.select(list(contract.KEY_COLUMNS[dataset])).to_pandas())
-    present = keys.notna().to_numpy(dtype=bool)
-    return np.flatnonzero(present), pd.util.hash_array(keys[present].astype(str).to_numpy(dtype=object))
+    return contract.key_hashes(dataset, table.select(list(contract.KEY_COLUMNS[dataset])).to_pandas())
 
 
 def _key_hash_buckets(raw: StoreRef, piece: Piece, settings: contract.ContractSettings, n_buckets: int) -> list[np.ndarray]:

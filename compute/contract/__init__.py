@@ -38,7 +38,14 @@ from compute.contract.reasons import (
     FlagCode,
     ReasonCode,
 )
-from compute.contract.repeats import RepeatedKeys, content_hashes, find_repeated_keys, key_occurrences, repeated_keys_in
+from compute.contract.repeats import (
+    RepeatedKeys,
+    content_hashes,
+    find_repeated_keys,
+    key_hashes,
+    key_occurrences,
+    repeated_keys_in,
+)
 from compute.contract.report import render_report
 from compute.contract.schema import (
     AREA_TYPES,
@@ -103,6 +110,7 @@ __all__ = [
     "render_report",
     "repeated_keys_in",
     "row_keys",
+    "key_hashes",
     "summarize_partition",
     "to_frame",
     "validate_rows",

@@ -255,6 +255,26 @@ def _frame_table(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(plain, preserve_index=False)
 
 
+def key_hashes(dataset: str, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Return the positions of the rows of ``frame`` that have a key, and a 64-bit hash of each of those keys.
+
+    Equal keys (:func:`~compute.contract.frames.row_keys`) have equal hashes in every partition.
+    A tachometer key is hashed from the hash of its vehicle text and its time in milliseconds,
+    so the key text is never built: hashing a million keys as Python strings took 1.3 s.
+    """
+    check_dataset(dataset)
+    if dataset != "tachometer":
+        keys = row_keys(dataset, frame)
+        present = keys.notna().to_numpy(dtype=bool)
+        return np.flatnonzero(present), pd.util.hash_array(keys[present].astype(str).to_numpy(dtype=object))
+    vehicle_code, vehicles = pd.factorize(frame[c.VEHICLE_ID].astype("string"))
+    times = pd.to_datetime(frame[c.TS], utc=True)
+    rows = np.flatnonzero((vehicle_code >= 0) & times.notna().to_numpy(dtype=bool))
+    vehicle_hash = pd.util.hash_array(np.asarray(vehicles, dtype=object)) if len(vehicles) else np.zeros(0, np.uint64)
+    ts_ms = times.to_numpy(dtype="datetime64[ms]").astype(np.int64)[rows]
+    return rows, _mix(vehicle_hash[vehicle_code[rows]], pd.util.hash_array(ts_ms))
+
+
 def _mix(left: np.ndarray, right: np.ndarray | np.uint64) -> np.ndarray:
     """Return a hash of each pair of ``left`` and ``right``, which depends on their order."""
     return pd.util.hash_array((left * _MULTIPLIER) ^ right)

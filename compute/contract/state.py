@@ -88,7 +88,7 @@ class RuleState:
         ``detail`` is the English text of each row's :class:`~compute.contract.details.Detail`.
         """
         rejected = np.flatnonzero(~self.open)
-        key_values = keys.to_numpy(dtype=object, na_value=None)[rejected]
+        key_values = keys.iloc[rejected].to_numpy(dtype=object, na_value=None)
         texts, kinds, params = _render_details_en(self.detail[rejected])
         frame = pd.DataFrame(
             {

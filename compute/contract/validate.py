@@ -167,27 +167,51 @@ def _check_keys(
         detail=lambda hit: [Detail("row_of_partition", {"row": int(i)}) for i in hit],
     )
 
-    key_text = keys.to_numpy(dtype=object, na_value=None)
     listed_keys = context.duplicated_keys.get(dataset)
     repeated = _repeated_keys(dataset, frame, keys, context, piece)
-    kept_piece, kept_row = repeated.kept_positions(key_text)
+    # Key text as Python objects only where a key must be looked up: building it for every
+    # tachometer record cost about 0.8 us each.
+    kept_piece, kept_row = repeated.kept_positions(keys.to_numpy(dtype=object, na_value=None) if not repeated.kept.empty else keys)
     identical = kept_piece >= 0
 
     # A key repeated within the partition that the day's keys do not list as identical copies
     # is rejected as a whole, so that the partition accepts at most one row per key.
-    local = keys.duplicated(keep=False).to_numpy(dtype=bool)
-    conflicting = (local & ~identical) | keys.isin(repeated.conflicting).to_numpy(dtype=bool)
+    local = _duplicated(dataset, frame, keys)
+    conflicting = local & ~identical
+    if len(repeated.conflicting):
+        conflicting |= keys.isin(repeated.conflicting).to_numpy(dtype=bool)
     if listed_keys is not None and len(listed_keys):
         conflicting |= keys.isin(list(listed_keys)).to_numpy(dtype=bool)
-    state.reject(ReasonCode.KEY_DUPLICATED, conflicting, value=key_text, detail=Detail("key_repeated"))
+    state.reject(
+        ReasonCode.KEY_DUPLICATED, conflicting, value=lambda hit: keys.iloc[hit].to_numpy(dtype=object, na_value=None), detail=Detail("key_repeated")
+    )
 
     is_kept = identical & (kept_piece == piece) & (kept_row == np.arange(len(frame)))
     state.reject(
         ReasonCode.ROW_REPEATED,
         identical & ~is_kept,
-        value=key_text,
+        value=lambda hit: keys.iloc[hit].to_numpy(dtype=object, na_value=None),
         detail=lambda hit: repeated.kept_copy_details(kept_piece[hit], kept_row[hit]),
     )
+
+
+def _duplicated(dataset: str, frame: pd.DataFrame, keys: pd.Series) -> np.ndarray:
+    """Rows whose key occurs more than once in ``frame``; rows without a key may be marked too.
+
+    A tachometer key is the vehicle and the time, so its copies are found on integer codes of
+    both instead of on the key text (about 0.6 s less per million records). Rows with a
+    missing key are rejected before this matters.
+    """
+    if dataset != "tachometer" or len(frame) == 0:
+        return keys.duplicated(keep=False).to_numpy(dtype=bool)
+    vehicle_code, _ = pd.factorize(frame[c.VEHICLE_ID].astype("string"))
+    ts_ms = pd.to_datetime(frame[c.TS], utc=True).to_numpy(dtype="datetime64[ms]").astype(np.int64)
+    order = np.lexsort((ts_ms, vehicle_code))
+    same = (vehicle_code[order][1:] == vehicle_code[order][:-1]) & (ts_ms[order][1:] == ts_ms[order][:-1])
+    repeated = np.zeros(len(frame), dtype=bool)
+    repeated[order[1:][same]] = True
+    repeated[order[:-1][same]] = True
+    return repeated
 
 
 def _repeated_keys(dataset: str, frame: pd.DataFrame, keys: pd.Series, context: ValidationContext, piece: int) -> RepeatedKeys:
@@ -399,8 +423,11 @@ def _fuel_rates(frame: pd.DataFrame, fuel_ml: np.ndarray, thresholds: ContractTh
     # NOTE: only records within one partition are compared. The first record of each vehicle in
     # a partition is not checked, so tachometer should be partitioned by vehicle.
     ts_ms = pd.to_datetime(frame[c.TS], utc=True).to_numpy(dtype="datetime64[ms]").astype(np.int64)
-    order = np.lexsort((ts_ms, frame[c.VEHICLE_ID].astype("string").fillna("").to_numpy(dtype=object)))
-    sorted_vehicle = frame[c.VEHICLE_ID].astype("string").fillna("").to_numpy(dtype=object)[order]
+    # Vehicles as integer codes: sorting Python strings took most of this rule's time. The
+    # order of the vehicles does not matter, only that each one's records are together.
+    vehicle_code, _ = pd.factorize(frame[c.VEHICLE_ID].astype("string").fillna(""))
+    order = np.lexsort((ts_ms, vehicle_code))
+    sorted_vehicle = vehicle_code[order]
     sorted_ts = ts_ms[order]
     previous_same = np.r_[False, sorted_vehicle[1:] == sorted_vehicle[:-1]]
     step_s = np.r_[np.nan, np.diff(sorted_ts) / 1000.0]
