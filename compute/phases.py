@@ -494,26 +494,33 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
         rejected_vehicles = contract.rejected_vehicle_reasons(vehicle_rejects)
         _validate_small(run, "geo_attributes", sources, summary, written)
 
-        # Large datasets on the cluster, with keys duplicated anywhere in the day.
+        # Large datasets on the cluster, with keys duplicated anywhere in the day. Both datasets
+        # go at once: each pass of one (key hashes, repeated keys, rows) ends with a few tasks
+        # that leave workers idle, which the other's tasks fill.
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         raw_ref, temp_ref = run.ref("raw"), run.ref("temp")
+        plans: dict[str, list[pipeline.Piece]] = {}
         for dataset in ("trajectories", "tachometer"):
             store, files = sources[dataset]
             if not files:
                 continue
             bounds = _PIECE_ROWS[dataset]
             target = pipeline.target_rows_for(store, dataset, n_workers=n_workers, rows_per_piece_max=bounds[1], rows_per_piece_min=bounds[0])
-            pieces = pipeline.plan_pieces(store, dataset, target_rows=target, max_rows=bounds[1], **_vertex_bound(csettings, dataset))
+            plans[dataset] = pipeline.plan_pieces(store, dataset, target_rows=target, max_rows=bounds[1], **_vertex_bound(csettings, dataset))
+        repeated = pipeline.in_threads(lambda dataset: pipeline.repeated_keys(client, raw_ref, plans[dataset], csettings, time_left()), list(plans))
+        futures = []
+        for (dataset, pieces), repeated_keys in zip(plans.items(), repeated, strict=True):
             n = len(pieces)
             context = contract.ValidationContext(
-                settings=csettings, known_vehicle_ids=known, rejected_vehicle_reasons=rejected_vehicles, repeated_keys={dataset: pipeline.repeated_keys(client, raw_ref, pieces, csettings, time_left())}
+                settings=csettings, known_vehicle_ids=known, rejected_vehicle_reasons=rejected_vehicles, repeated_keys={dataset: repeated_keys}
             )
             context_future = pipeline.scatter_broadcast(client, context)
-            for part in pipeline.gather(client, client.map(
+            futures.extend(client.map(
                 pipeline.validate_piece, [raw_ref] * n, [temp_ref] * n, pieces, [csettings] * n, [context_future] * n, pure=False,
-            ), timeout_s=time_left()):
-                summary.add(part.summary)
-                written.extend(part.objects)
+            ))
+        for part in pipeline.gather(client, futures, timeout_s=time_left()):
+            summary.add(part.summary)
+            written.extend(part.objects)
 
         contract.check_balance(summary)
         manifest = manifest_from_records(temp, written, phase="validate", run_date=run.day)

@@ -14,8 +14,7 @@ import pyarrow as pa
 import pyproj
 import pytest
 
-from compute.contract import ContractSettings, ValidationContext, conform_table, to_frame, validate_rows
-from compute.contract import rules_time
+from compute.contract import ContractSettings, ValidationContext, conform_table, rules_time, to_frame, validate_rows
 
 GEOD = pyproj.Geod(ellps="WGS84")
 
