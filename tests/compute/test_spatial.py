@@ -236,3 +236,28 @@ class TestJoinedColumns:
 
         pd.testing.assert_frame_equal(second, expected)
         assert np.array_equal(segments[c.LON_MID].to_numpy(), lon)
+
+
+def test_large_polygon_is_prepared_and_exact() -> None:
+    """A star of 40,000 vertices: locate_areas prepares it on the worker and agrees with plain GEOS."""
+    angle = np.linspace(0, 2 * np.pi, 40_000, endpoint=False)
+    radius = 700 + 250 * np.sin(angle * 37)
+    lon, lat = _lonlat(1000 + radius * np.cos(angle), 1000 + radius * np.sin(angle))
+    star = shapely.Polygon(np.c_[lon, lat])
+    geo = gpd.GeoDataFrame(
+        {c.FEATURE_ID: ["star"], c.ROAD_CLASS: [None], c.SPEED_LIMIT_KMH: [np.nan], c.GRADIENT_PCT: [np.nan],
+         c.AREA_TYPE: ["urban"], c.SOURCE: ["test"]},
+        geometry=[star], crs="EPSG:4326",
+    )
+    layers = spatial.prepare_layers(geo)
+    rng = np.random.default_rng(3)
+    px, py = _lonlat(rng.uniform(0, 2000, 5_000), rng.uniform(0, 2000, 5_000))
+    # A copy made from WKB is a new, unprepared geometry: the reference uses no prepared index.
+    expected = np.where(shapely.contains_xy(shapely.from_wkb(shapely.to_wkb(star)), px, py), 0, -1)
+
+    assert not shapely.is_prepared(layers.areas.geometry.iloc[0])
+    actual = spatial.locate_areas(px, py, layers)
+
+    assert shapely.is_prepared(layers.areas.geometry.iloc[0])
+    np.testing.assert_array_equal(actual, expected)
+    assert 1_000 < (actual == 0).sum() < 4_000
