@@ -79,6 +79,9 @@ class Piece:
     #: Rows ``[start, stop)`` of the piece's only row group, when that row group is too large
     #: to be one piece; ``None`` for whole row groups.
     row_range: tuple[int, int] | None = None
+    #: ``(path, row groups, rows)`` of each file of a piece made of several small files, in
+    #: order; empty for a piece of one file. ``path`` and ``row_groups`` are then the first's.
+    parts: tuple[tuple[str, tuple[int, ...], int], ...] = ()
 
     @property
     def name(self) -> str:
@@ -187,11 +190,47 @@ def plan_pieces(
     """
     pieces: list[Piece] = []
     paths = list_dataset_files(store, dataset)
+    row_limit, vertex_limit = max_rows or math.inf, max_vertices or math.inf
+    small: list[tuple[str, tuple[int, ...], int, int]] = []
+    small_schema: tuple[pa.Schema, bytes | None] | None = None
     for path, meta in zip(paths, read_footers(store, paths), strict=True):
         counter = _vertex_counter(meta, *vertex_columns) if vertex_columns else _no_vertices
-        for groups, rows, vertices, row_range in _file_pieces(meta, counter, target_rows, max_rows or math.inf, max_vertices or math.inf):
+        file_pieces = list(_file_pieces(meta, counter, target_rows, row_limit, vertex_limit))
+        groups, rows, vertices, row_range = file_pieces[0]
+        arrow_schema = meta.schema.to_arrow_schema()
+        # Same columns and types, and the same GeoParquet metadata (its CRS); other metadata,
+        # such as the index range that pandas records, differs from file to file.
+        schema = (arrow_schema.remove_metadata(), (arrow_schema.metadata or {}).get(b"geo"))
+        if len(file_pieces) == 1 and row_range is None and rows < target_rows:
+            # Small files of one schema share a piece, so a day of thousands of files does not
+            # become thousands of tasks (and validated files) of a few rows each.
+            if small and (schema != small_schema or sum(part[2] for part in small) + rows > row_limit
+                          or sum(part[3] for part in small) + vertices > vertex_limit):
+                pieces.append(_small_files_piece(dataset, small, len(pieces)))
+                small = []
+            small.append((path, groups, rows, vertices))
+            small_schema = schema
+            if sum(part[2] for part in small) >= target_rows:
+                pieces.append(_small_files_piece(dataset, small, len(pieces)))
+                small = []
+            continue
+        if small:
+            pieces.append(_small_files_piece(dataset, small, len(pieces)))
+            small = []
+        for groups, rows, vertices, row_range in file_pieces:
             pieces.append(Piece(dataset, path, groups, rows, len(pieces), vertices, row_range))
+    if small:
+        pieces.append(_small_files_piece(dataset, small, len(pieces)))
     return pieces
+
+
+def _small_files_piece(dataset: str, files: list[tuple[str, tuple[int, ...], int, int]], index: int) -> Piece:
+    """Return one piece of whole small files, given as ``(path, row groups, rows, vertices)``."""
+    path, groups, rows, vertices = files[0]
+    if len(files) == 1:
+        return Piece(dataset, path, groups, rows, index, vertices)
+    parts = tuple((part_path, part_groups, part_rows) for part_path, part_groups, part_rows, _ in files)
+    return Piece(dataset, path, groups, sum(part[2] for part in files), index, sum(part[3] for part in files), None, parts)
 
 
 def _file_pieces(
@@ -255,17 +294,26 @@ def target_rows_for(store: Store, dataset: str, *, n_workers: int, rows_per_piec
 
 def read_piece(store: Store, piece: Piece, settings: contract.ContractSettings, columns: list[str] | None = None) -> pa.Table:
     """Read one piece and conform it to the contract."""
-    with store.open(piece.path) as handle:
-        if piece.row_range is not None:
+    if piece.parts:
+        # The files of one piece have one schema (see plan_pieces), so their rows concatenate as read.
+        tables = [_read_raw(store, path, groups, None, columns) for path, groups, _ in piece.parts]
+        return contract.conform_table(piece.dataset, pa.concat_tables(tables), settings)
+    return contract.conform_table(piece.dataset, _read_raw(store, piece.path, piece.row_groups, piece.row_range, columns), settings)
+
+
+def _read_raw(store: Store, path: str, row_groups: tuple[int, ...], row_range: tuple[int, int] | None, columns: list[str] | None) -> pa.Table:
+    """Row groups (or a row range of one) of one file as read, with the file's schema metadata."""
+    with store.open(path) as handle:
+        if row_range is not None:
             parquet = pq.ParquetFile(handle, buffer_size=RANGE_BUFFER_BYTES, pre_buffer=False)
-            table = _read_row_range(parquet, piece.row_groups[0], piece.row_range, columns)
+            table = _read_row_range(parquet, row_groups[0], row_range, columns)
         else:
             parquet = pq.ParquetFile(handle)
-            table = parquet.read_row_groups(list(piece.row_groups), columns=columns) if piece.row_groups else parquet.schema_arrow.empty_table()
+            table = parquet.read_row_groups(list(row_groups), columns=columns) if row_groups else parquet.schema_arrow.empty_table()
         metadata = parquet.schema_arrow.metadata
     if metadata and not table.schema.metadata:
         table = table.replace_schema_metadata(metadata)
-    return contract.conform_table(piece.dataset, table, settings)
+    return table
 
 
 #: Read buffer of a row range: the column chunks stream through it instead of being loaded whole.
@@ -496,13 +544,17 @@ def repeated_keys(
     return contract.find_repeated_keys(occurrences, sources)
 
 
-def _piece_sources(pieces: list[Piece]) -> dict[int, tuple[str, int]]:
-    """Return per piece index its file and the row of the file where the piece starts."""
-    sources: dict[int, tuple[str, int]] = {}
+def _piece_sources(pieces: list[Piece]) -> dict[int, list[tuple[str, int, int]]]:
+    """Return per piece index ``(file, row of the file, row of the piece)`` where each of its files starts."""
+    sources: dict[int, list[tuple[str, int, int]]] = {}
     rows_before: dict[str, int] = {}
     for piece in sorted(pieces, key=lambda p: p.index):
+        if piece.parts:
+            starts = itertools.accumulate((rows for _, _, rows in piece.parts[:-1]), initial=0)
+            sources[piece.index] = [(path, 0, start) for (path, _, _), start in zip(piece.parts, starts, strict=True)]
+            continue
         first_row = rows_before.get(piece.path, 0)
-        sources[piece.index] = (piece.path, first_row)
+        sources[piece.index] = [(piece.path, first_row, 0)]
         rows_before[piece.path] = first_row + piece.rows
     return sources
 

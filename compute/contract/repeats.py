@@ -16,7 +16,7 @@ name, with geometry as its WKB bytes (:func:`content_hashes`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,7 +55,8 @@ class RepeatedKeys:
         ``piece`` and ``row`` of the copy to keep. Every other copy is rejected as
         ``row_repeated``.
     sources : mapping or None
-        Per piece, its file and the row of that file where the piece starts, so that a
+        Per piece, ``(file, row of the file, row of the piece)`` where each of its files starts
+        (one entry, or one per file for a piece of several small files), so that a
         ``row_repeated`` detail names the file and row of the kept copy. ``None`` when the keys
         were found within one partition whose file is not known. The detail then names the
         row of the partition.
@@ -63,7 +64,7 @@ class RepeatedKeys:
 
     conflicting: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     kept: pd.DataFrame = field(default_factory=lambda: _positions_frame(np.array([], dtype=object), [], []))
-    sources: Mapping[int, tuple[str, int]] | None = None
+    sources: Mapping[int, Sequence[tuple[str, int, int]]] | None = None
 
     @property
     def keys(self) -> np.ndarray:
@@ -94,8 +95,9 @@ class RepeatedKeys:
 
         details = []
         for piece, row in zip(pieces, rows, strict=True):
-            file, first_row = self.sources[int(piece)]
-            details.append(Detail("copy_of_file_row", {"file": file, "row": first_row + int(row)}))
+            # The last file of the piece that starts at or before the row holds it.
+            file, first_row, piece_row = [part for part in self.sources[int(piece)] if part[2] <= int(row)][-1]
+            details.append(Detail("copy_of_file_row", {"file": file, "row": first_row + int(row) - piece_row}))
         return details
 
 
@@ -152,7 +154,7 @@ def key_occurrences(dataset: str, table: pa.Table, piece: int, rows: np.ndarray)
     return _occurrences(keys.to_numpy(dtype=object, na_value=None), subset, piece, rows)
 
 
-def find_repeated_keys(occurrences: Iterable[pd.DataFrame], sources: Mapping[int, tuple[str, int]] | None = None) -> RepeatedKeys:
+def find_repeated_keys(occurrences: Iterable[pd.DataFrame], sources: Mapping[int, Sequence[tuple[str, int, int]]] | None = None) -> RepeatedKeys:
     """Split the repeated keys among ``occurrences`` into conflicting keys and exact repeats.
 
     Parameters
@@ -208,7 +210,7 @@ def repeated_keys_in(dataset: str, tables: list[pa.Table], files: list[str]) -> 
         key_occurrences(dataset, table, piece, np.flatnonzero(piece_keys.isin(duplicated).to_numpy(dtype=bool)))
         for piece, (table, piece_keys) in enumerate(zip(tables, keys, strict=True))
     ]
-    return find_repeated_keys(occurrences, {piece: (name, 0) for piece, name in enumerate(files)})
+    return find_repeated_keys(occurrences, {piece: [(name, 0, 0)] for piece, name in enumerate(files)})
 
 
 def repeated_keys_in_frame(frame: pd.DataFrame, keys: pd.Series, piece: int) -> RepeatedKeys:

@@ -20,7 +20,7 @@ import pytest
 import shapely
 from distributed import Client, LocalCluster
 
-from compute import phases, pipeline
+from compute import contract, phases, pipeline
 from compute.sample import SampleSpec, write_sample_day
 from compute.settings import load_settings
 from compute.storage import Store
@@ -205,3 +205,94 @@ def test_validate_in_row_ranges_equals_whole_row_groups(tmp_path: Path, client: 
     # Repeated rows name the file and row of the kept copy; the ranges must keep that row.
     details = split_rows[f"{pipeline.REJECTS}/trajectories"]["detail"].astype(str)
     assert details.str.contains("row").any()
+
+
+# -- small files share a piece ---------------------------------------------------------------------
+
+
+def _small_file(root: Path, name: str, rows: int, *, extra: bool = False, pandas_meta: bytes = b"") -> None:
+    columns = {"vehicle_id": pa.array([f"V{i}" for i in range(rows)]), "speed_kmh": pa.array(np.arange(rows, dtype=np.float64))}
+    if extra:
+        columns["driver_note"] = pa.array(["x"] * rows)
+    table = pa.table(columns)
+    if pandas_meta:
+        table = table.replace_schema_metadata({b"pandas": pandas_meta})
+    (root / "tachometer").mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, root / "tachometer" / name)
+
+
+class TestSmallFiles:
+    def test_files_of_one_schema_share_pieces(self, tmp_path: Path) -> None:
+        for i in range(10):
+            _small_file(tmp_path, f"part-{i:02d}.parquet", 3, pandas_meta=f'{{"stop": {i}}}'.encode())
+
+        pieces = pipeline.plan_pieces(Store(str(tmp_path)), "tachometer", target_rows=8, max_rows=100)
+
+        assert [[path for path, _, _ in p.parts] for p in pieces] == [
+            [f"tachometer/part-{i:02d}.parquet" for i in range(start, min(start + 3, 10))] for start in (0, 3, 6)
+        ] + [[]]
+        assert [p.rows for p in pieces] == [9, 9, 9, 3]
+        assert pieces[-1].path == "tachometer/part-09.parquet"
+        assert [p.index for p in pieces] == [0, 1, 2, 3]
+
+    def test_other_schema_or_large_file_starts_a_piece(self, tmp_path: Path) -> None:
+        _small_file(tmp_path, "part-0.parquet", 3)
+        _small_file(tmp_path, "part-1.parquet", 3, extra=True)
+        _small_file(tmp_path, "part-2.parquet", 3, extra=True)
+        _small_file(tmp_path, "part-3.parquet", 50)
+        _small_file(tmp_path, "part-4.parquet", 3)
+
+        pieces = pipeline.plan_pieces(Store(str(tmp_path)), "tachometer", target_rows=20, max_rows=100)
+
+        assert [(p.path, len(p.parts), p.rows) for p in pieces] == [
+            ("tachometer/part-0.parquet", 0, 3),
+            ("tachometer/part-1.parquet", 2, 6),
+            ("tachometer/part-3.parquet", 0, 50),
+            ("tachometer/part-4.parquet", 0, 3),
+        ]
+
+    def test_sources_name_each_file_of_a_piece(self, tmp_path: Path) -> None:
+        for i in range(3):
+            _small_file(tmp_path, f"part-{i}.parquet", 4)
+        pieces = pipeline.plan_pieces(Store(str(tmp_path)), "tachometer", target_rows=100, max_rows=100)
+        sources = pipeline._piece_sources(pieces)
+
+        assert sources == {0: [("tachometer/part-0.parquet", 0, 0), ("tachometer/part-1.parquet", 0, 4), ("tachometer/part-2.parquet", 0, 8)]}
+        repeated = contract.RepeatedKeys(sources=sources)
+        details = repeated.kept_copy_details(np.array([0, 0, 0]), np.array([0, 5, 11]))
+        assert [(d.params["file"], d.params["row"]) for d in details] == [
+            ("tachometer/part-0.parquet", 0), ("tachometer/part-1.parquet", 1), ("tachometer/part-2.parquet", 3)
+        ]
+
+
+def test_day_of_small_files_validates_as_file_by_file(tmp_path: Path, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """40 files of 2 trips, with a copy of a trip of file 3 in file 30: grouped pieces give the file-by-file result."""
+    settings = load_settings("local", environ={}, overrides={"data_dir": str(tmp_path)})
+    inputs = Store(settings.url("input", RUN_DATE))
+    write_sample_day(inputs, RUN_DATE, SampleSpec(trips=80, vertices_per_trip=20, grid_cells=24, trips_per_file=1_000))
+    whole = pq.read_table(inputs.path("trajectories/part-00000.parquet"))
+    Path(inputs.path("trajectories/part-00000.parquet")).unlink()
+    for i in range(40):
+        part = whole.slice(2 * i, 2)
+        if i == 30:
+            part = pa.concat_tables([part, whole.slice(7, 1)])
+        pq.write_table(part, inputs.path(f"trajectories/part-{i:05d}.parquet"))
+    run = phases.DailyRun.create(settings, RUN_DATE, force=True)
+    phases.fetch(run)
+
+    grouped = phases.validate(run, client)
+    grouped_rows = _validated(run)
+    raw = run.store("raw")
+    assert any(p.parts for p in pipeline.plan_pieces(raw, "trajectories", target_rows=500, max_rows=20_000))
+
+    # Every file its own piece, as before small files were grouped.
+    monkeypatch.setattr(pipeline, "target_rows_for", lambda *args, **kwargs: 1)
+    by_file = phases.validate(run, client)
+    by_file_rows = _validated(run)
+
+    assert grouped.counts["datasets"] == by_file.counts["datasets"]
+    for folder, frame in by_file_rows.items():
+        pd.testing.assert_frame_equal(grouped_rows[folder], frame, check_dtype=False, obj=folder)
+    repeated = by_file_rows[f"{pipeline.REJECTS}/trajectories"]
+    copy = repeated[repeated["reason"] == "row_repeated"]
+    assert copy["detail"].tolist() == ["the kept copy is row 1 of trajectories/part-00003.parquet, counting from 0"]
