@@ -710,6 +710,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
             "matched_share": round(sum(r.matched_m for r in results) / length_m, 6) if length_m else None,
             "methods": dict(sorted(methods.items())),
             "tachometer": tacho_counts,
+            "overlapping_trips": pipeline.overlapping_trips(trip_index),
             "stage_seconds": dict(sorted(stage_seconds.items())),
             "step_wall_seconds": steps,
             "worker_peak_rss_bytes": max((r.peak_rss_bytes for r in results), default=0),
@@ -886,6 +887,7 @@ def _day_facts(run: DailyRun, segments: charts.SegmentAggregates, geo: pa.Table 
     computed = read_phase_marker(run.state, "compute", run.day)
     trajectories = (validated.counts.get("datasets", {}).get("trajectories", {}) if validated else {}) or {}
     tacho = (computed.counts.get("tachometer", {}) if computed else {}) or {}
+    overlapping = (computed.counts.get("overlapping_trips", {}) if computed else {}) or {}
     length_m = segments.length_m
     return plausibility.DayFacts(
         trajectory_rows=int(trajectories.get("rows_in", 0)),
@@ -893,6 +895,9 @@ def _day_facts(run: DailyRun, segments: charts.SegmentAggregates, geo: pa.Table 
         matched_share=segments.matched_length_m / length_m if length_m > 0 else None,
         tacho_rows=int(tacho.get("rows", 0)),
         tacho_outside_trips=int(tacho.get("outside_trips", 0)),
+        overlapping_trips=int(overlapping.get("trips", 0)),
+        overlapping_vehicles=int(overlapping.get("vehicles", 0)),
+        overlap_tolerance_s=pipeline.OVERLAP_TOLERANCE_S,
         trip_bbox=segments.bbox,
         geo_bbox=charts.geo_bbox(geo),
         **_trips_outside_day(run),

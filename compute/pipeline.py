@@ -776,6 +776,27 @@ def build_trip_index(parts: list[pd.DataFrame]) -> TripIndex:
     return index
 
 
+#: Overlap of two trips of one vehicle that counts: consecutive trips often share their boundary
+#: second or a few seconds of GPS fixes, which is not a second vehicle driving.
+OVERLAP_TOLERANCE_S = 60.0
+
+
+def overlapping_trips(index: TripIndex) -> dict[str, int]:
+    """Count trips that start more than :data:`OVERLAP_TOLERANCE_S` before an earlier trip of their vehicle ends.
+
+    A vehicle drives one trip at a time, so such trips point at a trip split twice or at two
+    vehicles sharing an id. Tachograph records in the overlap are aligned to one of the trips only.
+    """
+    if index.n_trips == 0:
+        return {"trips": 0, "vehicles": 0}
+    order = np.lexsort((index.start_ms, index.vehicle_codes))
+    vehicle = index.vehicle_codes[order]
+    # Latest end among the vehicle's earlier trips (by start).
+    latest_end = pd.Series(index.end_ms[order]).groupby(vehicle).cummax().groupby(vehicle).shift(1).to_numpy(dtype=np.float64)
+    overlap = index.start_ms[order] < latest_end - OVERLAP_TOLERANCE_S * 1000.0
+    return {"trips": int(overlap.sum()), "vehicles": int(np.unique(vehicle[overlap]).size)}
+
+
 def align_tacho_piece(temp: StoreRef, relative: str, index: TripIndex) -> AlignResult:
     """Align one validated tachograph file to trips; write one file sorted by compute piece (task body).
 

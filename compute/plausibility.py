@@ -82,6 +82,14 @@ register(
             "en": "{outside:,} accepted trips start on a date other than the run date {day} ({timezone}): {dates}. "
                   "A trip of another day is counted twice when that day runs too; check the dates of the delivery.",
         },
+        "warning.trips_overlap": {
+            "ja": "{trips:,} トリップが、同じ車両の前のトリップが終わる前に始まっています（{vehicles:,} 台、重なりが {tolerance_s:g} 秒を超えるもの）。"
+                  "1 台の車両は同時に 1 つのトリップしか走れないため、トリップの二重の分割か、複数の車両が同じ vehicle_id を使っていないか確認してください。"
+                  "重なった時間帯のタコグラフ記録は一方のトリップにしか使われません。",
+            "en": "{trips:,} trips start before an earlier trip of the same vehicle ends ({vehicles:,} vehicles, overlaps above {tolerance_s:g} s). "
+                  "A vehicle drives one trip at a time, so check for trips split twice or for vehicles that share a vehicle_id. "
+                  "Tachometer records in an overlap are used for one of the trips only.",
+        },
         "warning.tacho_outside_trips": {
             "ja": "タコグラフ記録 {outside:,} 行（全 {rows:,} 行）はどのトリップの時間帯にも入らないため、算定に使われていません。",
             "en": "{outside:,} of {rows:,} tachometer records fall outside every trip, so no estimate uses them.",
@@ -171,6 +179,10 @@ class DayFacts:
     matched_share: float | None = None
     tacho_rows: int = 0
     tacho_outside_trips: int = 0
+    #: Trips that start before an earlier trip of their vehicle ends, and their vehicles.
+    overlapping_trips: int = 0
+    overlapping_vehicles: int = 0
+    overlap_tolerance_s: float = 60.0
     #: Accepted trips whose start falls on another date than the run date, on the report's clock.
     trips_outside_day: int = 0
     #: Those dates with their trip counts, most frequent first, e.g. "2026-11-20 (2), 2027-06-01 (1)".
@@ -253,6 +265,13 @@ def _check_day_level(trips: pd.DataFrame, facts: DayFacts, settings: Plausibilit
         warnings.append(
             PlausibilityWarning(
                 "tacho_outside_trips", "day", "", {"outside": facts.tacho_outside_trips, "rows": facts.tacho_rows}
+            )
+        )
+    if facts.overlapping_trips > 0:
+        warnings.append(
+            PlausibilityWarning(
+                "trips_overlap", "day", "",
+                {"trips": facts.overlapping_trips, "vehicles": facts.overlapping_vehicles, "tolerance_s": facts.overlap_tolerance_s},
             )
         )
     if facts.trips_outside_day > 0:
