@@ -19,6 +19,9 @@ export CHECKPOINT_DISABLE := 1
 export CKV_SKIP_PACKAGE_UPDATE_CHECK := true
 export CHECKOV_RUN_SCA_PACKAGE_SCAN_V2 := false
 export PREFECT_HOME ?= $(CURDIR)/var/prefect
+# matplotlib's font cache is per user by default, so every clone and virtual environment shared
+# one file; one written from another environment made charts fall back from the STIX fonts.
+export MPLCONFIGDIR ?= $(CURDIR)/var/matplotlib
 export PREFECT_LOGGING_LEVEL ?= WARNING
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 

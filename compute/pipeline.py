@@ -192,15 +192,16 @@ def plan_pieces(
     paths = list_dataset_files(store, dataset)
     row_limit, vertex_limit = max_rows or math.inf, max_vertices or math.inf
     small: list[tuple[str, tuple[int, ...], int, int]] = []
-    small_schema: tuple[pa.Schema, bytes | None] | None = None
+    small_schema: tuple[pa.Schema, str | None] | None = None
     for path, meta in zip(paths, read_footers(store, paths), strict=True):
         counter = _vertex_counter(meta, *vertex_columns) if vertex_columns else _no_vertices
         file_pieces = list(_file_pieces(meta, counter, target_rows, row_limit, vertex_limit))
         groups, rows, vertices, row_range = file_pieces[0]
         arrow_schema = meta.schema.to_arrow_schema()
-        # Same columns and types, and the same GeoParquet metadata (its CRS); other metadata,
-        # such as the index range that pandas records, differs from file to file.
-        schema = (arrow_schema.remove_metadata(), (arrow_schema.metadata or {}).get(b"geo"))
+        # Same columns and types, and the same GeoParquet metadata (its CRS). Other metadata
+        # differs from file to file: the index range that pandas records, and the bounding box
+        # that geopandas writes per file.
+        schema = (arrow_schema.remove_metadata(), _geo_without_bbox((arrow_schema.metadata or {}).get(b"geo")))
         if len(file_pieces) == 1 and row_range is None and rows < target_rows:
             # Small files of one schema share a piece, so a day of thousands of files does not
             # become thousands of tasks (and validated files) of a few rows each.
@@ -222,6 +223,21 @@ def plan_pieces(
     if small:
         pieces.append(_small_files_piece(dataset, small, len(pieces)))
     return pieces
+
+
+def _geo_without_bbox(geo: bytes | None) -> str | None:
+    """Return GeoParquet metadata as canonical JSON without the per-file ``bbox`` of its columns."""
+    if geo is None:
+        return None
+    try:
+        data = json.loads(geo)
+    except ValueError:
+        return geo.decode("utf-8", errors="replace")
+    if isinstance(data, dict) and isinstance(data.get("columns"), dict):
+        for column in data["columns"].values():
+            if isinstance(column, dict):
+                column.pop("bbox", None)
+    return json.dumps(data, sort_keys=True)
 
 
 def _small_files_piece(dataset: str, files: list[tuple[str, tuple[int, ...], int, int]], index: int) -> Piece:
@@ -302,7 +318,7 @@ def read_piece(store: Store, piece: Piece, settings: contract.ContractSettings, 
 
 
 def _read_raw(store: Store, path: str, row_groups: tuple[int, ...], row_range: tuple[int, int] | None, columns: list[str] | None) -> pa.Table:
-    """Row groups (or a row range of one) of one file as read, with the file's schema metadata."""
+    """Read row groups (or a row range of one) of one file as they are, with the file's schema metadata."""
     with store.open(path) as handle:
         if row_range is not None:
             parquet = pq.ParquetFile(handle, buffer_size=RANGE_BUFFER_BYTES, pre_buffer=False)

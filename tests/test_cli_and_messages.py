@@ -158,9 +158,9 @@ class TestValidateReportLanguage:
 
         for word in ("vertex", "of the partition", "fewer than", "longitude"):
             assert word not in report
-        assert "パーティションの" in report
+        assert "trajectories/part-defects.parquet の先頭を 0 として 5 行目" in report
         assert "頂点 1 から 2" in report
-        assert "row 5 of the partition" in pq.read_table(rejects).column("detail").to_pylist()
+        assert "row 5 of trajectories/part-defects.parquet, counting from 0" in pq.read_table(rejects).column("detail").to_pylist()
 
     def test_missing_dataset_error_in_japanese(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         day = tmp_path / "day"

@@ -43,6 +43,7 @@ from tests.contract import contract_corpus as corpus
 # One set of parameters per detail kind, as a rule would write them.
 SAMPLE_PARAMS: dict[str, dict[str, object]] = {
     "row_of_partition": {"row": 5},
+    "row_of_file": {"file": "trajectories/part-00002.parquet", "row": 5},
     "key_repeated": {},
     "copy_of_file_row": {"file": "tachometer/part-00003.parquet", "row": 1204},
     "copy_of_partition_row": {"row": 7},
@@ -225,8 +226,8 @@ _VEHICLE = {"vehicle_id": "V3", "vehicle_class": "bus", "fuel_type": "diesel"}
 
 # (kind, dataset, table, English detail, Japanese detail)
 RULE_CASES: list[tuple[str, str, pa.Table, str, str]] = [
-    ("row_of_partition", "trajectories", corpus.trajectories([corpus.GOOD_TRIP, _trip(trip_id=None)]),
-     "row 1 of the partition", "パーティションの 1 行目"),
+    ("row_of_file", "trajectories", corpus.trajectories([corpus.GOOD_TRIP, _trip(trip_id=None)]),
+     "row 1 of trajectories/part-0.parquet, counting from 0", "trajectories/part-0.parquet の先頭を 0 として 1 行目"),
     ("key_repeated", "trajectories", corpus.trajectories([_trip(), _trip(load_kg=600.0)]),
      "the key occurs more than once in the day", "このキーはその日のデータに 2 回以上あります"),
     ("copy_of_file_row", "trajectories", corpus.trajectories([_trip(), _trip()]),
@@ -303,6 +304,8 @@ RULE_CASES: list[tuple[str, str, pa.Table, str, str]] = [
 KINDS_PINNED_ELSEWHERE = {
     # Written only when validation has no day-wide keys. tests/contract/test_repeated_rows.py pins it.
     "copy_of_partition_row",
+    # Written only when validation does not know the partition's files; test_validate.py pins it.
+    "row_of_partition",
     # Needs a trip above max_vertices_per_trip; tests/contract/test_vertex_limit.py pins it.
     "vertices_above_max",
 }
@@ -343,7 +346,7 @@ class TestValidateReport:
     def test_japanese_report_shows_japanese_details(self, broken_day: Path) -> None:
         report, balanced = validate_path(str(broken_day), load_settings(), lang="ja")
         assert balanced
-        for text in ("頂点 0 から 1: 1.0 秒で 100 m、上限 200 km/h", "頂点 3 個に対して時刻 2 個", "パーティションの 5 行目",
+        for text in ("頂点 0 から 1: 1.0 秒で 100 m、上限 200 km/h", "頂点 3 個に対して時刻 2 個", "trajectories/part-0.parquet の先頭を 0 として 5 行目",
                      "load_kg が max_load_kg 60000 を超えています", "頂点 1（x = 経度、y = 緯度）"):  # fmt: skip
             assert text in report
         for word in ENGLISH_WORDS:
@@ -353,7 +356,7 @@ class TestValidateReport:
         report, _ = validate_path(str(broken_day), load_settings(), lang="en")
         assert "vertex 0 to 1: 100 m in 1.0 s, limit 200 km/h" in report
         assert "2 timestamps for 3 vertices" in report
-        assert "row 5 of the partition" in report
+        assert "row 5 of trajectories/part-0.parquet, counting from 0" in report
 
     def test_rejects_file_keeps_english(self, broken_day: Path, tmp_path: Path) -> None:
         path = tmp_path / "rejects.parquet"

@@ -32,6 +32,7 @@ from compute.i18n import has_message, message
 # "contract.detail.<kind>" that uses exactly these names.
 DETAIL_KINDS: dict[str, tuple[str, ...]] = {
     "row_of_partition": ("row",),
+    "row_of_file": ("file", "row"),
     "key_repeated": (),
     "copy_of_file_row": ("file", "row"),
     "copy_of_partition_row": ("row",),
@@ -70,7 +71,7 @@ DETAIL_KINDS: dict[str, tuple[str, ...]] = {
 
 # Reason code -> kinds of detail its rules may write. Every code has at least one.
 REASON_DETAILS: dict[ReasonCode, tuple[str, ...]] = {
-    ReasonCode.KEY_MISSING: ("row_of_partition",),
+    ReasonCode.KEY_MISSING: ("row_of_file", "row_of_partition"),
     ReasonCode.KEY_DUPLICATED: ("key_repeated",),
     ReasonCode.ROW_REPEATED: ("copy_of_file_row", "copy_of_partition_row"),
     ReasonCode.VALUE_MISSING: ("value_null",),

@@ -305,6 +305,7 @@ _ERROR_TEXTS: dict[str, tuple[str, str]] = {
 # declared in compute.contract.details; the English text is what the rejects file stores.
 _DETAILS: dict[str, tuple[str, str]] = {
     "row_of_partition": ("パーティションの {row} 行目", "row {row} of the partition"),
+    "row_of_file": ("{file} の先頭を 0 として {row} 行目", "row {row} of {file}, counting from 0"),
     "key_repeated": ("このキーはその日のデータに 2 回以上あります", "the key occurs more than once in the day"),
     "copy_of_file_row": (
         "採用した行は、{file} の先頭を 0 として {row} 行目です",

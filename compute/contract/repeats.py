@@ -95,10 +95,16 @@ class RepeatedKeys:
 
         details = []
         for piece, row in zip(pieces, rows, strict=True):
-            # The last file of the piece that starts at or before the row holds it.
-            file, first_row, piece_row = [part for part in self.sources[int(piece)] if part[2] <= int(row)][-1]
-            details.append(Detail("copy_of_file_row", {"file": file, "row": first_row + int(row) - piece_row}))
+            file, file_row = self.file_row(int(piece), int(row))
+            details.append(Detail("copy_of_file_row", {"file": file, "row": file_row}))
         return details
+
+    def file_row(self, piece: int, row: int) -> tuple[str, int]:
+        """Return the file and the row of that file (from 0) of row ``row`` of piece ``piece``; needs :attr:`sources`."""
+        assert self.sources is not None
+        # The last file of the piece that starts at or before the row contains it.
+        file, first_row, piece_row = [part for part in self.sources[piece] if part[2] <= row][-1]
+        return file, first_row + row - piece_row
 
 
 def content_hashes(table: pa.Table) -> np.ndarray:

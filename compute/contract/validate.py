@@ -160,15 +160,17 @@ def _check_keys(
         values = frame[column]
         if values.dtype == object or pd.api.types.is_string_dtype(values):
             missing |= values.astype("string").str.strip().eq("").fillna(True).to_numpy(dtype=bool)
-    state.reject(
-        ReasonCode.KEY_MISSING,
-        missing,
-        value=lambda hit: [_describe_row(frame, i) for i in hit],
-        detail=lambda hit: [Detail("row_of_partition", {"row": int(i)}) for i in hit],
-    )
-
     listed_keys = context.duplicated_keys.get(dataset)
     repeated = _repeated_keys(dataset, frame, keys, context, piece)
+
+    def row_details(hit: np.ndarray) -> list[Detail]:
+        # The file and its row where the piece's files are known: a piece may join several files.
+        if repeated.sources is not None and piece in repeated.sources:
+            return [Detail("row_of_file", dict(zip(("file", "row"), repeated.file_row(piece, int(i)), strict=True))) for i in hit]
+        return [Detail("row_of_partition", {"row": int(i)}) for i in hit]
+
+    state.reject(ReasonCode.KEY_MISSING, missing, value=lambda hit: [_describe_row(frame, i) for i in hit], detail=row_details)
+
     # Key text as Python objects only where a key must be looked up: building it for every
     # tachometer record cost about 0.8 us each.
     kept_piece, kept_row = repeated.kept_positions(keys.to_numpy(dtype=object, na_value=None) if not repeated.kept.empty else keys)
@@ -196,7 +198,7 @@ def _check_keys(
 
 
 def _duplicated(dataset: str, frame: pd.DataFrame, keys: pd.Series) -> np.ndarray:
-    """Rows whose key occurs more than once in ``frame``; rows without a key may be marked too.
+    """Return which rows have a key that occurs more than once in ``frame``; rows without a key may be marked too.
 
     A tachometer key is the vehicle and the time, so its copies are found on integer codes of
     both instead of on the key text (about 0.6 s less per million records). Rows with a

@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -250,6 +251,21 @@ class TestSmallFiles:
             ("tachometer/part-3.parquet", 0, 50),
             ("tachometer/part-4.parquet", 0, 3),
         ]
+
+    def test_geopandas_files_share_pieces_unless_crs_differs(self, tmp_path: Path) -> None:
+        (tmp_path / "trajectories").mkdir()
+        for i in range(5):
+            lines = [shapely.LineString([(139.7 + i * 0.01 + k * 1e-3, 35.6), (139.71 + i * 0.01 + k * 1e-3, 35.61)]) for k in range(3)]
+            frame = gpd.GeoDataFrame({"trip_id": [f"T{i}-{k}" for k in range(3)]}, geometry=lines, crs="EPSG:4326")
+            if i == 4:
+                frame = frame.to_crs("EPSG:6677")
+            # geopandas writes each file's own bounding box into the GeoParquet metadata.
+            frame.to_parquet(tmp_path / "trajectories" / f"part-{i}.parquet")
+
+        pieces = pipeline.plan_pieces(Store(str(tmp_path)), "trajectories", target_rows=100, max_rows=1_000)
+
+        assert [[path for path, _, _ in p.parts] for p in pieces] == [[f"trajectories/part-{i}.parquet" for i in range(4)], []]
+        assert pieces[1].path == "trajectories/part-4.parquet"
 
     def test_sources_name_each_file_of_a_piece(self, tmp_path: Path) -> None:
         for i in range(3):

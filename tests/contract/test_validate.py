@@ -370,6 +370,17 @@ def test_every_reason_code_has_a_case():
     assert set(ReasonCode) - covered == set()
 
 
+def test_missing_key_names_file_row_or_partition_row():
+    table = corpus.trajectories([GOOD, {**GOOD, "trip_id": None}])
+    _, with_files = _validate("trajectories", table)
+    assert with_files["detail"].tolist() == ["row 1 of trajectories/part-0.parquet, counting from 0"]
+
+    settings = ContractSettings()
+    frame = to_frame("trajectories", conform_table("trajectories", table, settings))
+    _, without_files = validate_rows("trajectories", frame, ValidationContext(known_vehicle_ids=np.array(["V1"], dtype=object), settings=settings))
+    assert without_files["detail"].tolist() == ["row 1 of the partition"]
+
+
 def test_rejects_frame_is_writable_text(tmp_path):
     _, rejects = _validate("trajectories", corpus.trajectories([{**GOOD, "vehicle_id": "V404"}]))
     path = tmp_path / "rejects.parquet"
