@@ -1,13 +1,13 @@
 """Benchmark of the validate phase on the sample days of ``bench_compute.py``.
 
-For a day size it links the client input of the day that ``bench_compute.py`` prepared (run that
-first, with the same ``--bench-dir``) into a folder of its own, fetches it there once, and then
+It links the client input of a day that ``bench_compute.py`` prepared into a folder of its own
+and fetches it there once; run ``bench_compute.py`` first, with the same ``--bench-dir``. Then it
 runs ``compute.phases.validate`` on a fresh LocalCluster per worker count and run. It prints
 medians of wall seconds, worker process CPU seconds, peak worker memory, and records per second
 per core (trips, tachograph records and vehicles together).
 
 ``--layout one-row-group`` first rewrites the trajectories and the tachometer records into one
-file each with a single row group, as pyarrow and geopandas write a table by default; the phase
+file each with a single row group, as pyarrow and geopandas write a table by default. The phase
 then reads them in row ranges (docs/benchmarks.md, section 1). Never run by the tests.
 
 Example::

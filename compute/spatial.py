@@ -341,7 +341,7 @@ def locate_areas(lon: np.ndarray, lat: np.ndarray, layers: GeoLayers) -> np.ndar
     geoms = np.asarray(layers.areas.geometry.array, dtype=object)
     # Prepared polygons index their edges once, so a test no longer walks every vertex: one
     # area of 500,000 vertices took 5.26 s for 2,000 points unprepared and 0.11 s prepared.
-    # The layer is a worker's broadcast copy, so each polygon is prepared once per worker; the
+    # The layer is a worker's broadcast copy, so each polygon is prepared once per worker. The
     # lock keeps two task threads from preparing the same polygon at once.
     with _PREPARE_LOCK:
         shapely.prepare(geoms[np.unique(area)])

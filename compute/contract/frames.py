@@ -148,6 +148,18 @@ def row_keys(dataset: str, frame: pd.DataFrame) -> pd.Series:
     return pd.Series(pd.arrays.ArrowStringArray(joined), index=frame.index, name=c.ROW_KEY)
 
 
+def tachometer_key_parts(frame: pd.DataFrame) -> tuple[np.ndarray, pd.Index, np.ndarray, np.ndarray]:
+    """Return the parts of each tachometer row's key without its text.
+
+    They are the vehicle's code (-1 where it is missing), the vehicles the codes index, the time
+    in epoch milliseconds, and whether the time is present. Two rows have the same key
+    (:func:`row_keys`) exactly when both have a vehicle and a time and both parts are equal.
+    """
+    vehicle_code, vehicles = pd.factorize(frame[c.VEHICLE_ID].astype("string"))
+    times = pd.to_datetime(frame[c.TS], utc=True)
+    return vehicle_code, vehicles, times.to_numpy(dtype="datetime64[ms]").astype(np.int64), times.notna().to_numpy(dtype=bool)
+
+
 #: One ``YYYY-MM-DDTHH:MM:SS.mmmZ`` text as fixed-width fields, and the texts of every second of a day and millisecond.
 _ISO_MS = np.dtype([("date", "S10"), ("t", "S1"), ("hms", "S8"), ("dot", "S1"), ("milli", "S3"), ("z", "S1")])
 _HMS = np.array([f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}".encode() for s in range(86_400)], dtype="S8")

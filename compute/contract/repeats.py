@@ -27,7 +27,7 @@ import shapely
 
 from compute import columns as c
 from compute.contract.details import Detail
-from compute.contract.frames import find_duplicate_keys, row_keys
+from compute.contract.frames import find_duplicate_keys, row_keys, tachometer_key_parts
 from compute.contract.schema import KEY_COLUMNS, check_dataset
 
 # Columns of an occurrences frame (:func:`key_occurrences`) besides ``row_key``.
@@ -275,12 +275,10 @@ def key_hashes(dataset: str, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarra
         keys = row_keys(dataset, frame)
         present = keys.notna().to_numpy(dtype=bool)
         return np.flatnonzero(present), pd.util.hash_array(keys[present].astype(str).to_numpy(dtype=object))
-    vehicle_code, vehicles = pd.factorize(frame[c.VEHICLE_ID].astype("string"))
-    times = pd.to_datetime(frame[c.TS], utc=True)
-    rows = np.flatnonzero((vehicle_code >= 0) & times.notna().to_numpy(dtype=bool))
+    vehicle_code, vehicles, ts_ms, has_time = tachometer_key_parts(frame)
+    rows = np.flatnonzero((vehicle_code >= 0) & has_time)
     vehicle_hash = pd.util.hash_array(np.asarray(vehicles, dtype=object)) if len(vehicles) else np.zeros(0, np.uint64)
-    ts_ms = times.to_numpy(dtype="datetime64[ms]").astype(np.int64)[rows]
-    return rows, _mix(vehicle_hash[vehicle_code[rows]], pd.util.hash_array(ts_ms))
+    return rows, _mix(vehicle_hash[vehicle_code[rows]], pd.util.hash_array(ts_ms[rows]))
 
 
 def _mix(left: np.ndarray, right: np.ndarray | np.uint64) -> np.ndarray:

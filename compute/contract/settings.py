@@ -118,7 +118,7 @@ class ContractThresholds(_Section):
     max_speed_limit_kmh: float = Field(default=200.0, gt=0, description="Highest plausible posted speed limit.")
     max_abs_gradient_pct: float = Field(default=40.0, gt=0, description="Highest plausible absolute road gradient.")
     max_load_kg: float = Field(default=60000.0, gt=0, description="Highest plausible load of one trip.")
-    # A compute task holds about 1 KiB per vertex, and a trip is never split across tasks.
+    # A compute task uses about 1 KiB per vertex, and a trip is never split across tasks.
     max_vertices_per_trip: int = Field(
         default=1_000_000,
         ge=2,

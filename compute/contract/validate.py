@@ -18,7 +18,7 @@ import shapely
 
 from compute import columns as c
 from compute.contract.details import Detail
-from compute.contract.frames import VERTICES_OVER_LIMIT, WKB_UNREADABLE, decode_geometry, row_keys
+from compute.contract.frames import VERTICES_OVER_LIMIT, WKB_UNREADABLE, decode_geometry, row_keys, tachometer_key_parts
 from compute.contract.reasons import FlagCode, ReasonCode
 from compute.contract.repeats import RepeatedKeys, repeated_keys_in_frame
 from compute.contract.rules_geometry import check_geometry
@@ -206,8 +206,7 @@ def _duplicated(dataset: str, frame: pd.DataFrame, keys: pd.Series) -> np.ndarra
     """
     if dataset != "tachometer" or len(frame) == 0:
         return keys.duplicated(keep=False).to_numpy(dtype=bool)
-    vehicle_code, _ = pd.factorize(frame[c.VEHICLE_ID].astype("string"))
-    ts_ms = pd.to_datetime(frame[c.TS], utc=True).to_numpy(dtype="datetime64[ms]").astype(np.int64)
+    vehicle_code, _, ts_ms, _ = tachometer_key_parts(frame)
     order = np.lexsort((ts_ms, vehicle_code))
     same = (vehicle_code[order][1:] == vehicle_code[order][:-1]) & (ts_ms[order][1:] == ts_ms[order][:-1])
     repeated = np.zeros(len(frame), dtype=bool)

@@ -40,7 +40,7 @@ def _index(rows: list[tuple[str, float, float]]) -> pipeline.TripIndex:
 
 
 class TestCount:
-    def test_back_to_back_and_other_vehicles_do_not_count(self) -> None:
+    def test_adjacent_trips_not_counted(self) -> None:
         # V1's trips touch, and the second shares half a minute with the first; V2 drives at the same time.
         index = _index([("V1", 0, 30), ("V1", 29.5, 60), ("V2", 0, 60), ("V1", 60, 90)])
         assert pipeline.overlapping_trips(index) == {"trips": 0, "vehicles": 0}

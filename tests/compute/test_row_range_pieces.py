@@ -2,7 +2,7 @@
 
 pyarrow and geopandas write up to 1,048,576 rows per row group by default, so a client's file of
 100,000 trips often is one row group of 30M vertices. Validating that as one piece took 4.1 GiB
-in a worker; the planner now cuts it into row ranges that each task decodes batch by batch.
+in a worker. The planner now cuts it into row ranges, which each task decodes batch by batch.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _read_pieces(store: Store, pieces: list[pipeline.Piece]) -> pa.Table:
 
 
 class TestPlan:
-    def test_row_group_above_the_row_limit_becomes_contiguous_ranges(self, tmp_path: Path) -> None:
+    def test_large_row_group_becomes_ranges(self, tmp_path: Path) -> None:
         table = pa.table({"vehicle_id": pa.array([f"V{i % 7}" for i in range(1_003)]), "speed_kmh": pa.array(np.arange(1_003.0))})
         store = _write(tmp_path, "tachometer", table)
 
@@ -74,7 +74,9 @@ class TestPlan:
         assert all(p.row_groups == (0,) and p.row_range is not None for p in pieces)
         starts = [p.row_range[0] for p in pieces]
         stops = [p.row_range[1] for p in pieces]
-        assert starts[0] == 0 and stops[-1] == 1_003 and starts[1:] == stops[:-1]
+        assert starts[0] == 0
+        assert stops[-1] == 1_003
+        assert starts[1:] == stops[:-1]
         assert all(0 < p.rows == p.row_range[1] - p.row_range[0] <= 100 for p in pieces)
         assert _read_pieces(store, pieces).equals(table)
 
@@ -136,7 +138,8 @@ class TestPlan:
         table = _trajectories(5, np.random.default_rng(5))
         store = _write(tmp_path, "trajectories", table)
         empty = pipeline._read_row_range(pq.ParquetFile(store.path("trajectories/part-0.parquet")), 0, (3, 3), None)
-        assert empty.num_rows == 0 and empty.schema.equals(table.schema)
+        assert empty.num_rows == 0
+        assert empty.schema.equals(table.schema)
         _write(tmp_path, "tachometer", pa.table({"vehicle_id": pa.array([], pa.string())}))
         assert [(p.row_groups, p.rows) for p in pipeline.plan_pieces(store, "tachometer", target_rows=1, max_rows=1)] == [((0,), 0)]
 
@@ -281,7 +284,7 @@ class TestSmallFiles:
         ]
 
 
-def test_day_of_small_files_validates_as_file_by_file(tmp_path: Path, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_files_validate_as_separate(tmp_path: Path, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """40 files of 2 trips, with a copy of a trip of file 3 in file 30: grouped pieces give the file-by-file result."""
     settings = load_settings("local", environ={}, overrides={"data_dir": str(tmp_path)})
     inputs = Store(settings.url("input", RUN_DATE))

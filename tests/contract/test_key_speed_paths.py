@@ -1,8 +1,8 @@
 """Faster key paths of tachometer validation give what the text keys gave.
 
 Tachometer keys are ``vehicle@time`` text. Building that text with numpy and finding repeated
-keys on it took most of validating a tachometer piece; the time is now formatted from tables
-and repeats are found on integer codes. Both are compared here with the text formulation.
+keys on it took most of validating a tachometer piece. The time is now formatted from tables,
+and repeats are found on integer codes; both are compared here with the text formulation.
 """
 
 from __future__ import annotations
