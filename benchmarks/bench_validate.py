@@ -1,7 +1,7 @@
 """Benchmark of the validate phase on the sample days of ``bench_compute.py``.
 
 It links the client input of a day that ``bench_compute.py`` prepared into a folder of its own
-and fetches it there once; run ``bench_compute.py`` first, with the same ``--bench-dir``. Then it
+and fetches it there once, so run ``bench_compute.py`` first, with the same ``--bench-dir``. Then it
 runs ``compute.phases.validate`` on a fresh LocalCluster per worker count and run. It prints
 medians of wall seconds, worker process CPU seconds, peak worker memory, and records per second
 per core (trips, tachograph records and vehicles together).

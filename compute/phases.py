@@ -534,14 +534,14 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
 # "segments" (the compute phase) the bounds count vertices: the maximum keeps a compute task
 # near 1 GiB of memory at about 1 KiB per vertex, the minimum keeps task overhead small.
 _PIECE_ROWS = {"trajectories": (500, 20_000), "tachometer": (50_000, 2_000_000), "segments": (100_000, 1_000_000)}
-#: Most vertices of a validation piece. Validating a trajectory piece peaks at about 140 bytes
+#: Maximum vertices of a validation piece. Validating a trajectory piece peaks at about 140 bytes
 #: per vertex (4.1 GiB for 30M vertices in one row group). 2,000,000 vertices keep a piece near
 #: 0.3 GiB on top of the worker's 0.4 GiB, whatever the trips' lengths and the row groups.
 _VALIDATE_VERTICES_MAX = 2_000_000
 
 
 def _vertex_bound(csettings: contract.ContractSettings, dataset: str) -> dict[str, Any]:
-    """Vertex limit of the validation pieces of ``dataset``, with its source column names."""
+    """Return the vertex limit of the validation pieces of ``dataset``, with its source column names."""
     if dataset != "trajectories":
         return {}
     source = {target: name for name, target in csettings.trajectories.rename.items()}

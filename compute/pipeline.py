@@ -337,7 +337,7 @@ RANGE_BUFFER_BYTES = 8 << 20
 
 
 def _read_row_range(parquet: pq.ParquetFile, row_group: int, row_range: tuple[int, int], columns: list[str] | None) -> pa.Table:
-    """Rows ``[start, stop)`` of one row group, decoded batch by batch.
+    """Return rows ``[start, stop)`` of one row group, decoded batch by batch.
 
     Parquet has no index from rows to pages that pyarrow exposes, so the batches before
     ``start`` are decoded and dropped. Memory stays near the range's own size. The cost is

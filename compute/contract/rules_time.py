@@ -229,7 +229,7 @@ def _segment_distances(geometries: np.ndarray, rows: np.ndarray) -> tuple[np.nda
 
 
 def sphere_distances(coords: np.ndarray) -> np.ndarray:
-    """Haversine distance in metres between consecutive (longitude, latitude) rows of ``coords``."""
+    """Return the haversine distance in metres between consecutive (longitude, latitude) rows of ``coords``."""
     lat = np.radians(coords[:, 1])
     cos_lat = np.cos(lat)
     half = np.sin(np.diff(lat) / 2) ** 2 + cos_lat[:-1] * cos_lat[1:] * np.sin(np.radians(np.diff(coords[:, 0])) / 2) ** 2
@@ -237,7 +237,7 @@ def sphere_distances(coords: np.ndarray) -> np.ndarray:
 
 
 def geodesic(coords: np.ndarray, pairs: np.ndarray) -> np.ndarray:
-    """WGS 84 geodesic distance in metres of the vertex pairs ``pairs`` (pair ``i`` joins vertices ``i`` and ``i + 1``)."""
+    """Return the WGS 84 geodesic distance in metres of the vertex pairs ``pairs`` (pair ``i`` joins vertices ``i`` and ``i + 1``)."""
     _, _, distance_m = _GEOD.inv(coords[pairs, 0], coords[pairs, 1], coords[pairs + 1, 0], coords[pairs + 1, 1])
     return np.asarray(distance_m, dtype=np.float64)
 

@@ -123,7 +123,7 @@ class ContractThresholds(_Section):
         default=1_000_000,
         ge=2,
         description=(
-            "Most vertices of one trip (11.6 days at 1 Hz, 27.8 hours at 10 Hz). A longer trip is rejected as "
+            "Maximum vertices of one trip (11.6 days at 1 Hz, 27.8 hours at 10 Hz). A longer trip is rejected as "
             "geometry_too_large before its geometry is decoded, so that one row cannot exhaust a worker's memory."
         ),
     )

@@ -45,7 +45,7 @@ class TestCount:
         index = _index([("V1", 0, 30), ("V1", 29.5, 60), ("V2", 0, 60), ("V1", 60, 90)])
         assert pipeline.overlapping_trips(index) == {"trips": 0, "vehicles": 0}
 
-    def test_overlap_with_an_earlier_long_trip_counts(self) -> None:
+    def test_overlap_with_long_trip_counts(self) -> None:
         # The third trip starts inside the first, which is longer than the second.
         index = _index([("V1", 0, 120), ("V1", 10, 20), ("V1", 30, 40), ("V2", 5, 8), ("V2", 5, 9)])
         assert pipeline.overlapping_trips(index) == {"trips": 3, "vehicles": 2}

@@ -80,7 +80,7 @@ class TestPlan:
         assert all(0 < p.rows == p.row_range[1] - p.row_range[0] <= 100 for p in pieces)
         assert _read_pieces(store, pieces).equals(table)
 
-    def test_vertices_are_counted_from_the_timestamps_list(self, tmp_path: Path) -> None:
+    def test_vertices_from_timestamps_list(self, tmp_path: Path) -> None:
         table = _trajectories(400, np.random.default_rng(1))
         store = _write(tmp_path, "trajectories", table)
         total = int(pc.sum(pc.list_value_length(table["timestamps"])).as_py())
@@ -94,7 +94,7 @@ class TestPlan:
         assert abs(sum(p.vertices for p in pieces) - total) <= len(pieces)
         assert _read_pieces(store, pieces).equals(table)
 
-    def test_without_timestamps_the_wkb_bytes_bound_the_vertices(self, tmp_path: Path) -> None:
+    def test_wkb_bytes_bound_vertices(self, tmp_path: Path) -> None:
         table = _trajectories(300, np.random.default_rng(2), with_timestamps=False)
         store = _write(tmp_path, "trajectories", table)
         vertices = int(shapely.get_num_coordinates(shapely.from_wkb(table["geometry"].to_numpy(zero_copy_only=False))).sum())
@@ -107,7 +107,7 @@ class TestPlan:
         assert len(pieces) >= -(-vertices // 1_000)
         assert _read_pieces(store, pieces).equals(table)
 
-    def test_small_row_groups_are_still_grouped_whole(self, tmp_path: Path) -> None:
+    def test_small_row_groups_stay_whole(self, tmp_path: Path) -> None:
         table = _trajectories(90, np.random.default_rng(3))
         (tmp_path / "trajectories").mkdir()
         pq.write_table(table, tmp_path / "trajectories" / "part-0.parquet", row_group_size=10)
@@ -119,7 +119,7 @@ class TestPlan:
         assert [p.row_groups for p in pieces] == [(0, 1, 2), (3, 4, 5), (6, 7, 8)]
         assert all(p.row_range is None for p in pieces)
 
-    def test_vertex_limit_closes_a_group_before_it_overflows(self, tmp_path: Path) -> None:
+    def test_vertex_limit_closes_group(self, tmp_path: Path) -> None:
         table = _trajectories(90, np.random.default_rng(4))
         (tmp_path / "trajectories").mkdir()
         pq.write_table(table, tmp_path / "trajectories" / "part-0.parquet", row_group_size=10)
@@ -182,7 +182,7 @@ def _validated(run: phases.DailyRun) -> tuple[dict, dict[str, pd.DataFrame]]:
     return out
 
 
-def test_validate_in_row_ranges_equals_whole_row_groups(tmp_path: Path, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_row_ranges_validate_as_whole(tmp_path: Path, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     run = _day_in_one_row_group(tmp_path)
     whole = phases.validate(run, client)
     whole_rows = _validated(run)
@@ -239,7 +239,7 @@ class TestSmallFiles:
         assert pieces[-1].path == "tachometer/part-09.parquet"
         assert [p.index for p in pieces] == [0, 1, 2, 3]
 
-    def test_other_schema_or_large_file_starts_a_piece(self, tmp_path: Path) -> None:
+    def test_other_schema_starts_piece(self, tmp_path: Path) -> None:
         _small_file(tmp_path, "part-0.parquet", 3)
         _small_file(tmp_path, "part-1.parquet", 3, extra=True)
         _small_file(tmp_path, "part-2.parquet", 3, extra=True)
@@ -255,7 +255,7 @@ class TestSmallFiles:
             ("tachometer/part-4.parquet", 0, 3),
         ]
 
-    def test_geopandas_files_share_pieces_unless_crs_differs(self, tmp_path: Path) -> None:
+    def test_geopandas_files_grouped_by_crs(self, tmp_path: Path) -> None:
         (tmp_path / "trajectories").mkdir()
         for i in range(5):
             lines = [shapely.LineString([(139.7 + i * 0.01 + k * 1e-3, 35.6), (139.71 + i * 0.01 + k * 1e-3, 35.61)]) for k in range(3)]
@@ -270,7 +270,7 @@ class TestSmallFiles:
         assert [[path for path, _, _ in p.parts] for p in pieces] == [[f"trajectories/part-{i}.parquet" for i in range(4)], []]
         assert pieces[1].path == "trajectories/part-4.parquet"
 
-    def test_sources_name_each_file_of_a_piece(self, tmp_path: Path) -> None:
+    def test_sources_name_each_file(self, tmp_path: Path) -> None:
         for i in range(3):
             _small_file(tmp_path, f"part-{i}.parquet", 4)
         pieces = pipeline.plan_pieces(Store(str(tmp_path)), "tachometer", target_rows=100, max_rows=100)
@@ -284,7 +284,7 @@ class TestSmallFiles:
         ]
 
 
-def test_small_files_validate_as_separate(tmp_path: Path, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_grouped_files_validate_alike(tmp_path: Path, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """40 files of 2 trips, with a copy of a trip of file 3 in file 30: grouped pieces give the file-by-file result."""
     settings = load_settings("local", environ={}, overrides={"data_dir": str(tmp_path)})
     inputs = Store(settings.url("input", RUN_DATE))

@@ -238,7 +238,7 @@ class TestJoinedColumns:
         assert np.array_equal(segments[c.LON_MID].to_numpy(), lon)
 
 
-def test_large_polygon_is_prepared_and_exact() -> None:
+def test_large_polygon_prepared_exact() -> None:
     """A star of 40,000 vertices: locate_areas prepares it on the worker and agrees with plain GEOS."""
     angle = np.linspace(0, 2 * np.pi, 40_000, endpoint=False)
     radius = 700 + 250 * np.sin(angle * 37)

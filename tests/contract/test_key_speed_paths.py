@@ -50,7 +50,7 @@ def _tachometer(rng: np.random.Generator, n: int) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_tachometer_keys_equal_the_text_formulation(seed: int) -> None:
+def test_tachometer_keys_equal_text(seed: int) -> None:
     frame = _tachometer(np.random.default_rng(seed), 3_000)
     times = pd.to_datetime(frame[c.TS], utc=True)
     text = pd.Series(np.datetime_as_string(times.to_numpy(dtype="datetime64[ms]"), unit="ms"), index=frame.index, dtype="string") + "Z"
@@ -62,7 +62,7 @@ def test_tachometer_keys_equal_the_text_formulation(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_repeated_tachometer_keys_equal_text_duplicates(seed: int) -> None:
+def test_tachometer_repeats_equal_text(seed: int) -> None:
     frame = _tachometer(np.random.default_rng(seed), 3_000)
     keys = row_keys("tachometer", frame)
     with_key = keys.notna().to_numpy(dtype=bool)
@@ -76,7 +76,7 @@ def test_repeated_tachometer_keys_equal_text_duplicates(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_tachometer_key_hashes_group_rows_as_their_keys(seed: int) -> None:
+def test_tachometer_hashes_group_keys(seed: int) -> None:
     frame = _tachometer(np.random.default_rng(seed), 3_000)
     keys = row_keys("tachometer", frame)
 

@@ -71,7 +71,7 @@ def test_oversized_row_is_not_decoded() -> None:
     assert len(frame["timestamps"].iloc[0]) == 3
 
 
-def test_more_timestamps_than_vertices_count_too() -> None:
+def test_timestamp_count_also_limited() -> None:
     # Three vertices but eight timestamps: the longer list decides, before timestamp_count_mismatch.
     rows = [GOOD, {**GOOD, "trip_id": "TS", "times_s": list(range(0, 80, 10))}]
     _, _, rejects = _validate(corpus.trajectories(rows), limit=5)
