@@ -102,11 +102,12 @@ def _check_day_folder(store: Store, url: str) -> None:
 def _read_day(store: Store, settings: Settings, summary: contract.ValidationSummary) -> dict[str, dict[str, pa.Table]]:
     """Return per dataset the conformed table of each file, by file name in file order."""
     tables: dict[str, dict[str, pa.Table]] = {}
-    for dataset in contract.DATASETS:
-        files = pipeline.list_dataset_files(store, dataset)
+    listed = {dataset: pipeline.list_dataset_files(store, dataset) for dataset in contract.DATASETS}
+    missing = [dataset for dataset, files in listed.items() if not files and dataset in contract.REQUIRED_DATASETS]
+    if missing:
+        raise contract.dataset_missing(missing, [store.child_url(dataset) for dataset in missing])
+    for dataset, files in listed.items():
         if not files:
-            if dataset in contract.REQUIRED_DATASETS:
-                raise contract.dataset_missing(dataset, store.child_url(dataset))
             summary.mark_absent(dataset)
             continue
         tables[dataset] = {}

@@ -474,10 +474,12 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
 
         # Dataset level: every file footer, before any task runs.
         sources = _dataset_sources(run, raw)
+        missing = [dataset for dataset, (_, files) in sources.items() if not files and dataset in contract.REQUIRED_DATASETS]
+        if missing:
+            # Every missing dataset at once, so one delivery from the client can fix them all.
+            raise contract.dataset_missing(missing, [raw.child_url(dataset) for dataset in missing])
         for dataset, (store, files) in sources.items():
             if not files:
-                if dataset in contract.REQUIRED_DATASETS:
-                    raise contract.dataset_missing(dataset, raw.child_url(dataset))
                 summary.mark_absent(dataset)
                 continue
             for name, schema in zip(files, pipeline.in_threads(functools.partial(_schema_or_error, store), files), strict=True):

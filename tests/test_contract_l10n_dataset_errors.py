@@ -68,7 +68,7 @@ ARROW_TYPE_WORDS = {"int", "string", "double", "timestamp", "ms", "tz", "UTC", "
 
 # One error per code, built as the readers build them; together they use every phrase kind.
 SAMPLE_ERRORS: list[ContractError] = [
-    dataset_missing("vehicles", "gs://bucket/raw/20261201/vehicles"),
+    dataset_missing(["vehicles", "tachometer"], ["gs://bucket/raw/20261201/vehicles", "gs://bucket/raw/20261201/tachometer"]),
     file_unreadable("tachometer", "tachometer/part-1.parquet", OSError("Parquet magic bytes not found in footer.")),
     ContractError(
         ErrorCode.COLUMN_DUPLICATED,
@@ -234,6 +234,10 @@ class TestCatalogue:
     def test_japanese_kind_templates_are_japanese(self) -> None:
         for kind in ERROR_TEXT_KINDS:
             if kind == "text":
+                continue
+            if kind == "list_separator":
+                # The Japanese comma, not the English one.
+                assert message(f"contract.error_text.{kind}", "ja") == "、"
                 continue
             assert JAPANESE.search(message(f"contract.error_text.{kind}", "ja")), kind
 

@@ -60,6 +60,17 @@ class TestPathThatIsNotADay:
         out = capsys.readouterr().out
         assert "dataset_missing" in out
 
+    @pytest.mark.parametrize("lang", ["ja", "en"])
+    def test_every_missing_dataset_named(self, lang: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        # Only vehicles/ exists (and it is empty): trajectories and tachometer are missing too.
+        (tmp_path / "vehicles").mkdir()
+
+        assert cli.main(["--lang", lang, "validate", str(tmp_path)]) == 2
+
+        out = capsys.readouterr().out
+        for dataset in ("trajectories", "vehicles", "tachometer"):
+            assert f"`{tmp_path / dataset}/`" in out
+
 
 class TestStatusLine:
     @pytest.mark.parametrize(

@@ -27,6 +27,8 @@ ERROR_TEXT_KINDS: dict[str, tuple[str, ...]] = {
     "text": ("text",),
     "parquet_files_in_folder": ("dataset",),
     "no_parquet_files": ("folder",),
+    # Between the items of a list of phrases.
+    "list_separator": (),
     "parquet": (),
     "reader_failed": ("path", "error"),
     "column_names_unique": (),
@@ -139,7 +141,8 @@ class ContractError(ValueError):
 
     def _fields(self, lang: str) -> dict[str, str]:
         return {
-            "dataset": self.dataset,
+            # Several datasets (a dataset_missing error) are listed with the language's comma.
+            "dataset": self.dataset.replace(", ", message("contract.error_text.list_separator", lang)),
             "column": self.column,
             "expected": render_phrases(self.expected_phrases, lang),
             "actual": render_phrases(self.actual_phrases, lang),
@@ -181,23 +184,43 @@ class BalanceError(RuntimeError):
     """Rows were lost or counted twice: rows in differ from rows accepted plus rows rejected."""
 
 
-def dataset_missing(dataset: str, folder: str) -> ContractError:
-    """Return the dataset-level error for a required ``dataset`` without Parquet files in ``folder``.
+def dataset_missing(dataset: str | Sequence[str], folder: str | Sequence[str]) -> ContractError:
+    """Return the dataset-level error for required datasets without Parquet files in their folders.
 
     Parameters
     ----------
-    dataset : str
-        The required dataset.
-    folder : str
-        URL of the dataset's folder that was listed, without a trailing slash.
+    dataset : str or sequence of str
+        The required dataset, or every required dataset that is missing, so that one run
+        names them all.
+    folder : str or sequence of str
+        URL of each dataset's folder that was listed, without a trailing slash.
     """
+    datasets = [dataset] if isinstance(dataset, str) else list(dataset)
+    folders = [folder] if isinstance(folder, str) else list(folder)
+    if not datasets or len(datasets) != len(folders):
+        raise ValueError(f"dataset_missing needs one folder per dataset, got {datasets} and {folders}")
     return ContractError(
         ErrorCode.DATASET_MISSING,
-        dataset,
+        ", ".join(datasets),
         "",
-        phrase("parquet_files_in_folder", dataset=dataset),
-        phrase("no_parquet_files", folder=folder),
+        _listed([phrase("parquet_files_in_folder", dataset=name) for name in datasets]),
+        _listed([phrase("no_parquet_files", folder=url) for url in folders]),
     )
+
+
+def missing_datasets(error: ContractError) -> list[str]:
+    """Return the datasets a ``dataset_missing`` error names (one or more)."""
+    return error.dataset.split(", ")
+
+
+def _listed(items: Sequence[Phrases]) -> Phrases:
+    """Join texts with the list separator of each language."""
+    joined: list[Phrase] = []
+    for i, item in enumerate(items):
+        if i:
+            joined.extend(phrase("list_separator"))
+        joined.extend(item)
+    return tuple(joined)
 
 
 def file_unreadable(dataset: str, path: str, error: Exception) -> ContractError:

@@ -200,10 +200,10 @@ _FLAGS: dict[str, tuple[str, str, str, str]] = {
 # code: (message ja, message en, hint ja, hint en)
 _ERRORS: dict[str, tuple[str, str, str, str]] = {
     "dataset_missing": (
-        "データセット {dataset} がありません (想定: {expected}、実際: {actual})。",
-        "Dataset {dataset} is missing: expected {expected}, found {actual}.",
-        "その日のフォルダに {dataset}/ を Parquet ファイルで置いてください。",
-        "Put a {dataset}/ folder of Parquet files in the day's folder.",
+        "必須のデータセット {dataset} がありません (想定: {expected}、実際: {actual})。",
+        "Required dataset missing: {dataset}; expected {expected}, found {actual}.",
+        "その日のフォルダに、データセット {dataset} ごとに同じ名前のフォルダを作り、Parquet ファイルを置いてください。",
+        "Put a folder named after each dataset ({dataset}) with its Parquet files in the day's folder.",
     ),
     "file_unreadable": (
         "データセット {dataset} のファイルを Parquet として読めません (想定: {expected}、実際: {actual})。",
@@ -263,6 +263,7 @@ _ERROR_TEXTS: dict[str, tuple[str, str]] = {
     "text": ("{text}", "{text}"),
     "parquet_files_in_folder": ("{dataset}/*.parquet ≥ 1 個", "{dataset}/*.parquet ≥ 1"),
     "no_parquet_files": ("{folder}/*.parquet = 0 個", "{folder}/*.parquet = 0"),
+    "list_separator": ("、", ", "),
     "parquet": ("Parquet 形式", "Parquet"),
     "reader_failed": ("{path} を読めません (pyarrow のエラー: {error})", "{path}: {error}"),
     "column_names_unique": ("列名がそれぞれ 1 回だけ", "each column name once"),

@@ -7,7 +7,7 @@ import re
 import pandas as pd
 
 from compute import columns as c
-from compute.contract.errors import ContractError
+from compute.contract.errors import ContractError, missing_datasets
 from compute.contract.reasons import ErrorCode
 from compute.contract.schema import DATASETS
 from compute.contract.summary import DatasetSummary, ValidationSummary
@@ -69,7 +69,7 @@ def _ordered(summary: ValidationSummary) -> list[str]:
 
 
 def _count_table(summary: ValidationSummary, t) -> list[str]:  # type: ignore[no-untyped-def]
-    missing = {error.dataset: error for error in summary.errors if error.code is ErrorCode.DATASET_MISSING}
+    missing = {name: error for error in summary.errors if error.code is ErrorCode.DATASET_MISSING for name in missing_datasets(error)}
     unread = [name for name in DATASETS if name not in summary.datasets] if summary.errors else []
     header = [
         t("contract.report.dataset"),
@@ -96,7 +96,7 @@ def _count_table(summary: ValidationSummary, t) -> list[str]:  # type: ignore[no
 
     for name in unread:
         if name in missing:
-            lines.append(f"- {t('contract.report.missing_action', dataset=name, folder=_folder_of(missing[name], t))}")
+            lines.append(f"- {t('contract.report.missing_action', dataset=name, folder=_folder_of(missing[name], name, t))}")
     if any(name not in missing for name in unread):
         lines.append(f"- {t('contract.report.not_validated_note')}")
     if unread:
@@ -104,14 +104,18 @@ def _count_table(summary: ValidationSummary, t) -> list[str]:  # type: ignore[no
     return lines
 
 
-def _folder_of(error: ContractError, t) -> str:  # type: ignore[no-untyped-def]
-    """Return where the missing dataset's files belong: the folder the reader listed, else the dataset's folder of the day."""
-    for part in error.actual_phrases:
-        if part.kind == "no_parquet_files":
-            return f"`{part.params['folder']}/`"
+def _folder_of(error: ContractError, dataset: str, t) -> str:  # type: ignore[no-untyped-def]
+    """Return where the missing ``dataset``'s files belong: the folder the reader listed, else the dataset's folder of the day.
+
+    An error that names several datasets lists their folders in the same order.
+    """
+    folders = [part.params["folder"] for part in error.actual_phrases if part.kind == "no_parquet_files"]
+    names = missing_datasets(error)
+    if folders and len(folders) == len(names):
+        return f"`{folders[names.index(dataset)]}/`"
     match = _MISSING_FILES.fullmatch(error.actual)
     if match is None:
-        return str(t("contract.report.day_folder_of", dataset=error.dataset))
+        return str(t("contract.report.day_folder_of", dataset=dataset))
     return f"`{match['folder']}/`"
 
 

@@ -81,3 +81,29 @@ def test_screened_rules_equal_geodesic_rules(with_times: bool, monkeypatch: pyte
     assert 30 < len(reference) < 290
     assert set(reference["reason"]) == {"speed_implausible"}
     pd.testing.assert_frame_equal(screened, reference)
+
+
+def _trip_at(speed_kmh: float, with_times: bool) -> pa.Table:
+    """One trip of three vertices 10 s apart, each step exactly ``speed_kmh`` on the WGS 84 ellipsoid."""
+    step_m = speed_kmh / 3.6 * 10.0
+    lon, lat = [139.7], [35.68]
+    for _ in range(2):
+        x, y, _ = GEOD.fwd(lon[-1], lat[-1], 60.0, step_m)
+        lon.append(float(x))
+        lat.append(float(y))
+    # repr keeps every bit of the coordinates through the WKT of the corpus builder.
+    row = {"trip_id": "T0", "vehicle_id": "V1", "wkt": "LINESTRING (" + ", ".join(f"{x!r} {y!r}" for x, y in zip(lon, lat, strict=True)) + ")"}
+    if with_times:
+        row["times_s"] = [0.0, 10.0, 20.0]
+    else:
+        row["start_ms"] = corpus.T0_MS
+        row["end_ms"] = corpus.T0_MS + 20_000
+    return corpus.trajectories([row])
+
+
+@pytest.mark.parametrize("with_times", [True, False], ids=["vertex-speeds", "average-speeds"])
+def test_speed_at_limit_accepted_and_above_rejected(with_times: bool) -> None:
+    # Rounding in the coordinates gives about 200.0000000075 km/h for a trip built at 200.
+    assert _rejects(_trip_at(200.0, with_times)).empty
+    rejects = _rejects(_trip_at(200.0 * (1 + 1e-6), with_times))
+    assert list(rejects["reason"]) == ["speed_implausible"]

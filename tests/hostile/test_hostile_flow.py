@@ -56,6 +56,19 @@ class TestValidatePhaseStops:
         assert info.value.code is ErrorCode.FILE_UNREADABLE
         assert "tachometer/part-1.parquet" in info.value.actual
 
+    def test_every_missing_dataset_named(self, tmp_path: Path) -> None:
+        day = days.good_day()
+        run = _raw_day(tmp_path, {"vehicles": day["vehicles"], "geo_attributes": day["geo_attributes"]})
+        with pytest.raises(ContractError) as info:
+            phases.validate(run, client=None)  # type: ignore[arg-type]
+        assert info.value.code is ErrorCode.DATASET_MISSING
+        assert info.value.dataset == "trajectories, tachometer"
+        for lang, separator in (("ja", "、"), ("en", ", ")):
+            text = info.value.message(lang)
+            assert f"trajectories{separator}tachometer" in text
+            assert f"{YYYYMMDD}/trajectories/*.parquet" in text
+            assert f"{YYYYMMDD}/tachometer/*.parquet" in text
+
 
 def _hostile_rows_day() -> dict[str, pa.Table]:
     with warnings.catch_warnings():
