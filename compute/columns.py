@@ -57,6 +57,8 @@ LAT_MID = "lat_mid"
 # Displacement of a segment in metres, east and north, in the tangent plane at its midpoint.
 EAST_M = "east_m"
 NORTH_M = "north_m"
+# True for a segment inside a GPS standstill: its length was set to 0 (segments.StandstillRule).
+STANDSTILL = "standstill"
 AREA_ID = "area_id"
 LINK_ID = "link_id"
 LINK_DISTANCE_M = "link_distance_m"

@@ -936,7 +936,8 @@ def compute_piece(
     table = _read_row_groups(store, piece, list(segments.INPUT_COLUMNS))
     clock.lap("read")
 
-    segs, trips = segments.build_segments_from_arrow(table)
+    standstill = segments.StandstillRule(model.settings.standstill_radius_m, model.settings.standstill_min_duration_s)
+    segs, trips = segments.build_segments_from_arrow(table, standstill)
     del table
     clock.lap("segments")
     segs = spatial.join_segments(segs, layers, link_max_distance_m)

@@ -63,12 +63,49 @@ _SEGMENT_KEY_COLUMNS: tuple[str, ...] = (c.TRIP_ID, c.VEHICLE_ID, c.SEG_INDEX, c
 _SEGMENT_FLOAT_COLUMNS: tuple[str, ...] = (
     c.DURATION_S, c.LENGTH_M, c.SPEED_KMH, c.ACCEL_M_S2, c.GRADE_PCT, c.LON_MID, c.LAT_MID, c.EAST_M, c.NORTH_M,
 )
-SEGMENT_COLUMNS: tuple[str, ...] = _SEGMENT_KEY_COLUMNS + _SEGMENT_FLOAT_COLUMNS
+SEGMENT_COLUMNS: tuple[str, ...] = _SEGMENT_KEY_COLUMNS + _SEGMENT_FLOAT_COLUMNS + (c.STANDSTILL,)
 TRIP_COLUMNS: tuple[str, ...] = (
     c.TRIP_ID, c.VEHICLE_ID, c.START_TIME, c.END_TIME, c.LOAD_KG, c.N_VERTICES, c.TIME_SOURCE,
 )
 #: Columns of the validated trajectories that segmenting reads.
 INPUT_COLUMNS: tuple[str, ...] = (c.TRIP_ID, c.VEHICLE_ID, c.GEOMETRY, c.TIMESTAMPS, c.START_TIME, c.END_TIME, c.LOAD_KG)
+
+
+@dataclass(frozen=True)
+class StandstillRule:
+    """Rule that recognises a vehicle standing still in noisy GPS fixes.
+
+    A receiver that does not move keeps reporting positions scattered by a few metres. At 1 Hz
+    that scatter reads as 10 to 20 km/h of speed with accelerations of 1 to 2 m/s2, so a T3
+    profile of a 10-minute stop with 2 m of scatter gets about 13 times the fuel of idling, and
+    the trip gets about 2 km it never drove. A run of fixes of a trip with vertex times that all
+    lie within ``radius_m`` of the run's first fix, that spans at least ``min_duration_s``, and
+    whose segments add up to more than twice ``radius_m`` is a standstill. Inside a circle of
+    that radius, a vehicle that drives through or stops without scatter travels about two radii
+    at most, so a longer path means the fixes went back and forth. The segments of a standstill
+    keep their times and midpoints but get length 0, so they count as idle. A ``radius_m`` or
+    ``min_duration_s`` of 0 turns the rule off.
+
+    The defaults: within 20 m for 30 s is a mean speed below 2.4 km/h, about the idle speed of
+    the emission model (2 km/h), so a run the rule holds still would be near idle anyway. Runs
+    are found from the first fix onwards. A run shorter than ``min_duration_s`` moves the
+    start to the next fix, and a run long enough moves it to the first fix after the run. The
+    last fixes of the approach and the first of the departure that lie within the radius of the
+    run's first fix belong to the standstill, so it can shorten the driven distance by up to
+    about one radius on each side.
+    """
+
+    radius_m: float = 20.0
+    min_duration_s: float = 30.0
+
+    @property
+    def active(self) -> bool:
+        """Tell whether the rule is on."""
+        return self.radius_m > 0 and self.min_duration_s > 0
+
+
+#: The rule switched off: segments keep every measured length.
+NO_STANDSTILL = StandstillRule(0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -87,7 +124,7 @@ class _Vertices:
     load_kg: np.ndarray
 
 
-def build_segments(trajectories: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_segments(trajectories: pd.DataFrame, standstill: StandstillRule = NO_STANDSTILL) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split accepted trajectories into segments and return ``(segments, trips)``.
 
     Parameters
@@ -96,12 +133,15 @@ def build_segments(trajectories: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
         One row per trip with ``trip_id``, ``vehicle_id``, ``geometry`` (shapely LineStrings in
         EPSG:4326, optionally with Z in metres), ``timestamps`` (array of per-vertex times or
         missing), ``start_time``, ``end_time`` and ``load_kg``.
+    standstill
+        How GPS scatter while standing still is recognised (:class:`StandstillRule`); off unless given.
 
     Returns
     -------
     segments
         One row per segment, columns :data:`SEGMENT_COLUMNS`. ``speed_kmh`` is NaN where the
         segment lasts 0 s; ``grade_pct`` is NaN for 2D trips or zero-length segments.
+        ``standstill`` is True for the segments of a standstill, whose length is 0.
     trips
         One row per input trip, columns :data:`TRIP_COLUMNS`; ``time_source`` is ``vertex`` when
         per-vertex timestamps were given and ``interpolated`` when times were spread along the
@@ -128,10 +168,10 @@ def build_segments(trajectories: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFra
         _epoch_ms(trajectories[c.START_TIME]), _epoch_ms(trajectories[c.END_TIME]),
         pd.to_numeric(trajectories[c.LOAD_KG], errors="coerce").to_numpy(dtype=np.float64) if c.LOAD_KG in trajectories.columns else None,
     )
-    return _segments_of(vertices)
+    return _segments_of(vertices, standstill)
 
 
-def build_segments_from_arrow(table: pa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_segments_from_arrow(table: pa.Table, standstill: StandstillRule = NO_STANDSTILL) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split accepted trajectories, as an Arrow table of the contract, into ``(segments, trips)``.
 
     Parameters
@@ -140,6 +180,8 @@ def build_segments_from_arrow(table: pa.Table) -> tuple[pd.DataFrame, pd.DataFra
         Validated trajectories with at least ``trip_id``, ``vehicle_id``, ``geometry`` (WKB
         LineStrings in EPSG:4326) and ``start_time``/``end_time``; ``timestamps``
         (``list<timestamp[ms, tz=UTC]>``) and ``load_kg`` are optional.
+    standstill
+        As in :func:`build_segments`.
 
     Returns
     -------
@@ -175,7 +217,7 @@ def build_segments_from_arrow(table: pa.Table) -> tuple[pd.DataFrame, pd.DataFra
         table.column(c.VEHICLE_ID).to_numpy(zero_copy_only=False).astype(object),
         _arrow_epoch_ms(table.column(c.START_TIME)), _arrow_epoch_ms(table.column(c.END_TIME)), load,
     )
-    return _segments_of(vertices)
+    return _segments_of(vertices, standstill)
 
 
 def geodesic_length_m(lon1: np.ndarray, lat1: np.ndarray, lon2: np.ndarray, lat2: np.ndarray) -> np.ndarray:
@@ -217,6 +259,7 @@ def empty_segments() -> pd.DataFrame:
             c.LAT_MID: pd.Series([], dtype=np.float64),
             c.EAST_M: pd.Series([], dtype=np.float64),
             c.NORTH_M: pd.Series([], dtype=np.float64),
+            c.STANDSTILL: pd.Series([], dtype=bool),
         }
     )
 
@@ -224,7 +267,7 @@ def empty_segments() -> pd.DataFrame:
 # -- core --------------------------------------------------------------------------------------
 
 
-def _segments_of(v: _Vertices) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _segments_of(v: _Vertices, standstill: StandstillRule) -> tuple[pd.DataFrame, pd.DataFrame]:
     n_trips = len(v.counts)
     if n_trips == 0:
         return empty_segments(), _trip_frame(v, np.zeros(0), np.zeros(0))
@@ -247,10 +290,19 @@ def _segments_of(v: _Vertices) -> tuple[pd.DataFrame, pd.DataFrame]:
     vertex_ms = _vertex_times(v.counts, _read_only(v.given_ms), v.given_first, v.has_times, length_m,
                               _read_only(np.asarray(v.start_ms, dtype=np.float64)), _read_only(np.asarray(v.end_ms, dtype=np.float64)))
 
+    # Standstills get length 0 after the times are known (spreading repeated times reads the
+    # measured lengths) and before the speeds are derived from the lengths.
+    still = np.zeros(length_m.shape[0], dtype=bool)
+    if standstill.active:
+        _standstill_segments(coords, v.counts, _read_only(v.has_times), vertex_ms, length_m, float(standstill.radius_m),
+                             float(standstill.min_duration_s) * 1000.0, still)
+        length_m[still] = 0.0
+
     # Kinematics; acceleration is the change of segment speed across the shared vertex.
     start_ms = _segment_kinematics(coords, v.counts, vertex_ms, length_m, duration_s, speed_kmh, accel, grade_pct)
 
     segments = _segment_frame(v, segment_counts, seg_index, start_ms, floats)
+    segments[c.STANDSTILL] = still
     # A trip without vertices (an empty LineString) keeps its given start and end.
     has_vertices = v.counts > 0
     first_ms = np.asarray(v.start_ms, dtype=np.float64).copy()
@@ -427,6 +479,74 @@ def _floor_epoch_ms(value_ms: float) -> int:
     if -9.223372036854775808e18 <= floored < 9.223372036854775808e18:
         return int(floored)
     return nat
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _standstill_segments(
+    coords: np.ndarray, counts: np.ndarray, has_times: np.ndarray, vertex_ms: np.ndarray, length_m: np.ndarray,
+    radius_m: float, min_duration_ms: float, still: np.ndarray,
+) -> None:
+    """Mark in ``still`` the segments of every standstill (:class:`StandstillRule`).
+
+    Only trips with vertex times are examined: interpolated times carry no speed. A run from a
+    fix must reach the first fix at least ``min_duration_ms`` later, so that fix is tested first.
+    A moving vehicle fails on it, in one distance per fix. Distances to a run's first fix are
+    measured in a tangent plane with the radii of curvature of :func:`geodesic_length_m`. The
+    radii are those of a latitude within 0.01 degrees of that fix, which is off by less than
+    1e-3 up to 80 degrees of latitude (2 cm at 20 m). Longitudes are wrapped, so a standstill on
+    the antimeridian is found too.
+    """
+    squared_radius = radius_m * radius_m
+    vertex = 0
+    segment = 0
+    scale_lat = np.nan
+    kx = 0.0
+    ky = 0.0
+    for t in range(counts.shape[0]):
+        n = counts[t]
+        if has_times[t] and n > 1:
+            first = 0
+            due = 0
+            while first < n - 1:
+                a = vertex + first
+                # ``due``: the first fix at least min_duration_ms after ``first``. It only moves forward.
+                due = max(due, first + 1)
+                while due < n and vertex_ms[vertex + due] - vertex_ms[a] < min_duration_ms:
+                    due += 1
+                if due == n:
+                    break
+                if not abs(coords[a, 1] - scale_lat) <= 0.01:
+                    scale_lat = coords[a, 1]
+                    sin_lat = np.sin(scale_lat * _RADIANS)
+                    w = np.sqrt(1.0 - _WGS84_E2 * sin_lat * sin_lat)
+                    kx = _WGS84_A_M / w * np.cos(scale_lat * _RADIANS) * _RADIANS
+                    ky = _WGS84_A_M * (1.0 - _WGS84_E2) / (w * w * w) * _RADIANS
+                if not _within(coords, a, vertex + due, kx, ky, squared_radius):
+                    first += 1
+                    continue
+                last = first
+                while last + 1 < n and _within(coords, a, vertex + last + 1, kx, ky, squared_radius):
+                    last += 1
+                if last >= due:
+                    path_m = 0.0
+                    for k in range(first, last):
+                        path_m += length_m[segment + k]
+                    if path_m > 2.0 * radius_m:
+                        for k in range(first, last):
+                            still[segment + k] = True
+                    first = last + 1
+                else:
+                    first += 1
+        vertex += n
+        segment += n - 1 if n > 1 else 0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _within(coords: np.ndarray, a: int, b: int, kx: float, ky: float, squared_radius: float) -> bool:
+    """Tell whether vertex ``b`` lies within the radius of vertex ``a`` (metres per degree ``kx``, ``ky`` at ``a``)."""
+    dx = ((coords[b, 0] - coords[a, 0] + 180.0) % 360.0 - 180.0) * kx
+    dy = (coords[b, 1] - coords[a, 1]) * ky
+    return dx * dx + dy * dy <= squared_radius
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

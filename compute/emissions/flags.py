@@ -31,6 +31,10 @@ QUALITY_FLAGS: dict[str, str] = {
     "calibration_clamped": "The catalog value was below what the idle rate alone implies; k was floored.",
     "gps_accel_corrected": "T3 positive inertia work was scaled up for the acceleration lost between vertices.",
     "gps_jump_replaced": "Some T3 segments changed speed faster than a vehicle can (GPS jump or missing fix); they use the distance-model fuel.",
+    "gps_standstill": (
+        "GPS fixes of a standstill (within the standstill radius for at least its duration, going back and forth) were held "
+        "still: those segments count as idle with 0 m, so the scatter of the fixes adds neither distance nor acceleration."
+    ),
     "no_grade": "Some segments had neither a link gradient nor a Z grade; 0 % was used there.",
     "grade_clipped": "Some segment grades exceeded the limit and were clipped.",
     "load_unknown": "Truck load_kg unknown; the class default load factor was used.",

@@ -520,6 +520,7 @@ def _collect_flags(
         "calibration_clamped": profile & trip_frame["calibration_clamped"].to_numpy(dtype=bool),
         "gps_accel_corrected": (method == GPS_PROFILE) & (seg.trip_accel_factor > 1.001),
         "gps_jump_replaced": (method == GPS_PROFILE) & seg.trip_gps_jump,
+        "gps_standstill": seg.trip_standstill,
         "no_grade": modelled & ~(method == FUEL_MEASURED) & seg.trip_missing_grade,
         "grade_clipped": seg.trip_grade_clipped,
         "load_unknown": modelled & trip_frame["load_unknown"].to_numpy(dtype=bool),

@@ -46,6 +46,8 @@ class SegmentProfile:
     trip_missing_grade: np.ndarray
     trip_grade_clipped: np.ndarray
     trip_gps_jump: np.ndarray
+    #: The trip has segments of a GPS standstill (``segments.StandstillRule``).
+    trip_standstill: np.ndarray
     timed_trip: np.ndarray
     gps_valid: np.ndarray
     sparse: np.ndarray
@@ -137,6 +139,10 @@ def segment_profile(
     (trip_physics, trip_distance, trip_length, segment_count, timed_count, speed_missing, trip_idle,
      missing_grade, clipped, jump) = sums
     sparse = ~(median_interval <= settings.max_gps_median_interval_s)
+    trip_standstill = np.zeros(n_trips, dtype=bool)
+    if c.STANDSTILL in segments.columns and n_trips:
+        still = valid & segments[c.STANDSTILL].to_numpy(dtype=bool)
+        trip_standstill = np.bincount(safe[still], minlength=n_trips) > 0
     gps_valid = timed_trip & (timed_count >= settings.min_gps_segments) & ~sparse & (speed_missing == 0)
 
     return SegmentProfile(
@@ -154,6 +160,7 @@ def segment_profile(
         trip_missing_grade=missing_grade > 0,
         trip_grade_clipped=clipped > 0,
         trip_gps_jump=jump > 0,
+        trip_standstill=trip_standstill,
         timed_trip=timed_trip,
         gps_valid=gps_valid,
         sparse=sparse,

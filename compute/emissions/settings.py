@@ -117,6 +117,18 @@ class EmissionSettings(BaseModel):
             "every 5 to 30 s changes by at most 61 km/h. A larger change takes the distance-model fuel."
         ),
     )
+    standstill_radius_m: float = Field(
+        default=20.0,
+        ge=0,
+        le=200,
+        description=(
+            "GPS fixes that stay within this distance (m) of a fix for at least standstill_min_duration_s, on a path longer "
+            "than twice this distance, are a standstill: their segments get length 0 and count as idle. 0 turns the rule off."
+        ),
+    )
+    standstill_min_duration_s: float = Field(
+        default=30.0, ge=0, le=3600, description="Shortest standstill (s); 0 turns the rule off."
+    )
     cold_start: bool = Field(default=False, description="Add a cold-start excess to the first minutes of every trip.")
     cold_start_duration_s: float = Field(
         default=180.0, gt=0, le=1800, description="Length of the cold phase after the trip start (s)."

@@ -254,7 +254,9 @@ def _assert_same_as_previous(table: pa.Table) -> tuple[pd.DataFrame, pd.DataFram
             given_times = pd.Series(table.column(name).to_pandas().to_numpy()[empty]).astype(expected_trips[name].dtype)
             expected_trips.loc[empty, name] = given_times.to_numpy()
     # The direction columns are new: the previous code had none. They are checked on their own.
-    _assert_same_bits(segs.drop(columns=[c.EAST_M, c.NORTH_M]), expected_segs)
+    # The standstill rule is off by default, so no segment is marked.
+    assert not segs[c.STANDSTILL].any()
+    _assert_same_bits(segs.drop(columns=[c.EAST_M, c.NORTH_M, c.STANDSTILL]), expected_segs)
     _assert_same_bits(trips, expected_trips)
     _assert_direction_legs(segs, table)
     return segs, trips
