@@ -29,8 +29,10 @@ register(
             "en": "{path} not found; pass the path or URL of a day folder (…/input/YYYYMMDD/).",
         },
         "validate.not_day_folder": {
-            "ja": "{path} は 1 日分のフォルダではありません（想定: {datasets_ja} を含む …/input/YYYYMMDD/）。",
-            "en": "{path} is not a day folder (expected …/input/YYYYMMDD/ with {datasets}).",
+            "ja": "{path} は 1 日分のフォルダではありません（想定: {datasets_ja} を含む …/input/YYYYMMDD/）。"
+                  "データセットのフォルダを直接含む 1 日分のフォルダ（例: …/input/20261201）を指定してください。",
+            "en": "{path} is not a day folder (expected …/input/YYYYMMDD/ with {datasets}). "
+                  "Give the folder that holds the day's dataset folders, for example …/input/20261201.",
         },
     }
 )

@@ -71,10 +71,22 @@ class DailyRun:
     run_date: dt.date
     force: bool = False
     on_event: EventSink = field(default=lambda event, fields: None)
+    #: The phases the operator asked for, in order; empty for all. Commands suggested in errors repeat them.
+    phases: tuple[str, ...] = ()
 
     @classmethod
-    def create(cls, settings: Settings, run_date: dt.date | str, *, force: bool = False, on_event: EventSink | None = None) -> DailyRun:
-        return cls(settings=settings, run_date=parse_run_date(run_date), force=force, on_event=on_event or (lambda e, f: None))
+    def create(
+        cls, settings: Settings, run_date: dt.date | str, *, force: bool = False, on_event: EventSink | None = None,
+        phases: Iterable[str] = (),
+    ) -> DailyRun:
+        return cls(settings=settings, run_date=parse_run_date(run_date), force=force, on_event=on_event or (lambda e, f: None),
+                   phases=tuple(phases))
+
+    def phases_from(self, *first: str) -> str:
+        """Return ``first`` and the asked-for phases after the last of them, joined for ``--phases``."""
+        asked = self.phases or PHASES
+        start = PHASES.index(first[-1])
+        return ",".join([*first, *[p for p in asked if PHASES.index(p) > start]])
 
     @property
     def day(self) -> str:
@@ -125,9 +137,16 @@ register(
     {
         "phases.upstream_missing": {
             "ja": "{run_date} の {phase} を実行できません。{phase} が読む {upstream} の結果がありません（{upstream} が完了していません）。"
-                  "{upstream} を含めて、例えば次のように実行してください。\n  {lm_co2} run --date {run_date} --phases {upstream},{phase}",
+                  "{upstream} を含めて、例えば次のように実行してください。\n  {lm_co2} run --date {run_date} --phases {phases}",
             "en": "Cannot run {phase} for {run_date}: {upstream}, whose results it reads, has not completed. Run it together "
-                  "with {upstream}, for example:\n  {lm_co2} run --date {run_date} --phases {upstream},{phase}",
+                  "with {upstream}, for example:\n  {lm_co2} run --date {run_date} --phases {phases}",
+        },
+        "phases.raw_empty": {
+            "ja": "{run_date} の validate を実行できません。取得先 {path} にファイルがありません（fetch が実行されていないか、"
+                  "外部からの転送が終わっていません）。fetch を含めて、例えば次のように実行してください。\n"
+                  "  {lm_co2} run --date {run_date} --phases {phases}",
+            "en": "Cannot run validate for {run_date}: {path} holds no files (fetch has not run, or a transfer from outside "
+                  "lm-co2 has not finished). Run it together with fetch, for example:\n  {lm_co2} run --date {run_date} --phases {phases}",
         },
     }
 )
@@ -136,8 +155,8 @@ register(
 class UpstreamMissingError(OperatorError):
     """A phase was asked to run on a day where the phase it reads from has not completed."""
 
-    def __init__(self, phase: str, upstream: str, run_date: str) -> None:
-        super().__init__("phases.upstream_missing", phase=phase, upstream=upstream, run_date=run_date)
+    def __init__(self, phase: str, upstream: str, run_date: str, phases: str = "") -> None:
+        super().__init__("phases.upstream_missing", phase=phase, upstream=upstream, run_date=run_date, phases=phases or f"{upstream},{phase}")
 
 
 #: Callables run with the phase name before each phase starts. ``lm-co2 run`` adds one that
@@ -160,7 +179,7 @@ def run_phase(run: DailyRun, phase: str, body: Callable[[], Manifest]) -> PhaseR
         return skipped(run, phase)
     upstream = UPSTREAM.get(phase)
     if upstream is not None and read_phase_marker(run.state, upstream, run.day) is None:
-        raise UpstreamMissingError(phase, upstream, run.day)
+        raise UpstreamMissingError(phase, upstream, run.day, run.phases_from(upstream, phase))
     for later in PHASES[PHASES.index(phase):]:
         clear_phase_marker(run.state, later)
     run.on_event("phase_started", {"phase": phase, "run_date": run.day})
@@ -473,6 +492,8 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
         summary = contract.ValidationSummary()
 
         # Dataset level: every file footer, before any task runs.
+        if not raw.list():
+            raise OperatorError("phases.raw_empty", run_date=run.day, path=f"{raw.url.rstrip('/')}/", phases=run.phases_from("fetch", "validate"))
         sources = _dataset_sources(run, raw)
         missing = [dataset for dataset, (_, files) in sources.items() if not files and dataset in contract.REQUIRED_DATASETS]
         if missing:

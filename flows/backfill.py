@@ -100,12 +100,17 @@ def co2_backfill(
 ) -> dict[str, Any]:
     """Run ``co2_daily`` for each date from ``start_date`` to ``end_date`` (both included).
 
-    Parameters
-    ----------
-    start_date, end_date
-        First and last run date.
-    force, phases, profile
-        Passed to every daily run; see :func:`flows.daily.co2_daily`.
+    The parameters are described in the Google style because Prefect reads that style into the
+    deployment's parameter form, and in Japanese and English because operators read them there.
+
+    Args:
+        start_date: 最初の実行日（YYYY-MM-DD）。 / First run date (YYYY-MM-DD).
+        end_date: 最後の実行日（YYYY-MM-DD、この日を含む。期間は 92 日まで）。
+            / Last run date (YYYY-MM-DD, included; at most 92 days in all).
+        force: true なら、完了済みのフェーズも実行し直す。 / true: run phases again even if they completed before.
+        phases: 各日に実行するフェーズ。空なら全部。 / Phases to run on each date. Empty: all.
+        profile: 設定プロファイルの名前か YAML のパス。デプロイメントでは空のままにする。
+            / Settings profile name or YAML path. Leave it empty in a deployment.
 
     Raises
     ------

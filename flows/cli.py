@@ -57,14 +57,14 @@ register(
         "cli.profile": {"ja": "設定プロファイル名または YAML のパス（既定: LMCO2_PROFILE または local）。サブコマンドより前に置きます。",
                         "en": "Settings profile name or YAML path (default: LMCO2_PROFILE or local). Goes before the subcommand."},
         "cli.run": {"ja": "1 日分の日次フローを実行する。", "en": "Run the daily flow for one day."},
-        "cli.run.date": {"ja": "実行日（YYYY-MM-DD）。既定は日本時間の前日。", "en": "Run date (YYYY-MM-DD). Default: yesterday in Japan."},
+        "cli.run.date": {"ja": "実行日（YYYY-MM-DD または YYYYMMDD）。既定は日本時間の前日。", "en": "Run date (YYYY-MM-DD or YYYYMMDD). Default: yesterday in Japan."},
         "cli.run.force": {"ja": "完了済みのフェーズも再実行する。", "en": "Run phases again even if they completed before."},
         "cli.run.phases": {"ja": "実行するフェーズ（カンマ区切り: fetch,validate,compute,output,publish）。既定は 5 つすべて。",
                            "en": "Phases to run, comma-separated (fetch,validate,compute,output,publish). Default: all five."},
         "cli.run.json": {"ja": "サマリを JSON で出力する。", "en": "Print the summary as JSON."},
         "cli.backfill": {"ja": "期間内の各日について日次フローを順に実行する。", "en": "Run the daily flow for every day of a date range."},
-        "cli.backfill.start": {"ja": "最初の実行日（YYYY-MM-DD）。", "en": "First run date (YYYY-MM-DD)."},
-        "cli.backfill.end": {"ja": "最後の実行日（YYYY-MM-DD、この日を含む）。", "en": "Last run date (YYYY-MM-DD, included)."},
+        "cli.backfill.start": {"ja": "最初の実行日（YYYY-MM-DD または YYYYMMDD）。", "en": "First run date (YYYY-MM-DD or YYYYMMDD)."},
+        "cli.backfill.end": {"ja": "最後の実行日（YYYY-MM-DD または YYYYMMDD、この日を含む）。", "en": "Last run date (YYYY-MM-DD or YYYYMMDD, included)."},
         "cli.abandoned_check_failed": {
             "ja": "止められたプロセスが Running のまま残した実行を探せませんでした（{error}）。実行はそのまま続けます。",
             "en": "Looking for runs that a stopped process left Running failed ({error}); the run goes on.",
@@ -76,7 +76,7 @@ register(
         "cli.state.CRASHED": {"ja": "異常終了", "en": "crashed"},
         "cli.state.CANCELLED": {"ja": "取り消し", "en": "cancelled"},
         "cli.sample": {"ja": "サンプルの 1 日分の入力を書き出す。", "en": "Write a sample day of inputs."},
-        "cli.sample.date": {"ja": "サンプルの日付（YYYY-MM-DD）。", "en": "Date of the sample day (YYYY-MM-DD)."},
+        "cli.sample.date": {"ja": "サンプルの日付（YYYY-MM-DD または YYYYMMDD）。", "en": "Date of the sample day (YYYY-MM-DD or YYYYMMDD)."},
         "cli.sample.trips": {"ja": "トリップ数（既定: 200）。", "en": "Number of trips (default: 200)."},
         "cli.sample.vertices": {"ja": "1 トリップあたりの頂点数（既定: 60）。", "en": "Vertices per trip (default: 60)."},
         "cli.sample.out": {"ja": "出力先 URL（既定: プロファイルの input ルート）。", "en": "Destination URL (default: the profile's input root)."},
@@ -140,6 +140,10 @@ register(
             "en": "Profile {path} is not valid YAML: {problem}. Correct the file and run again.",
         },
         "cli.argparse.argument": {"ja": "引数 {argument}: {detail}", "en": "argument {argument}: {detail}"},
+        "cli.argparse.not_integer": {
+            "ja": "{value!r} は整数ではありません。{minimum} 以上の整数を指定してください（{reason}）",
+            "en": "{value!r} is not an integer; give an integer of at least {minimum} ({reason})",
+        },
         "cli.argparse.at_least": {
             "ja": "{value} は指定できません。{minimum} 以上の整数を指定してください（{reason}）",
             "en": "{value} is too small; give an integer of at least {minimum} ({reason})",
@@ -303,14 +307,18 @@ def _integer_at_least(minimum: int, reason_key: str, lang: str) -> Callable[[str
     """Return an argparse type that parses an integer and rejects one below ``minimum`` in ``lang``."""
 
     def parse(text: str) -> int:
-        number = int(text)  # a ValueError becomes argparse's "invalid int value" error
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                message("cli.argparse.not_integer", lang, value=text, minimum=minimum, reason=message(reason_key, lang))
+            ) from None
         if number < minimum:
             raise argparse.ArgumentTypeError(
                 message("cli.argparse.at_least", lang, value=number, minimum=minimum, reason=message(reason_key, lang))
             )
         return number
 
-    parse.__name__ = "int"  # argparse names the type by __name__ in its "invalid int value" error
     return parse
 
 

@@ -111,7 +111,7 @@ class TestExpectedFailuresBeforePrefect:
         [
             (["frobnicate"], "引数 コマンド: 'frobnicate' は選べません"),
             (["backfill", "--start", "2026-12-01"], "次の引数が必要です: --end"),
-            (["sample", "--date", "2026-12-01", "--trips", "x"], "引数 --trips: 'x' は int 型の値として不正です"),
+            (["sample", "--date", "2026-12-01", "--trips", "x"], "引数 --trips: 'x' は整数ではありません。1 以上の整数を指定してください"),
             (["run", "--bogus"], "認識できない引数です: --bogus"),
         ],
     )

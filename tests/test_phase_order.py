@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
+from compute.i18n import OperatorError
 from compute.phases import UpstreamMissingError
 from compute.report import RunSummary, render_text
 from compute.sample import SampleSpec, write_sample_day
@@ -46,7 +47,10 @@ def _markers(day: dict[str, Path]) -> set[str]:
     return {p.stem for p in day["markers"].glob("*.json")}
 
 
-@pytest.mark.parametrize(("ran", "asked", "missing"), [((), ("output", "publish"), "compute"), (("fetch",), ("compute",), "validate")])
+@pytest.mark.parametrize(
+    ("ran", "asked", "missing"),
+    [((), ("output", "publish"), "compute"), (("fetch",), ("compute",), "validate"), (("fetch",), ("compute", "output"), "validate")],
+)
 def test_phase_without_its_input_stops(
     tmp_path: Path, prefect_harness: None, ran: tuple[str, ...], asked: tuple[str, ...], missing: str,
 ) -> None:
@@ -60,9 +64,25 @@ def test_phase_without_its_input_stops(
     with pytest.raises(UpstreamMissingError) as info:
         state.result()
     assert f"{missing} が完了していません" in info.value.message("ja")
-    assert f"--phases {missing},{asked[0]}" in info.value.message("en")
+    # The suggested command runs the missing phase and every phase that was asked for.
+    assert f"--phases {','.join([missing, *asked])}\n" in info.value.message("en") + "\n"
     assert not (day["output"] / "_SUCCESS").exists()
     assert _markers(day) == set(ran)
+
+
+def test_validate_before_fetch_names_fetch(tmp_path: Path, prefect_harness: None) -> None:
+    # The day was delivered but never fetched: raw/ is empty, and the fix is to fetch first.
+    day = _day(tmp_path)
+
+    state = _run(day, phases=["validate", "compute"], return_state=True)
+
+    assert state.is_failed()
+    with pytest.raises(OperatorError) as info:
+        state.result()
+    assert info.value.key == "phases.raw_empty"
+    assert "--phases fetch,validate,compute" in info.value.message("ja")
+    assert f"raw/{DAY}/" in info.value.message("en")
+    assert _markers(day) == set()
 
 
 def test_forced_earlier_phases_make_later_ones_run_again(tmp_path: Path, prefect_harness: None) -> None:

@@ -8,6 +8,7 @@ import inspect
 import io
 import json
 import logging
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,23 @@ class TestPrefectYaml:
         assert list(inspect.signature(co2_backfill.fn).parameters)[:2] == ["start_date", "end_date"]
         for flow in (co2_daily, co2_backfill):
             assert flow.parameters.model_dump()["properties"]
+
+    @pytest.mark.parametrize("entrypoint", ["flows/daily.py:co2_daily", "flows/backfill.py:co2_backfill"])
+    def test_parameter_form_in_japanese_and_english(self, entrypoint: str) -> None:
+        # What `prefect deploy` puts in the UI's Custom run form: Japanese first, then English.
+        from prefect.utilities.callables import parameter_schema_from_entrypoint
+
+        properties = parameter_schema_from_entrypoint(str(PROJECT_ROOT / entrypoint)).model_dump()["properties"]
+        for name, schema in properties.items():
+            japanese, _, english = re.sub(r"\s+/ ", " / ", schema.get("description") or "").partition(" / ")
+            assert re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", japanese), name
+            assert english.strip(), name
+
+    def test_deployment_descriptions_in_japanese_and_english(self) -> None:
+        for deployment in deployments.load_deployments():
+            japanese, _, english = deployment["description"].partition(" / ")
+            assert re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", japanese), deployment["name"]
+            assert english.strip(), deployment["name"]
 
     def test_work_pool_is_kubernetes(self) -> None:
         assert deployments.WORK_POOL_TYPE == "kubernetes"
