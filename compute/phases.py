@@ -241,8 +241,9 @@ def _check_input_unchanged(run: DailyRun) -> InputCheck | None:
     source = run.store("input")
     current = source.list_versions()
     if not current:
-        run.on_event("input_unchecked", {"phase": "fetch", "status": "input_absent", "url": source.url, "detail": ""})
-        return InputCheck("input_absent", source.url)
+        check = InputCheck("input_absent", source.url)
+        run.on_event("input_unchecked", {"phase": "fetch", **check.as_dict()})
+        return check
     changes = InputChanges.compare(done, current, source)
     if changes:
         raise InputChangedError(source.url, run.day, changes, True)
@@ -370,7 +371,9 @@ class InputCheck:
     detail: str = ""
 
     def as_dict(self) -> dict[str, str]:
-        return {"status": self.status, "url": self.url, "detail": self.detail}
+        """Return the fields for a log record or the summary; ``detail`` only when there is one,
+        so a record does not end in an empty ``detail=``."""
+        return {"status": self.status, "url": self.url, **({"detail": self.detail} if self.detail else {})}
 
 
 def check_raw_copy_current(run: DailyRun) -> InputCheck:

@@ -81,7 +81,7 @@ class TestInputGoneAfterFetch:
         profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data")
         run = phases.DailyRun.create(load_settings(str(profile)), RUN_DATE, on_event=lambda name, fields: events.append((name, fields)))
         assert phases.fetch(run).skipped
-        assert ("input_unchecked", {"phase": "fetch", "status": "input_absent", "url": run.store("input").url, "detail": ""}) in events
+        assert ("input_unchecked", {"phase": "fetch", "status": "input_absent", "url": run.store("input").url}) in events
         assert phases.check_raw_copy_current(run).status == "input_absent"
 
 
