@@ -41,8 +41,9 @@ from matplotlib.ticker import MaxNLocator
 
 from compute import columns as c
 from compute import metrics
-from compute.i18n import message, register
-from compute.plausibility import PlausibilitySettings, PlausibilityWarning
+from compute.contract import messages as _contract_messages  # noqa: F401  (registers the meanings of reject reasons)
+from compute.i18n import has_message, message, register
+from compute.plausibility import VEHICLE_CLASS_NAMES_JA, PlausibilitySettings, PlausibilityWarning
 from compute.report import METHOD_ORDER, fuel_excluded_text, in_method_order  # also registers the page texts
 
 #: Segment columns the report reads; nothing else is loaded from ``temp/segments``.
@@ -75,7 +76,7 @@ register(
         "chart.lon": {"ja": "経度", "en": "Longitude"},
         "chart.lat": {"ja": "緯度", "en": "Latitude"},
         "chart.hour.title": {"ja": "時間帯別 CO2（{timezone}）", "en": "CO2 by hour ({timezone})"},
-        "chart.hour.x": {"ja": "時（{timezone}）", "en": "Hour ({timezone})"},
+        "chart.hour.x": {"ja": "時刻（時）", "en": "Hour"},
         "chart.co2_kg": {"ja": "CO2（kg）", "en": "CO2 (kg)"},
         "chart.road_class.title": {"ja": "道路種別ごとの CO2", "en": "CO2 by road class"},
         "chart.vehicle_class.title": {"ja": "車両区分別 CO2", "en": "CO2 by vehicle class"},
@@ -83,6 +84,7 @@ register(
         "chart.intensity.x": {"ja": "CO2 原単位（g/km）", "en": "CO2 per km (g/km)"},
         "chart.intensity.y": {"ja": "トリップ数", "en": "Trips"},
         "chart.intensity.range": {"ja": "想定範囲", "en": "Expected range"},
+        "chart.intensity.panel": {"ja": "{vehicle_class}：{trips:,} トリップ", "en": "{vehicle_class} (n={trips})"},
         "chart.methods.title": {"ja": "算定手法（tier）別トリップ数", "en": "Trips by method tier"},
         "chart.trips": {"ja": "トリップ数", "en": "Trips"},
         "chart.matched.title": {"ja": "道路リンクに照合した距離", "en": "Distance matched to a road link"},
@@ -105,6 +107,7 @@ register(
         },
         "report.explanation": {"ja": "この日の結果について", "en": "About this day"},
         "report.warnings": {"ja": "妥当性の警告", "en": "Plausibility warnings"},
+        "report.day_warning": {"ja": "{text}（`{code}`）", "en": "{text} (`{code}`)"},
         "report.no_warnings": {"ja": "トリップ・車両単位の警告はありません。", "en": "No trip or vehicle warning."},
         "report.no_warnings.day_above": {
             "ja": "トリップ・車両単位の警告はありません（日単位の警告は上に記載）。",
@@ -116,6 +119,7 @@ register(
         "report.no_rejects": {"ja": "除外行はありません。", "en": "No row was rejected."},
         "report.dataset": {"ja": "データセット", "en": "Dataset"},
         "report.reason": {"ja": "理由コード", "en": "Reason code"},
+        "report.reason_meaning": {"ja": "意味", "en": "Meaning"},
         "report.count": {"ja": "件数", "en": "Count"},
         "report.phases": {"ja": "フェーズ別所要時間", "en": "Time per phase"},
         "report.phase": {"ja": "フェーズ", "en": "Phase"},
@@ -124,9 +128,9 @@ register(
         "report.pending": {"ja": "未実行", "en": "not run yet"},
         "report.phases_later": {
             "ja": "出力生成（output）と納品（publish）はこのレポートを書いた後に実行されるため、この表にはありません。"
-                  "その所要時間は実行サマリと temp/YYYYMMDD/_phases/output.json・publish.json にあります。",
+                  "その所要時間は実行サマリと temp/{day}/_phases/output.json・publish.json にあります。",
             "en": "The output and publish phases run after this report is written, so they are not in this table. "
-                  "Their times are in the run summary and in temp/YYYYMMDD/_phases/output.json and publish.json.",
+                  "Their times are in the run summary and in temp/{day}/_phases/output.json and publish.json.",
         },
         "report.font_fallback": {
             "ja": "日本語フォントが見つからないため、グラフの表記は英語です（fonts-noto-cjk または fonts-ipafont-gothic を導入すると日本語になります）。",
@@ -487,8 +491,7 @@ _ROAD_CLASS_NAMES_JA: dict[str, str] = {
 #: Japanese names of the category codes the charts show; the code follows in brackets, so a bar
 #: can be found in the output files. A code without a name is shown as it is.
 _CATEGORY_NAMES_JA: dict[str, str] = {
-    "kei_passenger": "軽乗用車", "passenger": "乗用車", "bus": "バス", "kei_truck": "軽貨物車",
-    "light_truck": "小型貨物車", "medium_truck": "中型貨物車", "heavy_truck": "大型貨物車",
+    **VEHICLE_CLASS_NAMES_JA,
     **{code: message(f"method.{code}", "ja") for code in METHOD_ORDER},
     UNMATCHED: "未照合",
     **_ROAD_CLASS_NAMES_JA,
@@ -505,21 +508,23 @@ def category_labels(codes: list[str], lang: str) -> list[str]:
 
 def _bar_chart(
     name: str, labels: list[str], values: list[float], title: str, value_label: str, font: str | None, *, horizontal: bool = False,
-    color: str = "#4c72b0", counts: bool = False, tick_labels: list[str] | None = None,
+    color: str = "#4c72b0", counts: bool = False, tick_labels: list[str] | None = None, category_label: str | None = None,
 ) -> Chart:
     figure, drawn = _draw_bar_chart(
         labels, values, title, value_label, horizontal=horizontal, color=color, counts=counts, tick_labels=tick_labels,
+        category_label=category_label,
     )
     return Chart(name, _png(figure, font), drawn)
 
 
 def _draw_bar_chart(
     labels: list[str], values: list[float], title: str, value_label: str, *, horizontal: bool = False, color: str = "#4c72b0",
-    counts: bool = False, tick_labels: list[str] | None = None,
+    counts: bool = False, tick_labels: list[str] | None = None, category_label: str | None = None,
 ) -> tuple[Figure, pd.DataFrame]:
     """Draw one bar per label and return the figure and the drawn values. Counts get integer ticks and labels.
 
     ``tick_labels`` are shown on the axis in place of ``labels``; the values keep ``labels``.
+    ``category_label`` names the axis of the labels, which has no name when it is None.
     """
     figure, axes = _new_figure((8.0, max(3.0, 0.35 * len(labels) + 1.5)) if horizontal else (8.0, 4.5))
     axis_labels = tick_labels if tick_labels is not None else labels
@@ -527,10 +532,14 @@ def _draw_bar_chart(
         bars = axes.barh(axis_labels, values, color=color)
         axes.invert_yaxis()
         axes.set_xlabel(value_label)
+        if category_label is not None:
+            axes.set_ylabel(category_label)
         drawn = [bar.get_width() for bar in bars]
     else:
         bars = axes.bar(axis_labels, values, color=color)
         axes.set_ylabel(value_label)
+        if category_label is not None:
+            axes.set_xlabel(category_label)
         drawn = [bar.get_height() for bar in bars]
         if len(labels) > 8:
             axes.tick_params(axis="x", labelrotation=45)
@@ -551,6 +560,7 @@ def _chart_by_hour(inputs: ReportInputs, trips: pd.DataFrame, lang: str, font: s
     labels = [f"{hour:02d}" for hour in full.index]
     return _bar_chart(
         "co2_by_hour", labels, full.to_list(), message("chart.hour.title", lang, timezone=inputs.segments.timezone), message("chart.co2_kg", lang), font,
+        category_label=message("chart.hour.x", lang),
     )
 
 
@@ -651,7 +661,8 @@ def _chart_intensity(inputs: ReportInputs, trips: pd.DataFrame, lang: str, font:
         if bounds is not None:
             axes.axvspan(bounds[0], bounds[1], color="#55a868", alpha=0.2, label=message("chart.intensity.range", lang))
             axes.legend(loc="upper right")
-        axes.set_title(f"{vehicle_class} (n={values.size})")
+        (class_label,) = category_labels([vehicle_class], lang)
+        axes.set_title(message("chart.intensity.panel", lang, vehicle_class=class_label, trips=values.size))
         axes.set_ylabel(message("chart.intensity.y", lang))
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
         rows += [
@@ -770,7 +781,7 @@ def _markdown(inputs: ReportInputs, figures: dict[str, Any], charts: dict[str, C
     explanations = [w for w in inputs.warnings if w.scope == "day"]
     if explanations or not charts.get("co2_map"):
         out += [f"## {message('report.explanation', lang)}", ""]
-        out += [f"- {w.text(lang)} (`{w.code}`)" for w in explanations]
+        out += [f"- {message('report.day_warning', lang, text=w.text(lang), code=w.code)}" for w in explanations]
         if figures["trips"] == 0:
             out.append(f"- {message('report.no_chart_data', lang)}")
         out.append("")
@@ -799,15 +810,19 @@ def _markdown(inputs: ReportInputs, figures: dict[str, Any], charts: dict[str, C
             out += [message("report.font_fallback", lang), ""]
         for name in CHART_ORDER:
             if name in charts:
-                out += [f"![{name}]({charts[name].filename})", ""]
+                out += [f"![{_chart_title(name, inputs, lang)}]({charts[name].filename})", ""]
 
     out += [f"## {message('report.rejects', lang)}", ""]
     rejects = _rejects_by_reason(inputs.rejects)
     if rejects.empty:
         out += [message("report.no_rejects", lang), ""]
     else:
-        out += [f"| {message('report.dataset', lang)} | {message('report.reason', lang)} | {message('report.count', lang)} |", "|---|---|---:|"]
-        out += [f"| {dataset} | `{reason}` | {n:,} |" for (dataset, reason), n in rejects.items()]
+        out += [
+            f"| {message('report.dataset', lang)} | {message('report.reason', lang)} | {message('report.reason_meaning', lang)} "
+            f"| {message('report.count', lang)} |",
+            "|---|---|---|---:|",
+        ]
+        out += [f"| {dataset} | `{reason}` | {_reason_meaning(reason, lang)} | {n:,} |" for (dataset, reason), n in rejects.items()]
         out.append("")
 
     out += [f"## {message('report.phases', lang)}", "", f"| {message('report.phase', lang)} | {message('report.seconds', lang)} |", "|---|---:|"]
@@ -819,8 +834,34 @@ def _markdown(inputs: ReportInputs, figures: dict[str, Any], charts: dict[str, C
         else:
             state = f"{float(record['seconds']):.1f}"
         out.append(f"| {message('phase.' + str(record['phase']), lang)} | {state} |")
-    out += ["", message("report.phases_later", lang)]
+    out += ["", message("report.phases_later", lang, day=inputs.run_date.replace("-", ""))]
     return "\n".join(out) + "\n"
+
+
+#: Message key of each chart's title, which is also its alternative text on the report pages.
+_CHART_TITLES: dict[str, str] = {
+    "co2_map": "chart.map.title",
+    "co2_by_hour": "chart.hour.title",
+    "co2_by_road_class": "chart.road_class.title",
+    "co2_by_vehicle_class": "chart.vehicle_class.title",
+    "co2_intensity": "chart.intensity.title",
+    "methods": "chart.methods.title",
+    "matched_share": "chart.matched.title",
+    "rejects": "chart.rejects.title",
+}
+
+
+def _chart_title(name: str, inputs: ReportInputs, lang: str) -> str:
+    return message(_CHART_TITLES[name], lang, run_date=inputs.run_date, timezone=inputs.segments.timezone)
+
+
+def _reason_meaning(reason: str, lang: str) -> str:
+    """Return what a reject reason code means, from the input contract, with ``|`` escaped for a table cell.
+
+    A code that the contract does not define gets an empty text.
+    """
+    key = f"contract.reason.{reason}.meaning"
+    return message(key, lang).replace("|", "\\|") if has_message(key) else ""
 
 
 def _warning_lines(warnings: list[PlausibilityWarning], settings: PlausibilitySettings, lang: str) -> list[str]:

@@ -11,6 +11,7 @@ run report and ``summary.json``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,6 +37,18 @@ DEFAULT_INTENSITY_RANGES_G_PER_KM: dict[str, tuple[float, float]] = {
     "medium_truck": (250.0, 900.0),
     "heavy_truck": (450.0, 1800.0),
 }
+
+#: Japanese names of the vehicle classes of the input contract. Japanese texts show the name with
+#: the code in brackets, as in 大型貨物車（heavy_truck）, so that the code can still be searched for.
+VEHICLE_CLASS_NAMES_JA: dict[str, str] = {
+    "kei_passenger": "軽乗用車", "passenger": "乗用車", "bus": "バス", "kei_truck": "軽貨物車",
+    "light_truck": "小型貨物車", "medium_truck": "中型貨物車", "heavy_truck": "大型貨物車",
+}
+
+#: Patterns of a listed date in ``DayFacts.outside_day_dates``, such as "2026-11-20 (2)", and of the
+#: closing entry "… (+3)" that counts the unlisted dates. ``compute.phases`` writes this form.
+_OUTSIDE_DAY_ENTRY = re.compile(r"(?P<date>\d{4}-\d{2}-\d{2}) \((?P<trips>[\d,]+)\)")
+_OUTSIDE_DAY_MORE = re.compile(r"… \(\+(?P<dates>\d+)\)")
 
 register(
     {
@@ -163,8 +176,12 @@ class PlausibilityWarning:
     fields: dict[str, Any]
 
     def text(self, lang: str = "ja") -> str:
-        """Return the warning as one sentence in ``lang``."""
-        return message(f"warning.{self.code}", lang, **self.fields)
+        """Return the warning as one sentence in ``lang``.
+
+        A Japanese sentence names the vehicle class beside its code and lists the dates of other
+        days without half-width brackets. ``fields`` keep the codes and dates as they are.
+        """
+        return message(f"warning.{self.code}", lang, **_localized_fields(self.fields, lang))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,6 +268,43 @@ def intensity_range(vehicle_class: str, settings: PlausibilitySettings | None = 
     """Return the expected g/km range of ``vehicle_class``, or None when the class is not judged."""
     settings = settings or PlausibilitySettings()
     return settings.intensity_ranges_g_per_km.get(vehicle_class)
+
+
+def vehicle_class_label(vehicle_class: str, lang: str) -> str:
+    """Return a vehicle class as texts in ``lang`` show it.
+
+    Japanese gives the name with the code in brackets, 大型貨物車（heavy_truck）. English, and a class
+    without a Japanese name, give the code alone.
+    """
+    name = VEHICLE_CLASS_NAMES_JA.get(vehicle_class)
+    return f"{name}（{vehicle_class}）" if lang == "ja" and name else vehicle_class
+
+
+def _localized_fields(fields: dict[str, Any], lang: str) -> dict[str, Any]:
+    if lang != "ja":
+        return fields
+    localized = dict(fields)
+    if "vehicle_class" in localized:
+        localized["vehicle_class"] = vehicle_class_label(str(localized["vehicle_class"]), lang)
+    if "dates" in localized:
+        localized["dates"] = _outside_day_dates_ja(str(localized["dates"]))
+    return localized
+
+
+def _outside_day_dates_ja(dates: str) -> str:
+    """Rewrite "2026-11-20 (2), … (+3)" as "2026-11-20 に 2 件、ほか 3 日" for a Japanese sentence.
+
+    Text of any other form is returned unchanged.
+    """
+    parts = []
+    for entry in dates.split(", "):
+        if listed := _OUTSIDE_DAY_ENTRY.fullmatch(entry):
+            parts.append(f"{listed['date']} に {listed['trips']} 件")
+        elif more := _OUTSIDE_DAY_MORE.fullmatch(entry):
+            parts.append(f"ほか {more['dates']} 日")
+        else:
+            return dates
+    return "、".join(parts)
 
 
 def _check_day_level(trips: pd.DataFrame, facts: DayFacts, settings: PlausibilitySettings) -> list[PlausibilityWarning]:
@@ -404,6 +458,7 @@ def _format_bbox(bbox: tuple[float, float, float, float]) -> str:
 
 __all__ = [
     "DEFAULT_INTENSITY_RANGES_G_PER_KM",
+    "VEHICLE_CLASS_NAMES_JA",
     "DayFacts",
     "PlausibilitySettings",
     "PlausibilityWarning",
@@ -411,4 +466,5 @@ __all__ = [
     "count_codes",
     "intensity_range",
     "summarise_warnings",
+    "vehicle_class_label",
 ]

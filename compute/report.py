@@ -237,8 +237,8 @@ def render_text(summary: RunSummary, lang: str = "ja") -> str:
     if summary.ran("validate"):
         rows_in = sum(summary.rows_in.values())
         rejected = sum(summary.rejected.values())
-        lines.append(f"  {message('summary.rows_in', lang)}: {rows_in:,}  ({_by_dataset(summary.rows_in)})")
-        lines.append(f"  {message('summary.rejects', lang)}: {rejected:,}  ({_by_dataset(summary.rejected)})")
+        lines.append(f"  {message('summary.rows_in', lang)}: {rows_in:,}{_by_dataset(summary.rows_in, lang)}")
+        lines.append(f"  {message('summary.rejects', lang)}: {rejected:,}{_by_dataset(summary.rejected, lang)}")
 
     if summary.ran("compute"):
         lines.append(f"  {message('summary.trips_out', lang)}: {summary.trips_out:,}")
@@ -355,8 +355,11 @@ def _in_contract_order(counts: dict[str, int]) -> dict[str, int]:
     return {dataset: counts[dataset] for dataset in known + others}
 
 
-def _by_dataset(counts: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v:,}" for k, v in counts.items())
+def _by_dataset(counts: dict[str, int], lang: str) -> str:
+    """Return the counts by dataset in brackets, full-width in Japanese, to follow a total."""
+    if lang == "ja":
+        return "（" + "、".join(f"{k} {v:,}" for k, v in counts.items()) + "）"
+    return "  (" + ", ".join(f"{k} {v:,}" for k, v in counts.items()) + ")"
 
 
 def fuel_excluded_text(by_fuel: dict[str, int], lang: str) -> str:

@@ -203,7 +203,10 @@ class ClusterSettings(_Section):
     image: str | None = Field(None, description="Image of scheduler and workers; overrides the template.")
     idle_timeout_s: int = Field(900, ge=60, description="The operator deletes an idle cluster after this many seconds.")
     compute_timeout_s: int = Field(1500, ge=10, description="Client-side deadline for the compute phase.")
-    dashboard: bool = Field(False, description="Start the Dask dashboard (local) and log its link.")
+    dashboard: bool = Field(
+        False,
+        description="Log the link of the local Dask dashboard. A LocalCluster always serves it on a random port of 127.0.0.1; GKE logs it always.",
+    )
     worker_profiling: bool = Field(
         False, description="Run Dask's statistical profiler on the workers (fills the dashboard's profile page; costs about 40 % of task CPU)."
     )

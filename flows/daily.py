@@ -96,12 +96,12 @@ EVENT_LABELS: dict[str, dict[str, str]] = {
     "objects_withdrawn": {"ja": "前回納品のファイルを取り下げ", "en": "objects withdrawn"},
     "success_withdrawn": {"ja": "前回納品の _SUCCESS を取り下げ", "en": "success withdrawn"},
     "csv_formula_cells": {"ja": "CSV に数式として読まれうるセル", "en": "csv formula cells"},
-    "cluster_started": {"ja": "Dask クラスター起動", "en": "cluster started"},
-    "cluster_closed": {"ja": "Dask クラスター停止", "en": "cluster closed"},
+    "cluster_started": {"ja": "Dask クラスタ起動", "en": "cluster started"},
+    "cluster_closed": {"ja": "Dask クラスタ停止", "en": "cluster closed"},
     "pieces_progress": {"ja": "タスクの進み具合", "en": "pieces progress"},
     "notice_sent": {"ja": "完了通知を送信", "en": "notice sent"},
-    "cluster_cleanup": {"ja": "残った Dask クラスターを削除", "en": "cluster cleanup"},
-    "cluster_cleanup_failed": {"ja": "残った Dask クラスターの削除に失敗", "en": "cluster cleanup failed"},
+    "cluster_cleanup": {"ja": "残った Dask クラスタを削除", "en": "cluster cleanup"},
+    "cluster_cleanup_failed": {"ja": "残った Dask クラスタの削除に失敗", "en": "cluster cleanup failed"},
 }
 
 
@@ -179,16 +179,18 @@ def co2_daily(
 ) -> dict[str, Any]:
     """Run the daily CO2 batch for ``run_date`` (default: yesterday in Japan).
 
-    Parameters
-    ----------
-    run_date
-        Day of the client's delivery, ``input/YYYYMMDD/``.
-    force
-        Run phases again even if they completed before for this date.
-    phases
-        Run only these phases (in the fixed order); all by default.
-    profile
-        Settings profile name or YAML path; default ``LMCO2_PROFILE`` or ``local``.
+    The parameters are described in the Google style because Prefect reads that style into the
+    deployment's parameter form, and in Japanese and English because operators read them there.
+
+    Args:
+        run_date: 実行日（YYYY-MM-DD）。クライアントの input/YYYYMMDD/ の日付。空なら日本時間の前日。
+            / Run date (YYYY-MM-DD), the day of the client's input/YYYYMMDD/. Empty: yesterday in Japan.
+        force: true なら、この日に完了済みのフェーズも実行し直す。
+            / true: run phases again even if they completed before for this date.
+        phases: 実行するフェーズ（fetch、validate、compute、output、publish。順序は固定）。空なら全部。
+            / Phases to run (fetch, validate, compute, output, publish, in this order). Empty: all.
+        profile: 設定プロファイルの名前か YAML のパス。空なら LMCO2_PROFILE、なければ local。デプロイメントでは空のままにする。
+            / Settings profile name or YAML path. Empty: LMCO2_PROFILE, else local. Leave it empty in a deployment.
     """
     logger = get_run_logger()
     flow_run_id = str(flow_run.id or "local")
@@ -201,7 +203,7 @@ def co2_daily(
     with (operator_language(settings.language), logs.log_context(run_date=day.isoformat(), flow_run_id=flow_run_id),
           _date_lock(day, settings, logger)):
         emit = _in_this_context(_event_logger(logger, day, ProgressArtifact(f"co2-daily-{day:%Y%m%d}-progress", "compute"), settings.language))
-        run = ph.DailyRun.create(settings, day, force=force, on_event=emit)
+        run = ph.DailyRun.create(settings, day, force=force, on_event=emit, phases=selected)
         emit("run_started", {"phases": ",".join(selected), "profile": settings.profile, "force": force})
 
         results: list[ph.PhaseResult] = []
