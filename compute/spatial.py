@@ -61,6 +61,12 @@ _NO_MEMBER = np.iinfo(np.int64).max
 _MAX_CELLS_PER_AXIS = 1 << 20
 #: Smallest cell of the link grid (m). Cells are one search radius wide when the radius is larger.
 _MIN_LINK_CELL_M = 10.0
+#: Most (cell, edge) entries of a link grid. A larger layer gets wider cells (:func:`_build_edge_grid`).
+#: The grid then takes at most about 12 bytes per entry (an int32 member, and per occupied cell an
+#: int64 key and an int32 offset), 400 MiB. Building it takes about 40 bytes per entry for a
+#: moment on the client. At 25 m cells, 2 million links of a whole country took 158 million
+#: entries and 101 million cells: 2.2 GB sent to every worker and 11.5 GiB on the client.
+_MAX_LINK_GRID_ENTRIES = 1 << 25
 #: Grids with at most this many cells also get a table of member offsets by cell key (4 bytes a
 #: cell, 16 MiB at most), which replaces a binary search per point by one lookup. A city or
 #: prefecture fits; a country-wide layer at 25 m cells does not and keeps the binary search.
@@ -668,6 +674,11 @@ def _build_edge_grid(edges: _LinkEdges, max_distance_m: float) -> _Grid:
     within ``max_distance_m`` of a link can have, north-south at the equator's meridian radius.
     A point within the radius of an edge then lies in a cell the edge is registered in.
 
+    A layer that would register more than :data:`_MAX_LINK_GRID_ENTRIES` edges in cells gets
+    wider cells, widened until it fits. Memory then stays bounded, and each point reads more
+    candidates (about 1.8 times as many at twice the width), so the join of such a layer is
+    slower. Results do not depend on the cell size.
+
     NOTE: that is true up to 89.9 degrees of latitude, where the width is capped, and not across
     the antimeridian. Longitudes are registered unwrapped, so a link just east of -180 is no candidate
     for a point just west of +180. An edge that crosses the antimeridian is registered along its
@@ -683,22 +694,44 @@ def _build_edge_grid(edges: _LinkEdges, max_distance_m: float) -> _Grid:
         np.minimum(edges.ax, edges.bx) - width, np.minimum(edges.ay, edges.by) - height,
         np.maximum(edges.ax, edges.bx) + width, np.maximum(edges.ay, edges.by) + height,
     ]
+    x0, y0 = float(bounds[:, 0].min()), float(bounds[:, 1].min())
     # Cells may be wider than the radius, which only adds candidates. The floor keeps a small
     # radius (the settings allow any positive one) from registering a 250 m edge in millions of
     # centimetre cells, and the cap on cells per axis keeps the cell keys inside int64.
     cell_m = max(max_distance_m, _MIN_LINK_CELL_M)
-    extent_x = float(bounds[:, 2].max() - bounds[:, 0].min())
-    extent_y = float(bounds[:, 3].max() - bounds[:, 1].min())
-    # From metres directly: a radius below about 1e-318 m is 0 in degrees.
-    cell_width = max(cell_m / float(kx[0]), extent_x / _MAX_CELLS_PER_AXIS)
-    cell_height = max(cell_m / (_WGS84_A_M * (1.0 - _WGS84_E2) * _RAD), extent_y / _MAX_CELLS_PER_AXIS)
+    extent_x = float(bounds[:, 2].max() - x0)
+    extent_y = float(bounds[:, 3].max() - y0)
+    while True:
+        # From metres directly: a radius below about 1e-318 m is 0 in degrees.
+        cell_width = max(cell_m / float(kx[0]), extent_x / _MAX_CELLS_PER_AXIS)
+        cell_height = max(cell_m / (_WGS84_A_M * (1.0 - _WGS84_E2) * _RAD), extent_y / _MAX_CELLS_PER_AXIS)
+        piece_bounds, piece_edge = _edge_pieces(edges, cell_width, cell_height)
+        piece_bounds[:, 0] -= width
+        piece_bounds[:, 1] -= height
+        piece_bounds[:, 2] += width
+        piece_bounds[:, 3] += height
+        entries = _entry_count(piece_bounds, x0, y0, cell_width, cell_height)
+        if entries <= _MAX_LINK_GRID_ENTRIES or not np.isfinite(entries):
+            break
+        # Entries fall a little slower than the cell area grows (a box touches about one more
+        # cell per axis), so the loop may take a second step.
+        cell_m *= max(1.25, float(np.sqrt(entries / _MAX_LINK_GRID_ENTRIES)))
+    return _register(piece_bounds, x0, y0, cell_width, cell_height, owner=piece_edge)
 
-    piece_bounds, piece_edge = _edge_pieces(edges, cell_width, cell_height)
-    piece_bounds[:, 0] -= width
-    piece_bounds[:, 1] -= height
-    piece_bounds[:, 2] += width
-    piece_bounds[:, 3] += height
-    return _register(piece_bounds, float(bounds[:, 0].min()), float(bounds[:, 1].min()), cell_width, cell_height, owner=piece_edge)
+
+def _cell_spans(bounds: np.ndarray, x0: float, y0: float, width: float, height: float) -> tuple[np.ndarray, ...]:
+    """Return the first and last column and row of the cells each box overlaps (see :func:`_register`)."""
+    column0 = np.floor((bounds[:, 0] - x0) / width).astype(np.int64)
+    column1 = np.maximum(np.ceil((bounds[:, 2] - x0) / width).astype(np.int64) - 1, column0)
+    row0 = np.floor((bounds[:, 1] - y0) / height).astype(np.int64)
+    row1 = np.maximum(np.ceil((bounds[:, 3] - y0) / height).astype(np.int64) - 1, row0)
+    return column0, column1, row0, row1
+
+
+def _entry_count(bounds: np.ndarray, x0: float, y0: float, width: float, height: float) -> float:
+    """Return how many (cell, box) entries :func:`_register` would make, before merging the boxes of one member."""
+    column0, column1, row0, row1 = _cell_spans(bounds, x0, y0, width, height)
+    return float(np.sum((column1 - column0 + 1).astype(np.float64) * (row1 - row0 + 1)))
 
 
 def _edge_pieces(edges: _LinkEdges, cell_width: float, cell_height: float) -> tuple[np.ndarray, np.ndarray]:
@@ -753,10 +786,7 @@ def _register(bounds: np.ndarray, x0: float, y0: float, width: float, height: fl
     overlap in a cell is registered there once. A box that ends exactly on a grid line is not
     registered in the cell after it. :meth:`_Grid.pairs` describes the lookup side of that rule.
     """
-    column0 = np.floor((bounds[:, 0] - x0) / width).astype(np.int64)
-    column1 = np.maximum(np.ceil((bounds[:, 2] - x0) / width).astype(np.int64) - 1, column0)
-    row0 = np.floor((bounds[:, 1] - y0) / height).astype(np.int64)
-    row1 = np.maximum(np.ceil((bounds[:, 3] - y0) / height).astype(np.int64) - 1, row0)
+    column0, column1, row0, row1 = _cell_spans(bounds, x0, y0, width, height)
     n_columns = int(column1.max()) + 1
     wide = column1 - column0 + 1
     cells = wide * (row1 - row0 + 1)
@@ -773,12 +803,12 @@ def _register(bounds: np.ndarray, x0: float, y0: float, width: float, height: fl
         repeated = np.r_[False, (key[1:] == key[:-1]) & (member[1:] == member[:-1])]
         key, member = key[~repeated], member[~repeated]
     keys, first = np.unique(key, return_index=True)
-    starts = np.r_[first, len(key)].astype(np.int64)
-    n_cells = int(keys[-1]) + 1 if len(keys) else 0
-    # The join reads members and the offset table at random, once per point. As int32 they take
+    # The join reads members and the offset tables at random, once per point. As int32 they take
     # half the cache, which two workers on one machine share (the offsets of a 30 km layer at
-    # 25 m cells: 5.7 MB instead of 11.5 MB).
+    # 25 m cells: 5.7 MB instead of 11.5 MB), and half the memory of a large layer.
     index_type = np.int32 if len(key) < np.iinfo(np.int32).max else np.int64
+    starts = np.r_[first, len(key)].astype(index_type)
+    n_cells = int(keys[-1]) + 1 if len(keys) else 0
     dense = np.zeros(0, index_type)
     if 0 < n_cells <= _MAX_DENSE_CELLS:
         # A cell without members gets the offset of the next occupied cell: an empty range.

@@ -284,3 +284,27 @@ class TestJoinBesideLongLink:
             assert _column(actual, column) == _column(expected, column), column
         for column in (c.SPEED_LIMIT_KMH, c.LINK_GRADIENT_PCT, c.LINK_DISTANCE_M, c.MATCHED):
             assert np.array_equal(actual[column].to_numpy(), expected[column].to_numpy(), equal_nan=True), column
+
+
+class TestGridBudget:
+    def test_wider_cells_give_same_join(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # A budget far below the layer's entries at 25 m cells forces wider cells; the join must not change.
+        rng = np.random.default_rng(8)
+        geo = _layer(_short_links(rng, 2000), {"long-diagonal": _long_diagonal(0.3)})
+        lon = LON0 + rng.uniform(0, 2000, 20_000) / M_PER_DEG_LON
+        lat = LAT0 + rng.uniform(0, 2000, 20_000) / M_PER_DEG_LAT
+        east, north = rng.normal(0, 10, 20_000), rng.normal(0, 10, 20_000)
+
+        fine = spatial.prepare_layers(geo, link_max_distance_m=MAX_DISTANCE_M)
+        fine_grid = fine.link_grid(MAX_DISTANCE_M)
+        budget = len(fine_grid.members) // 10
+        monkeypatch.setattr(spatial, "_MAX_LINK_GRID_ENTRIES", budget)
+        coarse = spatial.prepare_layers(geo, link_max_distance_m=MAX_DISTANCE_M)
+        coarse_grid = coarse.link_grid(MAX_DISTANCE_M)
+
+        assert coarse_grid.width_deg > 2 * fine_grid.width_deg
+        assert len(coarse_grid.members) <= budget
+        expected = spatial.join_segments(_segments(lon, lat, east, north), fine, MAX_DISTANCE_M)
+        joined = spatial.join_segments(_segments(lon, lat, east, north), coarse, MAX_DISTANCE_M)
+        assert expected[c.MATCHED].mean() > 0.3
+        pd.testing.assert_frame_equal(joined, expected)
