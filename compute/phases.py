@@ -141,6 +141,24 @@ register(
             "en": "Cannot run {phase} for {run_date}: {upstream}, whose results it reads, has not completed. Run it together "
                   "with {upstream}, for example:\n  {lm_co2} run --date {run_date} --phases {phases}",
         },
+        "compute.broadcast_failed": {
+            "ja": "{run_date} の compute で、ワーカーに共有データ（ジオ属性のリンク {links} 本とエリア {areas} 件、車両マスタ、モデル。"
+                  "約 {size_mb} MB）を送る途中でワーカーが止まりました（{error}）。多くはワーカーのメモリ不足です。ワーカーは受け取る間"
+                  "この約 2 倍のメモリを使います。cluster.memory_limit（現在 {memory_limit}）を上げるか、ジオ属性を車両が走る地域に"
+                  "絞ってから再実行してください。",
+            "en": "compute for {run_date}: a worker stopped while receiving the shared data (geo layer of {links} links and "
+                  "{areas} areas, vehicle master, model; about {size_mb} MB): {error}. This is most often a worker out of memory; "
+                  "a worker needs about twice that size while it receives it. Raise cluster.memory_limit (now {memory_limit}) or "
+                  "cut the geo attributes to the region the fleet drives in, then run again.",
+        },
+        "phases.raw_changed": {
+            "ja": "{run_date} の validate を実行できません。{path} の内容が fetch で確認したコピーと違います"
+                  "（追加: {added}、欠落: {missing}、サイズ変更: {resized}）。クライアントの入力から取り直してください。例:\n"
+                  "  {lm_co2} run --date {run_date} --force --phases {phases}",
+            "en": "Cannot run validate for {run_date}: {path} differs from the copy fetch verified (added: {added}; missing: "
+                  "{missing}; size changed: {resized}). Fetch the client's input again, for example:\n"
+                  "  {lm_co2} run --date {run_date} --force --phases {phases}",
+        },
         "phases.raw_empty": {
             "ja": "{run_date} の validate を実行できません。取得先 {path} にファイルがありません（fetch が実行されていないか、"
                   "外部からの転送が終わっていません）。fetch を含めて、例えば次のように実行してください。\n"
@@ -371,8 +389,10 @@ class InputCheck:
     detail: str = ""
 
     def as_dict(self) -> dict[str, str]:
-        """Return the fields for a log record or the summary; ``detail`` only when there is one,
-        so a record does not end in an empty ``detail=``."""
+        """Return the fields for a log record or the summary.
+
+        ``detail`` is left out when it is empty, so a record does not end in an empty ``detail=``.
+        """
         return {"status": self.status, "url": self.url, **({"detail": self.detail} if self.detail else {})}
 
 
@@ -495,8 +515,10 @@ def validate(run: DailyRun, client: Client) -> PhaseResult:
         summary = contract.ValidationSummary()
 
         # Dataset level: every file footer, before any task runs.
-        if not raw.list():
+        in_raw = raw.list()
+        if not in_raw:
             raise OperatorError("phases.raw_empty", run_date=run.day, path=f"{raw.url.rstrip('/')}/", phases=run.phases_from("fetch", "validate"))
+        _check_raw_as_fetched(run, in_raw)
         sources = _dataset_sources(run, raw)
         missing = [dataset for dataset, (_, files) in sources.items() if not files and dataset in contract.REQUIRED_DATASETS]
         if missing:
@@ -581,6 +603,35 @@ def _schema_or_error(store: Store, name: str) -> pa.Schema | pa.ArrowInvalid | O
             return pq.read_schema(handle)
     except (pa.ArrowInvalid, OSError) as error:
         return error
+
+
+def _check_raw_as_fetched(run: DailyRun, in_raw: dict[str, int]) -> None:
+    """Raise unless ``raw/`` contains exactly the objects and sizes that fetch verified.
+
+    Validate reads every object below ``raw/``. Fetch keeps it a mirror of the client's input,
+    but a run without fetch would otherwise validate whatever was added or rewritten there since.
+    Without a fetch marker (``raw/`` filled by a transfer outside lm-co2) there is nothing to
+    compare with. Contents are not read again: names and sizes catch a copied-in or rewritten
+    file, not a rewrite of the same size.
+    """
+    fetched = read_phase_marker(run.state, "fetch", run.day)
+    if fetched is None:
+        return
+    expected = {o.path: o.size for o in fetched.objects}
+    added = sorted(set(in_raw) - set(expected))
+    missing = sorted(set(expected) - set(in_raw))
+    resized = sorted(name for name in set(in_raw) & set(expected) if in_raw[name] != expected[name])
+    if added or missing or resized:
+        def listed(names: list[str]) -> str:
+            if not names:
+                return "-"
+            more = f" (+{len(names) - 3})" if len(names) > 3 else ""
+            return ", ".join(names[:3]) + more
+
+        raise OperatorError(
+            "phases.raw_changed", run_date=run.day, path=run.store("raw").url, added=listed(added), missing=listed(missing),
+            resized=listed(resized), phases=run.phases_from("fetch", "validate"),
+        )
 
 
 def _dataset_sources(run: DailyRun, raw: Store) -> dict[str, tuple[Store, list[str]]]:
@@ -694,7 +745,7 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
             geo = contract.to_frame("geo_attributes", geo_table) if geo_table is not None else None
             layers = spatial.prepare_layers(geo if geo is not None else _empty_geo(), link_max_distance_m=max_distance_m)
             model = pipeline.model_for(run.settings)
-            shared = [pipeline.scatter_broadcast(client, x) for x in (pipeline.VehicleMaster.of(vehicles), layers, model)]
+            shared = _broadcast(run, client, [pipeline.VehicleMaster.of(vehicles), layers, model], layers)
         except BaseException:
             client.cancel(align_futures)
             raise
@@ -745,6 +796,25 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
         return manifest
 
     return run_phase(run, "compute", body)
+
+
+def _broadcast(run: DailyRun, client: Client, values: list[Any], layers: spatial.GeoLayers) -> list[Any]:
+    """Send each of ``values`` to every worker; raise an :class:`OperatorError` that names memory when it fails.
+
+    Every worker keeps the whole geo layer, and while it unpacks it needs about twice its size.
+    A worker above its memory limit is restarted, and the scatter then fails with a closed
+    connection or a lost worker, which says nothing about memory.
+    """
+    from dask.sizeof import sizeof
+
+    try:
+        return [pipeline.scatter_broadcast(client, value) for value in values]
+    except Exception as error:  # noqa: BLE001 - any failure here is reported with the sizes that explain it
+        raise OperatorError(
+            "compute.broadcast_failed", run_date=run.day, size_mb=f"{sum(sizeof(v) for v in values) / 1e6:,.0f}",
+            links=f"{len(layers.links):,}", areas=f"{len(layers.areas):,}", memory_limit=run.settings.cluster.memory_limit,
+            error=f"{type(error).__name__}: {error}",
+        ) from error
 
 
 def _summed_counts(parts: Iterable[dict[str, int]]) -> dict[str, int]:

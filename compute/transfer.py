@@ -377,6 +377,14 @@ def fetch_day(
                 "ask the sender whether the day is complete, then rerun with force"
             )
     outcome = verify_and_repair(source, destination, expected, retries=retries, retry_delay_s=retry_delay_s, on_event=on_event)
+    # raw/ mirrors the listing: validate reads every object below it, so an object the client
+    # no longer delivers, or one left by an interrupted copy, must not stay there.
+    extra = sorted(set(destination.list()) - set(names))
+    for name in extra:
+        destination.remove(name)
+    if extra:
+        on_event("raw_extra_removed", {"count": len(extra), "objects": ", ".join(extra[:5]) + (" …" if len(extra) > 5 else "")})
+    outcome["removed"] = len(extra)
     manifest = Manifest(
         phase="fetch", run_date=run_date, root=destination.url, objects=[expected[n] for n in names],
         sources={name: token for name, (_, token) in versions.items() if token},

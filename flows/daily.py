@@ -67,7 +67,7 @@ register(
 DATE_LOCK_TIMEOUT_S = 6 * 3600
 #: Events logged at warning level; every other event is logged at info level.
 _WARNING_EVENTS = frozenset({
-    "object_retry", "object_mismatch", "object_copy_failed", "cluster_deleted", "input_unchecked", "objects_withdrawn",
+    "object_retry", "object_mismatch", "object_copy_failed", "cluster_deleted", "input_unchecked", "objects_withdrawn", "raw_extra_removed",
     "csv_formula_cells",
 })
 #: Events logged at error level; the failed-run alert matches ``run_failed``.
@@ -89,6 +89,7 @@ EVENT_LABELS: dict[str, dict[str, str]] = {
     "transfer_completed": {"ja": "転送ジョブ完了", "en": "transfer completed"},
     "object_copy_failed": {"ja": "オブジェクトのコピー失敗", "en": "object copy failed"},
     "object_mismatch": {"ja": "コピーがコピー元と不一致", "en": "object mismatch"},
+    "raw_extra_removed": {"ja": "入力にないオブジェクトを raw から削除", "en": "raw extra removed"},
     "object_retry": {"ja": "オブジェクトを再試行", "en": "object retry"},
     "object_delivered": {"ja": "オブジェクト納品", "en": "object delivered"},
     "object_already_delivered": {"ja": "オブジェクト納品済み（同じ内容）", "en": "object already delivered"},

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from compute import phases
+from compute.i18n import OperatorError
 from compute.report import RunSummary, render_text
 from compute.sample import SampleSpec, write_sample_day
 from compute.settings import load_settings
@@ -48,6 +49,41 @@ class TestFetchGuards:
             phases.fetch(_run(tmp_path))
         assert info.value.code == "input_changed"
         assert not phases.fetch(_run(tmp_path, force=True)).skipped
+
+
+class TestRawAsFetched:
+    """Validate reads every object below raw/, so raw/ must be what fetch verified."""
+
+    @pytest.mark.parametrize(("change", "shown"), [("added", "trajectories/zz-extra.parquet"), ("resized", "vehicles/")])
+    def test_changed_raw_stops_validate(self, tmp_path: Path, change: str, shown: str) -> None:
+        write_sample_day(Store(str(_input(tmp_path))), RUN_DATE, SampleSpec(trips=12, vertices_per_trip=6))
+        phases.fetch(_run(tmp_path))
+        raw = _run(tmp_path).store("raw")
+        if change == "added":
+            raw.write_bytes("trajectories/zz-extra.parquet", raw.read_bytes(next(n for n in raw.list() if n.startswith("trajectories/"))))
+        else:
+            vehicles = next(n for n in raw.list() if n.startswith("vehicles/"))
+            raw.write_bytes(vehicles, raw.read_bytes(vehicles) + b"\0")
+
+        with pytest.raises(OperatorError) as info:
+            phases.validate(_run(tmp_path), client=None)  # type: ignore[arg-type]
+
+        assert info.value.key == "phases.raw_changed"
+        assert shown in info.value.message("en")
+        assert "--force --phases fetch,validate" in info.value.message("ja")
+
+    def test_fetch_removes_what_the_input_no_longer_has(self, tmp_path: Path) -> None:
+        write_sample_day(Store(str(_input(tmp_path))), RUN_DATE, SampleSpec(trips=12, vertices_per_trip=6))
+        phases.fetch(_run(tmp_path))
+        raw = _run(tmp_path).store("raw")
+        raw.write_bytes("trajectories/zz-extra.parquet", b"left from an earlier delivery")
+        # temp/ expires after 7 days and takes the phase markers with it: fetch runs again over the old raw/.
+        _run(tmp_path).store("temp").remove("_phases")
+
+        fetched = phases.fetch(_run(tmp_path))
+
+        assert fetched.counts["removed"] == 1
+        assert sorted(raw.list()) == sorted(Store(str(_input(tmp_path))).list())
 
 
 class TestInputGoneAfterFetch:

@@ -36,6 +36,20 @@ class _Events:
 
 
 class TestFetchVerification:
+    def test_raw_objects_not_listed_are_removed(self, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
+        # Left in raw/ by an earlier delivery or an interrupted copy, an object would be validated with the day.
+        source, destination = _stores(moto_s3, gcs, "extra")
+        destination.write_bytes("trajectories/part-00009.parquet", b"from an earlier delivery")
+        destination.write_bytes("notes/readme.txt", b"not delivered today")
+        events = _Events()
+
+        manifest = transfer.fetch_day(source, destination, run_date="2026-12-01", mode="fsspec", retries=1, retry_delay_s=0.01,
+                                      on_event=events)
+
+        assert sorted(destination.list()) == sorted(source.list())
+        assert manifest.counts["removed"] == 2
+        assert [f["count"] for e, f in events.records if e == "raw_extra_removed"] == [2]
+
     def test_corrupted_object_is_repaired(self, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
         source, destination = _stores(moto_s3, gcs, "corrupt")
         events = _Events()

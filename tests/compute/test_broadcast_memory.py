@@ -1,0 +1,43 @@
+"""A worker that runs out of memory while it receives the broadcast data gets an error naming memory.
+
+Without it the operator saw only Dask's ``CommClosedError ... Stream is closed``, which reads like
+a network fault. The test sends 640 MB to a real worker limited to 400 MiB, which Dask's nanny
+restarts, as a country-wide geo layer did to 4 GiB workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from compute import phases, spatial
+from compute.contract import ContractSettings, conform_table, to_frame
+from compute.i18n import OperatorError
+from compute.settings import load_settings
+from tests.conftest import RUN_DATE, write_profile
+from tests.hostile.hostile_days import geo_attributes
+
+pytestmark = pytest.mark.slow
+
+
+def test_worker_out_of_memory_named(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data", cluster={"n_workers": 1, "memory_limit": "400MiB"})
+    run = phases.DailyRun.create(load_settings(str(profile)), RUN_DATE)
+    geo = to_frame("geo_attributes", conform_table("geo_attributes", geo_attributes(), ContractSettings()))
+    layers = spatial.prepare_layers(geo, link_max_distance_m=25.0)
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="400MiB", dashboard_address="127.0.0.1:0",
+                      host="127.0.0.1") as cluster, Client(cluster) as client:
+        with pytest.raises(OperatorError) as info:
+            phases._broadcast(run, client, [np.ones(80_000_000), layers], layers)
+
+    assert info.value.key == "compute.broadcast_failed"
+    for lang in ("ja", "en"):
+        text = info.value.message(lang)
+        assert "cluster.memory_limit" in text
+        assert "400MiB" in text
+        assert "640 MB" in text
+    assert "メモリ不足" in info.value.message("ja")
