@@ -767,20 +767,27 @@ def withdraw_success(
 
     Where the output allows deleting, ``_SUCCESS`` is deleted. The client's bucket allows
     PutObject only, so there it is replaced by a ``_SUCCESS`` whose ``status`` is
-    ``redelivering`` and whose ``manifest_sha256`` is null. A day never delivered, or withdrawn
-    already, is left as it is, so calling this once per changed object costs one marker read.
+    ``redelivering`` and whose ``manifest_sha256`` is null. A day whose delivery started and did
+    not complete, or was withdrawn already, is left as it is, so calling this once per changed
+    object costs one marker read.
+
+    Without any delivery marker, the day may never have been delivered, or ``temp/`` (where
+    the markers live, kept 7 days) expired since a delivery the write-only output does not
+    let us see. So ``_SUCCESS`` is withdrawn all the same: otherwise a delivery that fails part
+    way would leave an earlier ``_SUCCESS`` and ``manifest.json`` over a mix of files.
     """
     earlier = completed_delivery(state)
-    if earlier is None:
+    if earlier is None and state.list(DELIVERY_DIR):
         return
+    replaces = earlier.content_key if earlier is not None else None
     if uploader.can_delete:
         uploader.delete(SUCCESS_NAME)
         state.remove(delivery_marker_path(SUCCESS_NAME))
     else:
         body = json.dumps({"run_date": run_date, "status": REDELIVERING, "manifest_sha256": None,
-                           "replaces_manifest_sha256": earlier.content_key}, sort_keys=True).encode("utf-8")
+                           "replaces_manifest_sha256": replaces}, sort_keys=True).encode("utf-8")
         deliver_object(processed, uploader, state, SUCCESS_NAME, body=body, content_key=REDELIVERING, force=True)
-    on_event("success_withdrawn", {"object": SUCCESS_NAME, "deleted": uploader.can_delete, "replaces_manifest_sha256": earlier.content_key})
+    on_event("success_withdrawn", {"object": SUCCESS_NAME, "deleted": uploader.can_delete, "replaces_manifest_sha256": replaces})
 
 
 def _withdraw_objects(uploader: Uploader, state: Store, names: list[str], *, on_event: EventSink) -> None:

@@ -222,10 +222,15 @@ def test_publish_rerun_after_failure(prefect_harness: None, profile_path: Path, 
     admin = moto_s3.client("admin")
     versions = admin.list_object_versions(Bucket=moto_s3.output_bucket, Prefix=prefix).get("Versions", [])
     keys = [v["Key"][len(prefix):] for v in versions]
-    assert len(keys) == len(set(keys))  # each object uploaded exactly once across both runs
+    data_keys = [k for k in keys if k != "_SUCCESS"]
+    assert len(data_keys) == len(set(data_keys))  # each object uploaded exactly once across both runs
+    # _SUCCESS twice: "redelivering" before the first object (no delivery marker says what the
+    # output holds), then "complete".
+    assert keys.count("_SUCCESS") == 2
     assert OUTPUT_FILES <= set(keys)
     publish = json.loads(temp.read_text("_phases/publish.json"))["counts"]
-    assert publish["already_delivered"] == len(delivered_before)
+    # Every object the first run delivered is skipped; _SUCCESS, written as "redelivering", is written again.
+    assert publish["already_delivered"] == len(delivered_before - {"_delivery/_SUCCESS.json"})
 
 
 @pytest.mark.slow
@@ -252,8 +257,10 @@ def test_format_switch_redelivers_through_flow(prefect_harness: None, profile_pa
     versions = admin.list_object_versions(Bucket=moto_s3.output_bucket, Prefix=prefix + "_SUCCESS").get("Versions", [])
     bodies = [json.loads(admin.get_object(Bucket=moto_s3.output_bucket, Key=v["Key"], VersionId=v["VersionId"])["Body"].read())
               for v in reversed(versions)]  # S3 lists the versions of a key newest first
-    assert [body["status"] for body in bodies] == ["complete", "redelivering", "complete"]
-    assert bodies[1]["manifest_sha256"] is None
+    # The first delivery starts with "redelivering" too: no delivery marker says what the output holds.
+    assert [body["status"] for body in bodies] == ["redelivering", "complete", "redelivering", "complete"]
+    assert bodies[2]["manifest_sha256"] is None
+    assert bodies[2]["replaces_manifest_sha256"] == bodies[1]["manifest_sha256"]
 
     delivered = _output_objects(moto_s3, prefix)
     assert {"trips.csv", "breakdown.csv", "rejects.csv"} <= set(delivered)
@@ -261,6 +268,6 @@ def test_format_switch_redelivers_through_flow(prefect_harness: None, profile_pa
     manifest = json.loads(delivered["manifest.json"])
     assert {"trips.parquet", "breakdown.parquet", "rejects.parquet"} <= set(manifest["withdrawn"])
     assert manifest["counts"]["deleted"] == 0
-    assert bodies[2]["manifest_sha256"] == hashlib.sha256(delivered["manifest.json"]).hexdigest()
+    assert bodies[3]["manifest_sha256"] == hashlib.sha256(delivered["manifest.json"]).hexdigest()
     trips_csv = delivered["trips.csv"].decode("utf-8").splitlines()
     assert len(trips_csv) - 1 == len(pq.read_table(io.BytesIO(delivered["trips.parquet"])))

@@ -133,6 +133,27 @@ class TestWriteOnlyOutput:
         assert [name for name, _ in uploader.seen] == ["b.parquet", "manifest.json", "_SUCCESS"]
         assert _success(uploader.admin, uploader.bucket, uploader.prefix) == {"run_date": DAY, "status": "complete", "manifest_sha256": proof.sha256}
 
+    def test_expired_markers_still_withdraw(self, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
+        # temp/ (and the delivery markers in it) expired after the first delivery, which the
+        # write-only output does not let us see. A redelivery that fails part way must not leave
+        # the old complete _SUCCESS and manifest over a mix of old and new files.
+        files = {"a.parquet": b"a" * 100, "b.parquet": b"b" * 100}
+        processed, state, uploader, _ = _delivered_day(moto_s3, gcs, "redeliver-expired", files)
+        state.remove(transfer.DELIVERY_DIR)
+        processed.write_bytes("a.parquet", b"A" * 100)
+        processed.write_bytes("b.parquet", b"B" * 100)
+
+        moto_s3.fail("PUT", "redeliver-expired/20261201/b.parquet", -1)
+        try:
+            with pytest.raises(StorageError, match="b.parquet"):
+                _deliver(processed, uploader, state)
+        finally:
+            moto_s3.heal()
+
+        assert [name for name, _ in uploader.seen][:2] == ["_SUCCESS", "a.parquet"]
+        success = _success(uploader.admin, uploader.bucket, uploader.prefix)
+        assert success == {"run_date": DAY, "status": "redelivering", "manifest_sha256": None, "replaces_manifest_sha256": None}
+
     def test_old_format_files_listed_withdrawn(self, moto_s3: MotoS3, gcs: GcsEmulator) -> None:
         files = {"trips.parquet": b"parquet" * 100, "summary.json": b"{}"}
         processed, state, uploader, _ = _delivered_day(moto_s3, gcs, "redeliver-format", files)
