@@ -9,12 +9,13 @@ or mixes rows. The Prefect flow in ``flows/daily.py`` calls these functions, one
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import functools
 import io
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -150,6 +151,16 @@ register(
                   "{areas} areas, vehicle master, model; about {size_mb} MB): {error}. This is most often a worker out of memory; "
                   "a worker needs about twice that size while it receives it. Raise cluster.memory_limit (now {memory_limit}) or "
                   "cut the geo attributes to the region the fleet drives in, then run again.",
+        },
+        "compute.worker_lost": {
+            "ja": "{run_date} の compute で、タスクの途中でワーカーが止まり、共有データ（ジオ属性のリンク {links} 本とエリア {areas} 件、"
+                  "車両マスタ、モデル。約 {size_mb} MB）が失われました（{error}）。多くはワーカーのメモリ不足です。各ワーカーは"
+                  "共有データと計算中の区間を同時に持ちます。cluster.memory_limit（現在 {memory_limit}）を上げるか、ジオ属性を車両が走る"
+                  "地域に絞ってから再実行してください。",
+            "en": "compute for {run_date}: a worker stopped during the tasks and the shared data (geo layer of {links} links and "
+                  "{areas} areas, vehicle master, model; about {size_mb} MB) was lost: {error}. This is most often a worker out of "
+                  "memory; each worker keeps the shared data and the piece it computes. Raise cluster.memory_limit (now "
+                  "{memory_limit}) or cut the geo attributes to the region the fleet drives in, then run again.",
         },
         "phases.raw_changed": {
             "ja": "{run_date} の validate を実行できません。{path} の内容が fetch で確認したコピーと違います"
@@ -745,21 +756,26 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
             geo = contract.to_frame("geo_attributes", geo_table) if geo_table is not None else None
             layers = spatial.prepare_layers(geo if geo is not None else _empty_geo(), link_max_distance_m=max_distance_m)
             model = pipeline.model_for(run.settings)
-            shared = _broadcast(run, client, [pipeline.VehicleMaster.of(vehicles), layers, model], layers)
+            broadcast = [pipeline.VehicleMaster.of(vehicles), layers, model]
+            shared_mb = _size_mb(broadcast)
+            shared = _broadcast(run, client, broadcast, layers, shared_mb)
+            del broadcast
         except BaseException:
             client.cancel(align_futures)
             raise
         step_done("prepare")
-        aligned: list[pipeline.AlignResult] = pipeline.gather(client, align_futures, timeout_s=time_left()) if align_futures else []
+        with _worker_loss_named(run, client, shared_mb, layers):
+            aligned: list[pipeline.AlignResult] = pipeline.gather(client, align_futures, timeout_s=time_left()) if align_futures else []
         tacho_counts = {key: sum(getattr(r, key) for r in aligned) for key in ("rows", "aligned", "outside_trips")}
         tacho_parts = pipeline.tacho_parts_by_piece(aligned)
         step_done("align")
 
         # Stage 3: one task per piece.
-        results = pipeline.gather(client, client.map(
-            pipeline.compute_piece, [temp_ref] * n, pieces, [tacho_parts.get(p.index, []) for p in pieces],
-            *[[s] * n for s in shared], [max_distance_m] * n, [versions] * n, pure=False,
-        ), timeout_s=time_left())
+        with _worker_loss_named(run, client, shared_mb, layers):
+            results = pipeline.gather(client, client.map(
+                pipeline.compute_piece, [temp_ref] * n, pieces, [tacho_parts.get(p.index, []) for p in pieces],
+                *[[s] * n for s in shared], [max_distance_m] * n, [versions] * n, pure=False,
+            ), timeout_s=time_left())
         step_done("pieces")
 
         methods: dict[str, int] = {}
@@ -798,20 +814,49 @@ def compute(run: DailyRun, client: Client) -> PhaseResult:
     return run_phase(run, "compute", body)
 
 
-def _broadcast(run: DailyRun, client: Client, values: list[Any], layers: spatial.GeoLayers) -> list[Any]:
+def _size_mb(values: list[Any]) -> str:
+    """Return the size of ``values`` in MB as Dask estimates it, for messages."""
+    from dask.sizeof import sizeof
+
+    return f"{sum(sizeof(v) for v in values) / 1e6:,.0f}"
+
+
+@contextlib.contextmanager
+def _worker_loss_named(run: DailyRun, client: Client, shared_mb: str, layers: spatial.GeoLayers) -> Iterator[None]:
+    """Raise an :class:`OperatorError` that names memory when a worker dies under the tasks.
+
+    A worker restarted above its memory limit loses the broadcast data, and the tasks that
+    needed it are cancelled, or the worker is reported killed. A cancellation while the same
+    workers are still there (an operator's stop) is raised as it is.
+    """
+    from concurrent.futures import CancelledError
+
+    from distributed.scheduler import KilledWorker
+
+    workers = set(client.scheduler_info().get("workers", {}))
+    try:
+        yield
+    except (CancelledError, KilledWorker) as error:
+        if isinstance(error, CancelledError) and set(client.scheduler_info().get("workers", {})) == workers:
+            raise
+        raise OperatorError(
+            "compute.worker_lost", run_date=run.day, size_mb=shared_mb, links=f"{len(layers.links):,}", areas=f"{len(layers.areas):,}",
+            memory_limit=run.settings.cluster.memory_limit, error=f"{type(error).__name__}: {str(error).splitlines()[0]}",
+        ) from error
+
+
+def _broadcast(run: DailyRun, client: Client, values: list[Any], layers: spatial.GeoLayers, shared_mb: str) -> list[Any]:
     """Send each of ``values`` to every worker; raise an :class:`OperatorError` that names memory when it fails.
 
     Every worker keeps the whole geo layer, and while it unpacks it needs about twice its size.
     A worker above its memory limit is restarted, and the scatter then fails with a closed
     connection or a lost worker, which says nothing about memory.
     """
-    from dask.sizeof import sizeof
-
     try:
         return [pipeline.scatter_broadcast(client, value) for value in values]
     except Exception as error:  # noqa: BLE001 - any failure here is reported with the sizes that explain it
         raise OperatorError(
-            "compute.broadcast_failed", run_date=run.day, size_mb=f"{sum(sizeof(v) for v in values) / 1e6:,.0f}",
+            "compute.broadcast_failed", run_date=run.day, size_mb=shared_mb,
             links=f"{len(layers.links):,}", areas=f"{len(layers.areas):,}", memory_limit=run.settings.cluster.memory_limit,
             error=f"{type(error).__name__}: {error}",
         ) from error

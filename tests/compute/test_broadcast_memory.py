@@ -1,4 +1,4 @@
-"""A worker that runs out of memory while it receives the broadcast data gets an error naming memory.
+"""A worker that runs out of memory with the broadcast data gets an error naming memory.
 
 Without it the operator saw only Dask's ``CommClosedError ... Stream is closed``, which reads like
 a network fault. The test sends 640 MB to a real worker limited to 400 MiB, which Dask's nanny
@@ -32,7 +32,7 @@ def test_worker_out_of_memory_named(tmp_path: Path) -> None:
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="400MiB", dashboard_address="127.0.0.1:0",
                       host="127.0.0.1") as cluster, Client(cluster) as client:
         with pytest.raises(OperatorError) as info:
-            phases._broadcast(run, client, [np.ones(80_000_000), layers], layers)
+            phases._broadcast(run, client, [np.ones(80_000_000), layers], layers, phases._size_mb([np.ones(80_000_000), layers]))
 
     assert info.value.key == "compute.broadcast_failed"
     for lang in ("ja", "en"):
@@ -41,3 +41,43 @@ def test_worker_out_of_memory_named(tmp_path: Path) -> None:
         assert "400MiB" in text
         assert "640 MB" in text
     assert "メモリ不足" in info.value.message("ja")
+
+
+def _grow(shared: np.ndarray) -> float:
+    """Allocate 320 MB beside the shared array: more than a 400 MiB worker can hold."""
+    extra = np.ones(40_000_000)
+    return float(shared[0] + extra[0])
+
+
+def test_worker_lost_during_tasks_named(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data", cluster={"n_workers": 1, "memory_limit": "400MiB"})
+    run = phases.DailyRun.create(load_settings(str(profile)), RUN_DATE)
+    geo = to_frame("geo_attributes", conform_table("geo_attributes", geo_attributes(), ContractSettings()))
+    layers = spatial.prepare_layers(geo, link_max_distance_m=25.0)
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="400MiB", dashboard_address="127.0.0.1:0",
+                      host="127.0.0.1") as cluster, Client(cluster) as client:
+        shared = client.scatter(np.ones(10_000_000), broadcast=True, hash=False)
+        with pytest.raises(OperatorError) as info, phases._worker_loss_named(run, client, "80", layers):
+            client.gather(client.map(_grow, [shared] * 3, pure=False))
+
+    assert info.value.key == "compute.worker_lost"
+    assert "cluster.memory_limit" in info.value.message("en")
+    assert "メモリ不足" in info.value.message("ja")
+
+
+def test_cancel_without_lost_worker_raised_as_is(tmp_path: Path) -> None:
+    # An operator's stop cancels the tasks while every worker is alive: that is no memory error.
+    from concurrent.futures import CancelledError
+
+    profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data")
+    run = phases.DailyRun.create(load_settings(str(profile)), RUN_DATE)
+    geo = to_frame("geo_attributes", conform_table("geo_attributes", geo_attributes(), ContractSettings()))
+    layers = spatial.prepare_layers(geo, link_max_distance_m=25.0)
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
+                      host="127.0.0.1") as cluster, Client(cluster) as client:
+        future = client.submit(__import__("time").sleep, 30, pure=False)
+        with pytest.raises(CancelledError), phases._worker_loss_named(run, client, "1", layers):
+            client.cancel([future])
+            future.result()
