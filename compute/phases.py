@@ -236,7 +236,7 @@ def fetch(run: DailyRun, transfer_client: Any = None) -> PhaseResult:
     """
 
     check = _check_input_unchanged(run)
-    if run.force and not run.store("input").list():
+    if run.force and not transfer.list_input(run.store("input"), run.day):
         # Checked before the phase starts: a forced rerun of a day whose input is gone stops
         # with the missing delivery and keeps the verified raw copy and every phase marker.
         raise DeliveryError("delivery_missing", run.store("input").url, run.day)
@@ -268,7 +268,7 @@ def _check_input_unchanged(run: DailyRun) -> InputCheck | None:
     if done is None:
         return None
     source = run.store("input")
-    current = source.list_versions()
+    current = transfer.list_input(source, run.day)
     if not current:
         check = InputCheck("input_absent", source.url)
         run.on_event("input_unchecked", {"phase": "fetch", **check.as_dict()})

@@ -72,6 +72,12 @@ register(
             "ja": "{run_date} の納品が見つかりません。{url} にオブジェクトがありません。クライアントがその日を納品したか、プロファイルの input ルートが正しいかを確認してください。",
             "en": "No delivery found for {run_date}: there are no objects in {url}. Check that the client delivered the day and that the input root of the profile is right.",
         },
+        "storage.input_unreadable": {
+            "ja": "{run_date} の入力 {url} を一覧できません（{detail}）。プロファイルの input ルート（バケット名）、エンドポイント、"
+                  "認証情報（credentials.aws_block、AWS_* の環境変数）がそのバケットを読めるかを確認してから再実行してください。",
+            "en": "Cannot list the input {url} for {run_date} ({detail}). Check the input root of the profile (bucket name), the "
+                  "endpoint, and that the credentials (credentials.aws_block, AWS_* variables) can read that bucket, then run again.",
+        },
         "storage.copy_failed": {
             "ja": "{total} 個中 {failed} 個のオブジェクトを {source} から {destination} へコピーできませんでした（{errors}）。"
                   "両方に接続できること、認証情報で読み書きできることを確かめてから、{phase} フェーズを再実行してください。",

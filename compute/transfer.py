@@ -320,6 +320,22 @@ def verify_and_repair(
     return {"verified": len(expected), "repaired": len(repaired - set(pending))}
 
 
+def list_input(source: Store, run_date: str) -> dict[str, tuple[int, str]]:
+    """List the client's input as :meth:`Store.list_versions` does; a failure names the store and what to check.
+
+    Raises
+    ------
+    DeliveryError
+        ``input_unreadable`` when the listing fails: s3fs raises PermissionError for a wrong key,
+        OSError with only the HTTP reason for an expired token, and botocore's
+        EndpointConnectionError (not an OSError) for a closed port.
+    """
+    try:
+        return source.list_versions()
+    except Exception as error:  # noqa: BLE001 - every listing failure gets the store and what to check
+        raise DeliveryError("input_unreadable", source.url, run_date, detail=f"{type(error).__name__}: {error}") from error
+
+
 def fetch_day(
     source: Store,
     destination: Store,
@@ -349,7 +365,7 @@ def fetch_day(
     VerificationError
         If objects still differ after the repair rounds.
     """
-    versions = source.list_versions()
+    versions = list_input(source, run_date)
     if not versions:
         raise DeliveryError("delivery_missing", source.url, run_date)
     listing = {name: size for name, (size, _) in versions.items()}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import socket
 from typing import Any
 
 import pytest
 
 from compute import transfer
-from compute.storage import ObjectRecord, Store, VerificationError
+from compute.storage import DeliveryError, ObjectRecord, Store, VerificationError
 
 from .conftest import GcsEmulator, MotoS3
 
@@ -33,6 +34,30 @@ class _Events:
 
     def objects(self, event: str) -> set[str]:
         return {f["object"] for e, f in self.records if e == event}
+
+
+class TestInputUnreadable:
+    @pytest.mark.parametrize("fault", ["wrong-secret", "closed-port"])
+    def test_listing_failure_names_store(self, moto_s3: MotoS3, gcs: GcsEmulator, fault: str) -> None:
+        source, destination = _stores(moto_s3, gcs, f"unreadable-{fault}")
+        options = dict(moto_s3.options("reader"))
+        if fault == "wrong-secret":
+            options["secret"] = "not-the-secret"
+        else:
+            with socket.socket() as sock:  # a port on 127.0.0.1 that nothing listens on
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            options["endpoint_url"] = f"http://127.0.0.1:{port}"
+            options["config_kwargs"] = {"retries": {"max_attempts": 1}, "connect_timeout": 1}
+        broken = Store(source.url, options)
+
+        with pytest.raises(DeliveryError) as info:
+            transfer.fetch_day(broken, destination, run_date="2026-12-01", mode="fsspec", retries=0, retry_delay_s=0.01)
+
+        assert info.value.code == "input_unreadable"
+        assert source.url in info.value.message("en")
+        assert "認証情報" in info.value.message("ja")
+        assert not destination.list()
 
 
 class TestFetchVerification:
