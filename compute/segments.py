@@ -544,7 +544,13 @@ def _standstill_segments(
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _within(coords: np.ndarray, a: int, b: int, kx: float, ky: float, squared_radius: float) -> bool:
     """Tell whether vertex ``b`` lies within the radius of vertex ``a`` (metres per degree ``kx``, ``ky`` at ``a``)."""
-    dx = ((coords[b, 0] - coords[a, 0] + 180.0) % 360.0 - 180.0) * kx
+    dlon = coords[b, 0] - coords[a, 0]
+    # Wrapped across the antimeridian; a branch costs less than a floating-point modulo per fix.
+    if dlon > 180.0:
+        dlon -= 360.0
+    elif dlon < -180.0:
+        dlon += 360.0
+    dx = dlon * kx
     dy = (coords[b, 1] - coords[a, 1]) * ky
     return dx * dx + dy * dy <= squared_radius
 
