@@ -78,6 +78,12 @@ register(
             "en": "Cannot list the input {url} for {run_date} ({detail}). Check the input root of the profile (bucket name), the "
                   "endpoint, and that the credentials (credentials.aws_block, AWS_* variables) can read that bucket, then run again.",
         },
+        "storage.deliver_failed": {
+            "ja": "{total} 個中 {failed} 個のオブジェクトを {url} に納品できませんでした（{errors}）。出力先の認証情報と接続を確かめてから、"
+                  "publish を再実行してください。納品済みのオブジェクトは送り直しません。",
+            "en": "{failed} of {total} objects could not be delivered to {url}: {errors}. Check the output's credentials and "
+                  "connection, then rerun publish: delivered objects are skipped.",
+        },
         "storage.copy_failed": {
             "ja": "{total} 個中 {failed} 個のオブジェクトを {source} から {destination} へコピーできませんでした（{errors}）。"
                   "両方に接続できること、認証情報で読み書きできることを確かめてから、{phase} フェーズを再実行してください。",

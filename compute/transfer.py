@@ -382,7 +382,14 @@ def fetch_day(
         expected = copy_objects(source, destination, names, on_event=on_event)
         for name in names:
             if name not in expected:  # the copy failed: take the checksum from the source instead
-                expected[name] = source.record(name)
+                try:
+                    expected[name] = source.record(name)
+                except OSError as error:
+                    raise VerificationError(
+                        f"source object {source.child_url(name)} could not be read after its copy failed ({_error_text(error)}); "
+                        "it may have been removed or replaced during the transfer: ask the sender whether the day is complete, "
+                        "then rerun with force"
+                    ) from error
     else:
         raise NotImplementedError(f"transfer.mode {mode!r} is not supported; use 'sts' or 'fsspec'")
 
@@ -732,10 +739,7 @@ def deliver(
             deliveries.append(delivery)
     if failures:
         listed = "; ".join(f"{name}: {_error_text(error)}" for name, error in sorted(failures.items()))
-        raise StorageError(
-            f"{len(failures)} of {len(names)} objects could not be delivered to {uploader.url}: {listed}; "
-            "rerun publish: delivered objects are skipped"
-        )
+        raise localized_error(StorageError, "storage.deliver_failed", failed=len(failures), total=len(names), url=uploader.url, errors=listed)
 
     withdrawn = _still_withdrawn(state, names)
     manifest = Manifest(

@@ -465,17 +465,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def is_expected(error: BaseException) -> bool:
     """Return whether ``error`` is a failure the operator can fix, printed without a traceback.
 
-    Expected: :class:`~compute.i18n.OperatorError` (arguments, profiles, backfill ranges), a missing
-    or changed delivery (:class:`~compute.storage.DeliveryError`) and a dataset-level contract
-    error. A failed backfill is expected when every failed date failed with an expected error.
+    Expected: :class:`~compute.i18n.OperatorError` (arguments, profiles, backfill ranges), a
+    storage failure after its retries (:class:`~compute.storage.StorageError`: a missing or
+    changed delivery, a copy that does not verify, objects that could not be delivered; each
+    names the objects and what to do) and a dataset-level contract error. A failed backfill is
+    expected when every failed date failed with an expected error.
     """
     from compute.contract import ContractError
-    from compute.storage import DeliveryError
+    from compute.storage import StorageError
 
     failures = getattr(error, "failures", None)
     if isinstance(error, OperatorError) and isinstance(failures, dict):
         return all(is_expected(failure) for failure in failures.values())
-    return isinstance(error, OperatorError | DeliveryError | ContractError)
+    return isinstance(error, OperatorError | StorageError | ContractError)
 
 
 class _HeldRecords(logging.Filter):

@@ -121,11 +121,17 @@ class TestWriteOnlyOutput:
 
         moto_s3.fail("PUT", "redeliver-broken/20261201/b.parquet", -1)
         try:
-            with pytest.raises(StorageError, match="b.parquet"):
+            with pytest.raises(StorageError, match="b.parquet") as info:
                 _deliver(processed, uploader, state)
         finally:
             moto_s3.heal()
         assert _success(uploader.admin, uploader.bucket, uploader.prefix)["status"] == "redelivering"  # type: ignore[index]
+        # The operator reads it in Japanese by default, without a traceback (a StorageError is expected).
+        assert "2 個中 1 個のオブジェクトを" in info.value.message("ja")
+        assert "publish を再実行してください" in info.value.message("ja")
+        from flows.cli import is_expected
+
+        assert is_expected(info.value)
 
         uploader.seen.clear()
         _, proof = _deliver(processed, uploader, state)
