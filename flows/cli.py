@@ -466,10 +466,11 @@ def is_expected(error: BaseException) -> bool:
     """Return whether ``error`` is a failure the operator can fix, printed without a traceback.
 
     Expected: :class:`~compute.i18n.OperatorError` (arguments, profiles, backfill ranges), a
-    storage failure after its retries (:class:`~compute.storage.StorageError`: a missing or
-    changed delivery, a copy that does not verify, objects that could not be delivered; each
-    names the objects and what to do) and a dataset-level contract error. A failed backfill is
-    expected when every failed date failed with an expected error.
+    storage failure after its retries (:class:`~compute.storage.StorageError`), and a
+    dataset-level contract error. A storage failure is a missing or changed delivery, a copy that
+    does not verify, or objects that could not be delivered, and its message names the objects
+    and what to do. A failed backfill is expected when every failed date failed with an
+    expected error.
     """
     from compute.contract import ContractError
     from compute.storage import StorageError
