@@ -114,6 +114,10 @@ def dask_setup(worker: Any) -> None:
     distributed 2026.8 logs for each task still running when the worker closes
     (``worker_state_machine``). A stopped run printed one such English line per task before the
     command's own message, to the stderr that the worker process shares with the command.
+
+    The error that a heartbeat could not reach the scheduler keeps its line but loses its
+    traceback. On a loaded machine it came when the scheduler closed before a worker at the end
+    of a run that succeeded, and the operator read a traceback of a TCP read.
     """
     import multiprocessing
     import signal
@@ -121,6 +125,7 @@ def dask_setup(worker: Any) -> None:
     if multiprocessing.parent_process() is None:
         return
     logging.getLogger("distributed.worker.state_machine").addFilter(_drop_cancelled_instructions)
+    logging.getLogger("distributed.worker").addFilter(_heartbeat_without_traceback)
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # only the main thread may set handlers
@@ -130,6 +135,14 @@ def dask_setup(worker: Any) -> None:
 def _drop_cancelled_instructions(record: logging.LogRecord) -> bool:
     """Return False for distributed's warning about a task cancelled while its worker closes."""
     return not (record.levelno == logging.WARNING and str(record.msg).endswith("ended with CancelledError"))
+
+
+def _heartbeat_without_traceback(record: logging.LogRecord) -> bool:
+    """Keep distributed's heartbeat error as one line: drop its traceback, keep every record."""
+    if str(record.msg).startswith("Failed to communicate with scheduler during heartbeat"):
+        record.exc_info = None
+        record.exc_text = None
+    return True
 
 
 def list_dataset_files(store: Store, dataset: str) -> list[str]:

@@ -390,3 +390,22 @@ def test_abandoned_run_and_its_tasks_crashed(prefect_harness: None) -> None:
         assert client.read_flow_run(abandoned.id).state.type == StateType.CRASHED
         assert client.read_task_run(task_run.id).state.type == StateType.CRASHED
         assert client.read_flow_run(alive.id).state.type == StateType.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("text", "traceback_kept"),
+    [("Failed to communicate with scheduler during heartbeat.", False), ("Unexpected exception during heartbeat. Closing worker.", True)],
+)
+def test_worker_heartbeat_error_without_traceback(text: str, traceback_kept: bool) -> None:
+    """The heartbeat error at a cluster's close stays one line; other errors keep their traceback."""
+    from compute import pipeline
+
+    try:
+        raise OSError("Stream is closed")
+    except OSError:
+        record = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 0, text, None, sys.exc_info())
+    assert pipeline._heartbeat_without_traceback(record) is True
+
+    shown = logging.Formatter("%(name)s - %(levelname)s - %(message)s").format(record)
+    assert shown.startswith(f"distributed.worker - ERROR - {text}")
+    assert ("Traceback" in shown) is traceback_kept

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 from compute import phases, spatial
+from compute.cluster import open_cluster
 from compute.contract import ContractSettings, conform_table, to_frame
 from compute.i18n import OperatorError
-from compute.settings import load_settings
+from compute.settings import ClusterSettings, load_settings
 from tests.conftest import RUN_DATE, write_profile
 from tests.hostile.hostile_days import geo_attributes
 
@@ -29,8 +29,9 @@ def test_worker_out_of_memory_named(tmp_path: Path) -> None:
     geo = to_frame("geo_attributes", conform_table("geo_attributes", geo_attributes(), ContractSettings()))
     layers = spatial.prepare_layers(geo, link_max_distance_m=25.0)
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="400MiB", dashboard_address="127.0.0.1:0",
-                      host="127.0.0.1") as cluster, Client(cluster) as client:
+    # The flow's own LocalCluster: a nanny that restarts a worker sets the same allocator
+    # variables in this process as the other tests' clusters do.
+    with open_cluster(ClusterSettings(n_workers=1, memory_limit="400MiB")) as client:
         with pytest.raises(OperatorError) as info:
             phases._broadcast(run, client, [np.ones(80_000_000), layers], layers, phases._size_mb([np.ones(80_000_000), layers]))
 
@@ -55,8 +56,7 @@ def test_worker_lost_during_tasks_named(tmp_path: Path) -> None:
     geo = to_frame("geo_attributes", conform_table("geo_attributes", geo_attributes(), ContractSettings()))
     layers = spatial.prepare_layers(geo, link_max_distance_m=25.0)
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, memory_limit="400MiB", dashboard_address="127.0.0.1:0",
-                      host="127.0.0.1") as cluster, Client(cluster) as client:
+    with open_cluster(ClusterSettings(n_workers=1, memory_limit="400MiB")) as client:
         shared = client.scatter(np.ones(10_000_000), broadcast=True, hash=False)
         with pytest.raises(OperatorError) as info, phases._worker_loss_named(run, client, "80", layers):
             client.gather(client.map(_grow, [shared] * 3, pure=False))
@@ -75,8 +75,7 @@ def test_cancel_without_lost_worker_raised_as_is(tmp_path: Path) -> None:
     geo = to_frame("geo_attributes", conform_table("geo_attributes", geo_attributes(), ContractSettings()))
     layers = spatial.prepare_layers(geo, link_max_distance_m=25.0)
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
-                      host="127.0.0.1") as cluster, Client(cluster) as client:
+    with open_cluster(ClusterSettings(n_workers=1, memory_limit="1GiB")) as client:
         future = client.submit(__import__("time").sleep, 30, pure=False)
         with pytest.raises(CancelledError), phases._worker_loss_named(run, client, "1", layers):
             client.cancel([future])
