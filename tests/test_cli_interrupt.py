@@ -406,6 +406,6 @@ def test_worker_heartbeat_error_without_traceback(text: str, traceback_kept: boo
         record = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 0, text, None, sys.exc_info())
     assert pipeline._heartbeat_without_traceback(record) is True
 
-    shown = logging.Formatter("%(name)s - %(levelname)s - %(message)s").format(record)
-    assert shown.startswith(f"distributed.worker - ERROR - {text}")
-    assert ("Traceback" in shown) is traceback_kept
+    formatted = logging.Formatter("%(name)s - %(levelname)s - %(message)s").format(record)
+    assert formatted.startswith(f"distributed.worker - ERROR - {text}")
+    assert ("Traceback" in formatted) is traceback_kept
