@@ -188,6 +188,20 @@ class UpstreamMissingError(OperatorError):
         super().__init__("phases.upstream_missing", phase=phase, upstream=upstream, run_date=run_date, phases=phases or f"{upstream},{phase}")
 
 
+def _missing_before(run: DailyRun, upstream: str) -> list[str]:
+    """Return ``upstream`` and the phases before it that have not completed either, oldest first.
+
+    Validate reads ``raw/`` rather than a marker, so fetch joins the list when ``raw/`` is empty:
+    the suggested command then works when copied.
+    """
+    missing = [upstream]
+    while (before := UPSTREAM.get(missing[0])) is not None and read_phase_marker(run.state, before, run.day) is None:
+        missing.insert(0, before)
+    if missing[0] == "validate" and not run.store("raw").list():
+        missing.insert(0, "fetch")
+    return missing
+
+
 #: Callables run with the phase name before each phase starts. ``lm-co2 run`` adds one that
 #: raises when a stop signal arrived but its exception was lost: Python discards an exception
 #: raised while a weakref callback runs, and the run went on to deliver (``flows.interrupt``).
@@ -208,7 +222,7 @@ def run_phase(run: DailyRun, phase: str, body: Callable[[], Manifest]) -> PhaseR
         return skipped(run, phase)
     upstream = UPSTREAM.get(phase)
     if upstream is not None and read_phase_marker(run.state, upstream, run.day) is None:
-        raise UpstreamMissingError(phase, upstream, run.day, run.phases_from(upstream, phase))
+        raise UpstreamMissingError(phase, upstream, run.day, run.phases_from(*_missing_before(run, upstream), phase))
     for later in PHASES[PHASES.index(phase):]:
         clear_phase_marker(run.state, later)
     run.on_event("phase_started", {"phase": phase, "run_date": run.day})
@@ -850,7 +864,7 @@ def _broadcast(run: DailyRun, client: Client, values: list[Any], layers: spatial
 
     Every worker keeps the whole geo layer, and while it unpacks it needs about twice its size.
     A worker above its memory limit is restarted, and the scatter then fails with a closed
-    connection or a lost worker, which says nothing about memory.
+    connection or a lost worker, whose text does not mention memory.
     """
     try:
         return [pipeline.scatter_broadcast(client, value) for value in values]

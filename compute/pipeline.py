@@ -325,9 +325,25 @@ def read_piece(store: Store, piece: Piece, settings: contract.ContractSettings, 
     """Read one piece and conform it to the contract."""
     if piece.parts:
         # The files of one piece have one schema (see plan_pieces), so their rows concatenate as read.
-        tables = [_read_raw(store, path, groups, None, columns) for path, groups, _ in piece.parts]
+        tables = [_read_raw_of(store, piece.dataset, path, groups, None, columns) for path, groups, _ in piece.parts]
         return contract.conform_table(piece.dataset, pa.concat_tables(tables), settings)
-    return contract.conform_table(piece.dataset, _read_raw(store, piece.path, piece.row_groups, piece.row_range, columns), settings)
+    table = _read_raw_of(store, piece.dataset, piece.path, piece.row_groups, piece.row_range, columns)
+    return contract.conform_table(piece.dataset, table, settings)
+
+
+def _read_raw_of(
+    store: Store, dataset: str, path: str, row_groups: tuple[int, ...], row_range: tuple[int, int] | None, columns: list[str] | None,
+) -> pa.Table:
+    """Read as :func:`_read_raw` does; a file whose data cannot be decoded raises the contract's ``file_unreadable``.
+
+    Its footer was read when the pieces were planned, so this is a damaged data page (a byte
+    changed after the fetch, say), which pyarrow reports as a decompression or decoding error
+    that names no file.
+    """
+    try:
+        return _read_raw(store, path, row_groups, row_range, columns)
+    except (OSError, pa.ArrowException) as error:
+        raise contract.file_unreadable(dataset, path, error) from error
 
 
 def _read_raw(store: Store, path: str, row_groups: tuple[int, ...], row_range: tuple[int, int] | None, columns: list[str] | None) -> pa.Table:

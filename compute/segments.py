@@ -76,13 +76,15 @@ class StandstillRule:
     """Rule that recognises a vehicle standing still in noisy GPS fixes.
 
     A receiver that does not move keeps reporting positions scattered by a few metres. At 1 Hz
-    that scatter reads as 10 to 20 km/h of speed with accelerations of 1 to 2 m/s2, so a T3
-    profile of a 10-minute stop with 2 m of scatter gets about 13 times the fuel of idling, and
-    the trip gets about 2 km it never drove. A run of fixes of a trip with vertex times that all
-    lie within ``radius_m`` of the run's first fix, that spans at least ``min_duration_s``, and
-    whose segments add up to more than twice ``radius_m`` is a standstill. Inside a circle of
-    that radius, a vehicle that drives through or stops without scatter travels about two radii
-    at most, so a longer path means the fixes went back and forth. The segments of a standstill
+    that scatter reads as 10 to 20 km/h of speed with accelerations of 1 to 2 m/s2. A T3 profile
+    of a 10-minute stop with 2 m of scatter then gets about 13 times the fuel of idling, and the
+    trip gets about 2 km it never drove. A run of fixes of a trip with vertex times that all
+    lie within ``radius_m`` of the run's first fix, that spans at least ``min_duration_s``,
+    whose segments add up to more than twice ``radius_m`` and whose direction of travel turns
+    by more than 60 degrees a step on average is a standstill. Inside a circle of that radius,
+    a vehicle that drives through or stops without scatter travels about two radii at most, so
+    a longer path means the fixes went back and forth, or that the vehicle circled. Scatter
+    turns by about 120 degrees a step, circling smoothly. The segments of a standstill
     keep their times and midpoints but get length 0, so they count as idle. A ``radius_m`` or
     ``min_duration_s`` of 0 turns the rule off.
 
@@ -515,7 +517,8 @@ def _standstill_segments(
                     due += 1
                 if due == n:
                     break
-                if not abs(coords[a, 1] - scale_lat) <= 0.01:
+                # Near the poles the east-west scale changes fast, so it is taken at every fix there.
+                if not abs(coords[a, 1] - scale_lat) <= 0.01 or abs(coords[a, 1]) > 80.0:
                     scale_lat = coords[a, 1]
                     sin_lat = np.sin(scale_lat * _RADIANS)
                     w = np.sqrt(1.0 - _WGS84_E2 * sin_lat * sin_lat)
@@ -528,10 +531,7 @@ def _standstill_segments(
                 while last + 1 < n and _within(coords, a, vertex + last + 1, kx, ky, squared_radius):
                     last += 1
                 if last >= due:
-                    path_m = 0.0
-                    for k in range(first, last):
-                        path_m += length_m[segment + k]
-                    if path_m > 2.0 * radius_m:
+                    if _scattered(coords, vertex + first, vertex + last, length_m, segment + first, kx, ky, radius_m):
                         for k in range(first, last):
                             still[segment + k] = True
                     first = last + 1
@@ -539,6 +539,42 @@ def _standstill_segments(
                     first += 1
         vertex += n
         segment += n - 1 if n > 1 else 0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _scattered(coords: np.ndarray, a: int, b: int, length_m: np.ndarray, s: int, kx: float, ky: float, radius_m: float) -> bool:
+    """Tell whether the run of fixes ``a`` to ``b`` (segments from ``s``) went back and forth.
+
+    Its segments must add up to more than two radii, and the direction of travel must turn by
+    more than 60 degrees a step on average. Scatter around one place turns by about 120 degrees
+    a step (fixes drawn at random), while a vehicle that circles in a car park turns smoothly
+    and is left moving. Segments of length 0 have no direction and are skipped.
+    """
+    path_m = 0.0
+    for k in range(b - a):
+        path_m += length_m[s + k]
+    if not path_m > 2.0 * radius_m:
+        return False
+    turned = 0.0
+    turns = 0
+    previous_x = 0.0
+    previous_y = 0.0
+    for v in range(a, b):
+        dlon = coords[v + 1, 0] - coords[v, 0]
+        if dlon > 180.0:
+            dlon -= 360.0
+        elif dlon < -180.0:
+            dlon += 360.0
+        x = dlon * kx
+        y = (coords[v + 1, 1] - coords[v, 1]) * ky
+        if x == 0.0 and y == 0.0:
+            continue
+        if previous_x != 0.0 or previous_y != 0.0:
+            turned += abs(np.arctan2(previous_x * y - previous_y * x, previous_x * x + previous_y * y))
+            turns += 1
+        previous_x = x
+        previous_y = y
+    return turns > 0 and turned / turns > np.pi / 3.0
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")

@@ -33,6 +33,9 @@ ENGLISH_WORD = re.compile(r"[A-Za-z][A-Za-z_.]*[A-Za-z]")
 # Technical names a Japanese text may use as they are: formats, libraries, Arrow types, column
 # names and setting keys of the contract.
 TECHNICAL_TERMS = {
+    # The phase name and the option of the command that fetches the day again.
+    "fetch",
+    "force",
     "GeoParquet",
     "Parquet",
     "parquet",

@@ -9,6 +9,7 @@ import shutil
 import socket
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from compute import phases
@@ -285,3 +286,28 @@ def test_suggested_rerun_keeps_profile_and_language(tmp_path: Path, prefect_harn
     # Outside the command, messages suggest the plain command.
     error = phases.InputChangedError("/in/", "2026-12-01", phases.InputChanges(resized=("a.parquet",)), False)
     assert error.message("en").endswith("for example:\n  lm-co2 run --date 2026-12-01 --force")
+
+
+def test_damaged_raw_page_names_file(tmp_path: Path) -> None:
+    # A raw file damaged after the fetch with its size kept: the footer reads, a data page does not.
+    from compute.cluster import open_cluster
+    from compute.contract import ContractError, ErrorCode
+    from compute.settings import ClusterSettings
+
+    write_sample_day(Store(str(_input(tmp_path))), RUN_DATE, SampleSpec(trips=40, vertices_per_trip=30, trips_per_file=40))
+    phases.fetch(_run(tmp_path))
+    raw = _run(tmp_path).store("raw")
+    name = next(n for n in raw.list() if n.startswith("trajectories/"))
+    data = bytearray(raw.read_bytes(name))
+    # The compressed values of the geometry column, past its page header.
+    row_group = pq.ParquetFile(raw.path(name)).metadata.row_group(0)
+    geometry = next(row_group.column(i) for i in range(row_group.num_columns) if row_group.column(i).path_in_schema == "geometry")
+    start = (geometry.dictionary_page_offset or geometry.data_page_offset) + 64
+    data[start:start + 256] = b"\xff" * 256
+    Path(raw.path(name)).write_bytes(bytes(data))
+    # validate compares raw/ with the fetch marker by name and size only, so the damage reaches the readers.
+    with open_cluster(ClusterSettings(n_workers=1, memory_limit="1GiB")) as client, pytest.raises(ContractError) as info:
+        phases.validate(_run(tmp_path, force=True), client)
+
+    assert info.value.code is ErrorCode.FILE_UNREADABLE
+    assert name in info.value.message("ja")

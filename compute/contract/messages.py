@@ -208,8 +208,10 @@ _ERRORS: dict[str, tuple[str, str, str, str]] = {
     "file_unreadable": (
         "データセット {dataset} のファイルを Parquet として読めません (想定: {expected}、実際: {actual})。",
         "A file of dataset {dataset} cannot be read as Parquet: expected {expected}, found {actual}.",
-        "ファイルを送り直すか、Parquet 以外のファイルは拡張子を .parquet にしないでください。",
-        "Send the file again, or do not name files that are not Parquet with the .parquet extension.",
+        "ファイルを送り直すか、Parquet 以外のファイルは拡張子を .parquet にしないでください。入力のファイルが正しく読めるなら、"
+        "コピーが傷んでいます。fetch を --force で実行し直してください。",
+        "Send the file again, or do not name files that are not Parquet with the .parquet extension. If the client's "
+        "file reads correctly, our copy is damaged: run fetch again with --force.",
     ),
     "column_duplicated": (
         "データセット {dataset} の列 {column} が複数あります (想定: {expected}、実際: {actual})。",

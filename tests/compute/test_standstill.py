@@ -62,9 +62,16 @@ def _stop_trip(rng: np.random.Generator, scatter_m: float, stop_s: int = 300, lo
 def _reference_mask(lonlat: np.ndarray, seconds: np.ndarray, rule: StandstillRule) -> np.ndarray:
     """Read the rule directly: from each run start, the longest run of fixes within the radius of
     the start. A run spanning the duration is a standstill when its path is longer than two
-    radii, and the next run starts after it."""
+    radii and its direction turns by more than 60 degrees a step on average, and the next run
+    starts after it."""
     n = len(seconds)
-    _, _, step_m = GEOD.inv(lonlat[:-1, 0], lonlat[:-1, 1], lonlat[1:, 0], lonlat[1:, 1])
+    azimuth, _, step_m = GEOD.inv(lonlat[:-1, 0], lonlat[:-1, 1], lonlat[1:, 0], lonlat[1:, 1])
+
+    def turns_much(first: int, last: int) -> bool:
+        moving = [k for k in range(first, last) if step_m[k] > 0]
+        turn = [abs((azimuth[b] - azimuth[a] + 180.0) % 360.0 - 180.0) for a, b in zip(moving, moving[1:], strict=False)]
+        return bool(turn) and float(np.mean(turn)) > 60.0
+
     still = np.zeros(n - 1, dtype=bool)
     first = 0
     while first < n - 1:
@@ -75,7 +82,7 @@ def _reference_mask(lonlat: np.ndarray, seconds: np.ndarray, rule: StandstillRul
                 break
             last += 1
         if last > first and seconds[last] - seconds[first] >= rule.min_duration_s:
-            still[first:last] = step_m[first:last].sum() > 2 * rule.radius_m
+            still[first:last] = step_m[first:last].sum() > 2 * rule.radius_m and turns_much(first, last)
             first = last + 1
         else:
             first += 1
@@ -141,6 +148,35 @@ def test_clean_stop_left_as_measured() -> None:
 
     assert not segs[c.STANDSTILL].any()
     assert segs[c.LENGTH_M].sum() == pytest.approx(driven_m, rel=1e-6)
+
+
+@pytest.mark.parametrize("radius_m", [8.0, 10.0])
+def test_circling_not_held_still(radius_m: float) -> None:
+    # Five minutes at 10 km/h round a car park: inside 20 m of a fix, but turning smoothly.
+    seconds = np.arange(301, dtype=float)
+    angle = seconds * (10.0 / 3.6) / radius_m
+    lonlat = _walk(139.7, 35.68, radius_m * np.sin(angle), radius_m * (1.0 - np.cos(angle)))
+
+    segs, _ = segments.build_segments(_frame([(lonlat, seconds)]), RULE)
+
+    assert not segs[c.STANDSTILL].any()
+    assert segs[c.LENGTH_M].sum() == pytest.approx(300 * 10.0 / 3.6, rel=0.01)
+
+
+def test_creep_near_pole_not_held_still() -> None:
+    # 1 km south from 89.99 degrees in 20 s, then 3 km/h east with 1 m of scatter. A scale of
+    # metres per degree kept from 89.99 would halve the east-west steps at 89.98 and hold the
+    # creep still.
+    rng = np.random.default_rng(9)
+    drive = _walk(10.0, 89.99, np.zeros(21), -np.arange(21) * 50.0)
+    creep_s = np.arange(1, 121, dtype=float)
+    creep = _walk(float(drive[-1, 0]), float(drive[-1, 1]), creep_s * 3.0 / 3.6 + rng.normal(0, 1, 120), rng.normal(0, 1, 120))
+    lonlat = np.vstack([drive, creep])
+    seconds = np.concatenate([np.arange(21, dtype=float), 20.0 + creep_s])
+
+    segs, _ = segments.build_segments(_frame([(lonlat, seconds)]), RULE)
+
+    assert not segs[c.STANDSTILL].any()
 
 
 def test_slow_driving_not_held_still() -> None:
