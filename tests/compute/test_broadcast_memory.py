@@ -45,18 +45,20 @@ def test_worker_out_of_memory_named(tmp_path: Path) -> None:
 
 
 def _grow(shared: np.ndarray) -> float:
-    """Allocate 320 MB beside the shared array: more than a 400 MiB worker can hold."""
-    extra = np.ones(40_000_000)
+    """Allocate 1.6 GB beside the shared array: more than a 1 GiB worker can hold."""
+    extra = np.ones(200_000_000)
     return float(shared[0] + extra[0])
 
 
 def test_worker_lost_during_tasks_named(tmp_path: Path) -> None:
-    profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data", cluster={"n_workers": 1, "memory_limit": "400MiB"})
+    # 1 GiB: the worker with its preloaded modules and the shared array stays below the 80 % at
+    # which Dask pauses it (a paused worker refuses the broadcast), and the task goes far above.
+    profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data", cluster={"n_workers": 1, "memory_limit": "1GiB"})
     run = phases.DailyRun.create(load_settings(str(profile)), RUN_DATE)
     geo = to_frame("geo_attributes", conform_table("geo_attributes", geo_attributes(), ContractSettings()))
     layers = spatial.prepare_layers(geo, link_max_distance_m=25.0)
 
-    with open_cluster(ClusterSettings(n_workers=1, memory_limit="400MiB")) as client:
+    with open_cluster(ClusterSettings(n_workers=1, memory_limit="1GiB")) as client:
         shared = client.scatter(np.ones(10_000_000), broadcast=True, hash=False)
         with pytest.raises(OperatorError) as info, phases._worker_loss_named(run, client, "80", layers):
             client.gather(client.map(_grow, [shared] * 3, pure=False))
