@@ -78,10 +78,10 @@ class StandstillRule:
     A receiver that does not move keeps reporting positions scattered by a few metres. At 1 Hz
     that scatter reads as 10 to 20 km/h of speed with accelerations of 1 to 2 m/s2. A T3 profile
     of a 10-minute stop with 2 m of scatter then gets about 13 times the fuel of idling, and the
-    trip gets about 2 km it never drove. A run of fixes of a trip with vertex times that all
-    lie within ``radius_m`` of the run's first fix, that spans at least ``min_duration_s``,
-    whose segments add up to more than twice ``radius_m`` and whose direction of travel turns
-    by more than 60 degrees a step on average is a standstill. Inside a circle of that radius,
+    trip gets about 2 km it never drove. Take a run of fixes of a trip with vertex times that
+    all lie within ``radius_m`` of the run's first fix. It is a standstill when it spans at
+    least ``min_duration_s``, its segments add up to more than twice ``radius_m``, and its
+    direction of travel turns by more than 60 degrees a step on average. Inside a circle of that radius,
     a vehicle that drives through or stops without scatter travels about two radii at most, so
     a longer path means the fixes went back and forth, or that the vehicle circled. Scatter
     turns by about 120 degrees a step, circling smoothly. The segments of a standstill
@@ -560,12 +560,7 @@ def _scattered(coords: np.ndarray, a: int, b: int, length_m: np.ndarray, s: int,
     previous_x = 0.0
     previous_y = 0.0
     for v in range(a, b):
-        dlon = coords[v + 1, 0] - coords[v, 0]
-        if dlon > 180.0:
-            dlon -= 360.0
-        elif dlon < -180.0:
-            dlon += 360.0
-        x = dlon * kx
+        x = _longitude_step(coords[v, 0], coords[v + 1, 0]) * kx
         y = (coords[v + 1, 1] - coords[v, 1]) * ky
         if x == 0.0 and y == 0.0:
             continue
@@ -578,15 +573,24 @@ def _scattered(coords: np.ndarray, a: int, b: int, length_m: np.ndarray, s: int,
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _longitude_step(lon_a: float, lon_b: float) -> float:
+    """Return ``lon_b - lon_a`` in degrees, wrapped across the antimeridian into [-180, 180].
+
+    A branch costs less than a floating-point modulo per fix; longitudes are valid (the contract
+    checks them), so one turn of 360 degrees is enough.
+    """
+    step = lon_b - lon_a
+    if step > 180.0:
+        step -= 360.0
+    elif step < -180.0:
+        step += 360.0
+    return step
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _within(coords: np.ndarray, a: int, b: int, kx: float, ky: float, squared_radius: float) -> bool:
     """Tell whether vertex ``b`` lies within the radius of vertex ``a`` (metres per degree ``kx``, ``ky`` at ``a``)."""
-    dlon = coords[b, 0] - coords[a, 0]
-    # Wrapped across the antimeridian; a branch costs less than a floating-point modulo per fix.
-    if dlon > 180.0:
-        dlon -= 360.0
-    elif dlon < -180.0:
-        dlon += 360.0
-    dx = dlon * kx
+    dx = _longitude_step(coords[a, 0], coords[b, 0]) * kx
     dy = (coords[b, 1] - coords[a, 1]) * ky
     return dx * dx + dy * dy <= squared_radius
 

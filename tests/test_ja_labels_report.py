@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 import pytest
 from matplotlib.figure import Figure
 
@@ -13,23 +12,12 @@ from compute import charts, i18n, plausibility
 from compute import columns as c
 from compute.plausibility import DayFacts, PlausibilityWarning
 from compute.report import RunSummary, render_text
+from tests.test_report_page_wording import _segments
 
-START = pd.Timestamp("2026-12-01 07:10:00", tz="UTC")
 OUTSIDE_DAY = PlausibilityWarning(
     "trips_outside_day", "day", "",
     {"outside": 3, "day": "2026-12-01", "timezone": "Asia/Tokyo", "dates": "2026-11-20 (2), 2027-06-01 (1)"},
 )
-
-
-def _segments() -> pa.Table:
-    frame = pd.DataFrame(
-        {
-            c.LINK_ID: ["a", None], c.AREA_ID: ["z", None], c.ROAD_CLASS: ["primary", None],
-            c.CO2_TTW_KG: [1.0, 0.5], c.LENGTH_M: [1000.0, 500.0], c.LON_MID: [139.70, 139.71], c.LAT_MID: [35.68, 35.69],
-        }
-    )
-    frame[c.T_START] = pd.Series([START] * 2).astype("datetime64[ms, UTC]")
-    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def _inputs(rejected_reasons: list[str], warnings: list[PlausibilityWarning]) -> charts.ReportInputs:

@@ -23,11 +23,16 @@ from tests.hostile.hostile_days import geo_attributes
 pytestmark = pytest.mark.slow
 
 
-def test_worker_out_of_memory_named(tmp_path: Path) -> None:
-    profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data", cluster={"n_workers": 1, "memory_limit": "400MiB"})
+def _run_and_layer(tmp_path: Path, memory_limit: str) -> tuple[phases.DailyRun, spatial.GeoLayers]:
+    """Return a run whose profile has one worker of ``memory_limit``, and a small prepared geo layer."""
+    profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data", cluster={"n_workers": 1, "memory_limit": memory_limit})
     run = phases.DailyRun.create(load_settings(str(profile)), RUN_DATE)
     geo = to_frame("geo_attributes", conform_table("geo_attributes", geo_attributes(), ContractSettings()))
-    layers = spatial.prepare_layers(geo, link_max_distance_m=25.0)
+    return run, spatial.prepare_layers(geo, link_max_distance_m=25.0)
+
+
+def test_worker_out_of_memory_named(tmp_path: Path) -> None:
+    run, layers = _run_and_layer(tmp_path, "400MiB")
 
     # The flow's own LocalCluster: a nanny that restarts a worker sets the same allocator
     # variables in this process as the other tests' clusters do.
@@ -53,10 +58,7 @@ def _grow(shared: np.ndarray) -> float:
 def test_worker_lost_during_tasks_named(tmp_path: Path) -> None:
     # 1 GiB: the worker with its preloaded modules and the shared array stays below the 80 % at
     # which Dask pauses it (a paused worker refuses the broadcast), and the task goes far above.
-    profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data", cluster={"n_workers": 1, "memory_limit": "1GiB"})
-    run = phases.DailyRun.create(load_settings(str(profile)), RUN_DATE)
-    geo = to_frame("geo_attributes", conform_table("geo_attributes", geo_attributes(), ContractSettings()))
-    layers = spatial.prepare_layers(geo, link_max_distance_m=25.0)
+    run, layers = _run_and_layer(tmp_path, "1GiB")
 
     with open_cluster(ClusterSettings(n_workers=1, memory_limit="1GiB")) as client:
         shared = client.scatter(np.ones(10_000_000), broadcast=True, hash=False)
@@ -72,10 +74,7 @@ def test_cancel_without_lost_worker_raised_as_is(tmp_path: Path) -> None:
     # An operator's stop cancels the tasks while every worker is alive: that is no memory error.
     from concurrent.futures import CancelledError
 
-    profile = write_profile(tmp_path / "profile.yaml", tmp_path / "data")
-    run = phases.DailyRun.create(load_settings(str(profile)), RUN_DATE)
-    geo = to_frame("geo_attributes", conform_table("geo_attributes", geo_attributes(), ContractSettings()))
-    layers = spatial.prepare_layers(geo, link_max_distance_m=25.0)
+    run, layers = _run_and_layer(tmp_path, "2GiB")
 
     with open_cluster(ClusterSettings(n_workers=1, memory_limit="1GiB")) as client:
         future = client.submit(__import__("time").sleep, 30, pure=False)
