@@ -72,7 +72,7 @@ class DailyRun:
     run_date: dt.date
     force: bool = False
     on_event: EventSink = field(default=lambda event, fields: None)
-    #: The phases the operator asked for, in order; empty for all. Commands suggested in errors repeat them.
+    #: The phases the operator requested, in order, or empty for all. Commands suggested in errors repeat them.
     phases: tuple[str, ...] = ()
 
     @classmethod
@@ -84,10 +84,10 @@ class DailyRun:
                    phases=tuple(phases))
 
     def phases_from(self, *first: str) -> str:
-        """Return ``first`` and the asked-for phases after the last of them, joined for ``--phases``."""
-        asked = self.phases or PHASES
+        """Return ``first`` and the requested phases after the last of them, joined for ``--phases``."""
+        requested = self.phases or PHASES
         start = PHASES.index(first[-1])
-        return ",".join([*first, *[p for p in asked if PHASES.index(p) > start]])
+        return ",".join([*first, *[p for p in requested if PHASES.index(p) > start]])
 
     @property
     def day(self) -> str:

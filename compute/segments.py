@@ -89,7 +89,7 @@ class StandstillRule:
     ``min_duration_s`` of 0 turns the rule off.
 
     The defaults: within 20 m for 30 s is a mean speed below 2.4 km/h, about the idle speed of
-    the emission model (2 km/h), so a run the rule holds still would be near idle anyway. Runs
+    the emission model (2 km/h), so a run the rule marks as a standstill would be near idle anyway. Runs
     are found from the first fix onwards. A run shorter than ``min_duration_s`` moves the
     start to the next fix, and a run long enough moves it to the first fix after the run. The
     last fixes of the approach and the first of the departure that lie within the radius of the
@@ -576,7 +576,7 @@ def _scattered(coords: np.ndarray, a: int, b: int, length_m: np.ndarray, s: int,
 def _longitude_step(lon_a: float, lon_b: float) -> float:
     """Return ``lon_b - lon_a`` in degrees, wrapped across the antimeridian into [-180, 180].
 
-    A branch costs less than a floating-point modulo per fix; longitudes are valid (the contract
+    A branch costs less than a floating-point modulo per fix. Longitudes are valid (the contract
     checks them), so one turn of 360 degrees is enough.
     """
     step = lon_b - lon_a

@@ -793,8 +793,8 @@ def withdraw_success(
 
     Without any delivery marker, the day may never have been delivered, or ``temp/`` (where
     the markers live, kept 7 days) expired since a delivery the write-only output does not
-    let us see. So ``_SUCCESS`` is withdrawn all the same: otherwise a delivery that fails part
-    way would leave an earlier ``_SUCCESS`` and ``manifest.json`` over a mix of files.
+    let us see. So ``_SUCCESS`` is withdrawn all the same, because a delivery that fails part
+    way would otherwise leave an earlier ``_SUCCESS`` and ``manifest.json`` over a mix of files.
     """
     earlier = completed_delivery(state)
     if earlier is None and state.list(DELIVERY_DIR):

@@ -73,7 +73,7 @@ class TestRawAsFetched:
         assert shown in info.value.message("en")
         assert "--force --phases fetch,validate" in info.value.message("ja")
 
-    def test_fetch_removes_what_the_input_no_longer_has(self, tmp_path: Path) -> None:
+    def test_fetch_removes_stale_raw_objects(self, tmp_path: Path) -> None:
         write_sample_day(Store(str(_input(tmp_path))), RUN_DATE, SampleSpec(trips=12, vertices_per_trip=6))
         phases.fetch(_run(tmp_path))
         raw = _run(tmp_path).store("raw")

@@ -123,7 +123,8 @@ class EmissionSettings(BaseModel):
         le=200,
         description=(
             "GPS fixes that stay within this distance (m) of a fix for at least standstill_min_duration_s, on a path longer "
-            "than twice this distance, are a standstill: their segments get length 0 and count as idle. 0 turns the rule off."
+            "than twice this distance that turns by more than 60 degrees a step on average, are a standstill. Their segments "
+            "get length 0 and count as idle. 0 turns the rule off."
         ),
     )
     standstill_min_duration_s: float = Field(

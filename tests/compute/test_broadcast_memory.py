@@ -57,7 +57,7 @@ def _grow(shared: np.ndarray) -> float:
 
 def test_worker_lost_during_tasks_named(tmp_path: Path) -> None:
     # 1 GiB: the worker with its preloaded modules and the shared array stays below the 80 % at
-    # which Dask pauses it (a paused worker refuses the broadcast), and the task goes far above.
+    # which Dask pauses it, because a paused worker rejects the broadcast. The task goes far above.
     run, layers = _run_and_layer(tmp_path, "1GiB")
 
     with open_cluster(ClusterSettings(n_workers=1, memory_limit="1GiB")) as client:

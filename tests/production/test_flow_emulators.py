@@ -224,7 +224,7 @@ def test_publish_rerun_after_failure(prefect_harness: None, profile_path: Path, 
     keys = [v["Key"][len(prefix):] for v in versions]
     data_keys = [k for k in keys if k != "_SUCCESS"]
     assert len(data_keys) == len(set(data_keys))  # each object uploaded exactly once across both runs
-    # _SUCCESS twice: "redelivering" before the first object (no delivery marker says what the
+    # _SUCCESS twice: "redelivering" before the first object (no delivery marker records what the
     # output holds), then "complete".
     assert keys.count("_SUCCESS") == 2
     assert OUTPUT_FILES <= set(keys)
@@ -257,7 +257,7 @@ def test_format_switch_redelivers_through_flow(prefect_harness: None, profile_pa
     versions = admin.list_object_versions(Bucket=moto_s3.output_bucket, Prefix=prefix + "_SUCCESS").get("Versions", [])
     bodies = [json.loads(admin.get_object(Bucket=moto_s3.output_bucket, Key=v["Key"], VersionId=v["VersionId"])["Body"].read())
               for v in reversed(versions)]  # S3 lists the versions of a key newest first
-    # The first delivery starts with "redelivering" too: no delivery marker says what the output holds.
+    # The first delivery starts with "redelivering" too: no delivery marker records what the output contains.
     assert [body["status"] for body in bodies] == ["redelivering", "complete", "redelivering", "complete"]
     assert bodies[2]["manifest_sha256"] is None
     assert bodies[2]["replaces_manifest_sha256"] == bodies[1]["manifest_sha256"]
